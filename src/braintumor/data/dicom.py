@@ -1,0 +1,191 @@
+"""DICOM decoding: every quirk in one reader (torchxrayvision's lesson).
+
+Order of operations, as the standard defines the display pipeline (PS3.3 C.11): decode the stored values
+(RLE, JPEG lossless, JPEG-LS, JPEG 2000 … through pylibjpeg), pick one frame, apply the Modality LUT
+(RescaleSlope/Intercept), then the VOI LUT or the window centre/width when present (else the full range),
+then invert MONOCHROME1 so that "bright" always means "more signal". Colour images (RGB, YBR, palette)
+become RGB.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+from braintumor.data.io import DEFAULT_MAX_PIXELS, ImageMeta, LoadedImage, collapse_gray, scale_to_uint8
+from braintumor.errors import CorruptImageError, ImageTooLargeError, NoPixelDataError
+
+#: Tags copied into :attr:`ImageMeta.dicom` (all as strings) when present.
+DESCRIPTIVE_TAGS = (
+    "Modality",
+    "BodyPartExamined",
+    "StudyDescription",
+    "SeriesDescription",
+    "ProtocolName",
+    "Manufacturer",
+    "MagneticFieldStrength",
+    "SliceThickness",
+    "PixelSpacing",
+    "PhotometricInterpretation",
+    "SOPClassUID",
+)
+#: Identifying tags, also copied (a report may show them) but flagged so the storage layer de-identifies
+#: them by default (PS3.15 basic profile).
+IDENTIFYING_TAGS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "InstitutionName",
+    "ReferringPhysicianName",
+)
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def decode_dicom(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Decode a DICOM file's bytes into an 8-bit :class:`LoadedImage` (see the module docstring)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise CorruptImageError(f"damaged DICOM: {_reason(exc)}") from exc
+    _ensure_transfer_syntax(ds)
+
+    if not any(k in ds for k in _PIXEL_KEYWORDS):
+        what = ds.get("Modality") or _sop_name(ds) or "object"
+        raise NoPixelDataError(f"DICOM {what} has no pixel data (not an image)")
+
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if rows <= 0 or cols <= 0:
+        raise CorruptImageError(f"DICOM declares an empty image ({cols}×{rows})")
+    if rows * cols > max_pixels:
+        raise ImageTooLargeError(
+            f"image too large: {cols}×{rows} = {rows * cols:,} pixels exceeds the cap of {max_pixels:,}"
+        )
+
+    notes: list[str] = []
+    index = frames // 2 if frames > 1 else None
+    try:
+        from pydicom.pixels.utils import pixel_array
+
+        arr = pixel_array(io.BytesIO(data), index=index) if index is not None else ds.pixel_array
+    except Exception as exc:  # decoders raise ValueError, RuntimeError, NotImplementedError …
+        raise CorruptImageError(f"cannot decode DICOM pixel data: {_reason(exc)}") from exc
+    if index is not None:
+        notes.append(f"multi-frame DICOM: used frame {index + 1} of {frames} (the middle)")
+
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    pixels = _to_display(arr, ds, photometric, notes)
+    modality = str(ds.get("Modality")) if ds.get("Modality") else None
+    return LoadedImage(
+        pixels=pixels,
+        meta=ImageMeta(
+            source_format="dicom",
+            original_size=(cols, rows),
+            mode=photometric,
+            bit_depth=int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8),
+            modality=modality,
+            frames=frames,
+            frame_index=index or 0,
+            dicom=_tags(ds),
+            notes=tuple(notes),
+        ),
+    )
+
+
+def _to_display(arr: np.ndarray, ds: Any, photometric: str, notes: list[str]) -> np.ndarray:
+    from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(arr, ds)
+        notes.append("palette colour expanded with the DICOM colour LUT")
+        top = 65535.0 if rgb.dtype.itemsize > 1 else 255.0
+        return collapse_gray(scale_to_uint8(rgb, 0.0, top))
+    if arr.ndim == 3:  # RGB / YBR (pydicom converts YBR to RGB)
+        if arr.dtype != np.uint8:
+            bits = int(ds.get("BitsStored", 8) or 8)
+            arr = scale_to_uint8(arr, 0.0, float(2**bits - 1))
+        return collapse_gray(np.ascontiguousarray(arr))
+
+    values = apply_modality_lut(arr, ds).astype(np.float64)
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        notes.append("rescale slope/intercept applied")
+    if "VOILUTSequence" in ds:
+        lut = np.asarray(ds.VOILUTSequence[0].LUTData, dtype=np.float64)
+        values = apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float64)
+        out = scale_to_uint8(values, float(lut.min()), float(lut.max()))
+        notes.append("VOI LUT applied")
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        center = _first(ds.WindowCenter)
+        width = max(_first(ds.WindowWidth), 1.0)
+        # PS3.3 C.11.2.1.2.1, linear function.
+        scaled = ((values - (center - 0.5)) / (width - 1.0 if width > 1 else 1.0) + 0.5) * 255.0
+        out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        notes.append(f"window centre {center:g} / width {width:g} applied")
+    else:
+        out = scale_to_uint8(values)
+        notes.append("no VOI window: full value range mapped to 8 bits")
+    if photometric == "MONOCHROME1":
+        out = 255 - out
+        notes.append("MONOCHROME1 inverted")
+    return out
+
+
+def _ensure_transfer_syntax(ds: Any) -> None:
+    """Preamble-less files often lack file meta; infer the transfer syntax from how they were read."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    if not hasattr(ds, "file_meta") or ds.file_meta is None:
+        ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" in ds.file_meta:
+        return
+    implicit, little = ds.original_encoding
+    if implicit is None or implicit:
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _tags(ds: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for keyword in DESCRIPTIVE_TAGS + IDENTIFYING_TAGS:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            continue
+        text = "\\".join(str(v) for v in value) if _is_multi(value) else str(value)
+        if keyword == "SOPClassUID":
+            text = getattr(value, "name", text)
+        out[keyword] = text
+    return out
+
+
+def _sop_name(ds: Any) -> str | None:
+    uid = ds.get("SOPClassUID")
+    return str(getattr(uid, "name", uid)) if uid else None
+
+
+def _is_multi(value: Any) -> bool:
+    from pydicom.multival import MultiValue
+
+    return isinstance(value, MultiValue | list | tuple)
+
+
+def _first(value: Any) -> float:
+    return float(value[0]) if _is_multi(value) else float(value)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

@@ -1,0 +1,39 @@
+"""Typed errors shared by every layer.
+
+Each error carries a one-line, user-facing reason (its ``str``). The API maps these classes to HTTP
+status codes in one place and the CLI prints the reason and exits non-zero; neither shows a traceback.
+"""
+
+from __future__ import annotations
+
+
+class BrainTumorError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ImageError(BrainTumorError, ValueError):
+    """An input image could not be turned into pixels."""
+
+
+class EmptyImageError(ImageError):
+    """The input has no bytes at all."""
+
+
+class UnsupportedImageError(ImageError):
+    """The bytes are not an image format we read (decided by content, not by extension)."""
+
+
+class CorruptImageError(ImageError):
+    """The format is known but the data is truncated or damaged."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image exceeds the pixel cap (decompression-bomb guard)."""
+
+
+class NoPixelDataError(ImageError):
+    """A DICOM object without pixel data (a structured report, an RT plan …)."""
+
+
+class DatasetError(BrainTumorError):
+    """A dataset folder or split file is missing, empty or inconsistent."""
