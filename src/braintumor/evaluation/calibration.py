@@ -1,0 +1,169 @@
+"""Calibration (temperature scaling, expected calibration error) and the operating decision.
+
+A network trained with cross-entropy on a few hundred images is over-confident; one scalar temperature
+fitted on validation logits (Guo et al., 2017, "On Calibration of Modern Neural Networks") fixes most of
+that without changing any ranking. The decision rule is also chosen on validation data, never on test:
+the operating threshold is the highest one that keeps tumor sensitivity at the target (default 0.95), and a
+"refer for review" band around it marks the scans the model is unsure about.
+
+Example:
+    >>> import numpy as np
+    >>> t = fit_temperature(np.array([4.0, -4.0, 3.0, -3.0]), np.array([1, 0, 0, 1]))
+    >>> t > 1  # over-confident logits get softened
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+    return out
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Binary logits (N,) or (N, 1) → p(tumor) (N,); multi-class logits (N, K) → softmax (N, K)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim == 1 or logits.shape[1] == 1:
+        return sigmoid(logits.reshape(-1) / temperature)
+    return softmax(logits / temperature)
+
+
+def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of labels ``y`` under tempered ``logits``."""
+    p = probabilities(logits, temperature)
+    eps = 1e-12
+    if p.ndim == 1:
+        return float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)))
+    return float(-np.mean(np.log(p[np.arange(len(y)), np.asarray(y, dtype=np.int64)] + eps)))
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray, *, low: float = 0.05, high: float = 20.0) -> float:
+    """Temperature minimising validation NLL (golden-section search on log T; NLL is unimodal in T)."""
+    a, b = math.log(low), math.log(high)
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = nll(logits, y, math.exp(c)), nll(logits, y, math.exp(d))
+    for _ in range(80):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = nll(logits, y, math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = nll(logits, y, math.exp(d))
+    return float(math.exp((a + b) / 2))
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Per-bin mean confidence, accuracy and count (top-label), and the expected calibration error."""
+
+    confidence: np.ndarray
+    accuracy: np.ndarray
+    count: np.ndarray
+    ece: float
+
+
+def reliability(probs: np.ndarray, y: np.ndarray, *, bins: int = 10) -> Reliability:
+    """Top-label reliability and ECE (weighted mean |accuracy − confidence| over equal-width bins).
+
+    ``probs`` is p(tumor) (N,) for binary models or (N, K) for multi-class ones.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    if probs.ndim == 1:
+        pred = (probs >= 0.5).astype(np.int64)
+        conf = np.where(pred == 1, probs, 1 - probs)
+    else:
+        pred = probs.argmax(1)
+        conf = probs.max(1)
+    correct = (pred == y).astype(np.float64)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    count = np.bincount(which, minlength=bins).astype(np.int64)
+    conf_sum = np.bincount(which, weights=conf, minlength=bins)
+    acc_sum = np.bincount(which, weights=correct, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.where(count > 0, conf_sum / np.maximum(count, 1), np.nan)
+        mean_acc = np.where(count > 0, acc_sum / np.maximum(count, 1), np.nan)
+    ece = float(np.nansum(np.abs(mean_acc - mean_conf) * count) / max(len(y), 1))
+    return Reliability(mean_conf, mean_acc, count, ece)
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """How a calibrated p(tumor) becomes a label: threshold plus a "refer for review" band.
+
+    p < ``refer_low`` → no tumor; p ≥ ``refer_high`` → tumor; in between → refer for review (the
+    label still follows ``threshold``). Stored in the model card; every prediction reports it.
+    """
+
+    threshold: float
+    refer_low: float
+    refer_high: float
+    target_sensitivity: float
+
+    def band(self, p_tumor: float) -> str:
+        if p_tumor >= self.refer_high:
+            return "tumor"
+        if p_tumor < self.refer_low:
+            return "no_tumor"
+        return "refer"
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "threshold": self.threshold,
+            "refer_low": self.refer_low,
+            "refer_high": self.refer_high,
+            "target_sensitivity": self.target_sensitivity,
+        }
+
+
+def choose_threshold(p_tumor: np.ndarray, y: np.ndarray, *, target_sensitivity: float = 0.95) -> float:
+    """The highest threshold whose sensitivity on (validation) data is at least ``target_sensitivity``."""
+    p = np.asarray(p_tumor, dtype=np.float64)
+    y = np.asarray(y).astype(bool)
+    positives = np.sort(p[y])
+    if positives.size == 0:
+        return 0.5
+    # Sensitivity at threshold t is the share of positives with p >= t: the k-th smallest positive score
+    # keeps (n - k) / n of them.
+    k = math.floor((1 - target_sensitivity) * positives.size + 1e-9)
+    return float(positives[min(k, positives.size - 1)])
+
+
+def decision_rule(
+    p_tumor: np.ndarray,
+    y: np.ndarray,
+    *,
+    target_sensitivity: float = 0.95,
+    refer_sensitivity: float = 0.99,
+    refer_specificity: float = 0.99,
+) -> DecisionRule:
+    """Threshold for ``target_sensitivity``; the band spans from the threshold that would keep
+    ``refer_sensitivity`` up to the one that reaches ``refer_specificity`` (both on validation data)."""
+    p = np.asarray(p_tumor, dtype=np.float64)
+    yb = np.asarray(y).astype(bool)
+    threshold = choose_threshold(p, yb, target_sensitivity=target_sensitivity)
+    low = min(threshold, choose_threshold(p, yb, target_sensitivity=refer_sensitivity))
+    negatives = np.sort(p[~yb])
+    if negatives.size:
+        k = math.ceil(refer_specificity * negatives.size) - 1
+        high = float(np.nextafter(negatives[min(max(k, 0), negatives.size - 1)], 1.0))
+    else:
+        high = threshold
+    return DecisionRule(threshold, low, max(high, threshold), target_sensitivity)

@@ -1,0 +1,1 @@
+"""Explanation: class activation maps (Grad-CAM, Grad-CAM++) and overlays."""

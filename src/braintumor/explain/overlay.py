@@ -1,0 +1,60 @@
+"""Render a raw class-activation map onto the original scan (NumPy + Pillow only: usable without torch).
+
+Example:
+    >>> import numpy as np
+    >>> scan = np.zeros((100, 200), np.uint8)
+    >>> heat = np.zeros((100, 200), np.float32); heat[40:60, 90:110] = 1
+    >>> overlay(scan, heat, alpha=0.4).shape
+    (100, 200, 3)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from braintumor.data.transforms import resize_float, to_rgb
+
+
+def normalise_map(cam: np.ndarray) -> np.ndarray:
+    """Scale a raw map to 0–1 by its maximum (an all-zero map stays zero)."""
+    cam = np.maximum(np.asarray(cam, dtype=np.float32), 0)
+    top = float(cam.max()) if cam.size else 0.0
+    return cam / top if top > 0 else np.zeros_like(cam)
+
+
+def _jet_lut() -> np.ndarray:
+    x = np.linspace(0, 1, 256)
+    channels = [np.clip(1.5 - np.abs(4 * x - c), 0, 1) for c in (3, 2, 1)]
+    return (np.stack(channels, axis=1) * 255).round().astype(np.uint8)
+
+
+_LUTS = {"jet": _jet_lut(), "gray": np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)}
+
+
+def colorize(cam01: np.ndarray, colormap: str = "jet") -> np.ndarray:
+    """Map a 0–1 map to an RGB uint8 image with ``colormap`` (``jet`` or ``gray``)."""
+    if colormap not in _LUTS:
+        raise ValueError(f"unknown colormap {colormap!r}; choose from {', '.join(_LUTS)}")
+    idx = np.clip(np.rint(np.asarray(cam01) * 255), 0, 255).astype(np.uint8)
+    out: np.ndarray = _LUTS[colormap][idx]
+    return out
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, *, alpha: float = 0.4, colormap: str = "jet") -> np.ndarray:
+    """Blend the colourised, normalised ``cam`` onto ``image`` (gray or RGB uint8).
+
+    ``cam`` is resized to the image when their sizes differ; ``alpha`` is the heatmap's opacity, scaled
+    per pixel by the map's strength so that cold regions leave the scan readable.
+    """
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    rgb = to_rgb(image).astype(np.float32)
+    h, w = rgb.shape[:2]
+    cam = np.asarray(cam, dtype=np.float32)
+    if cam.shape != (h, w):
+        cam = resize_float(cam, (w, h))
+    cam01 = normalise_map(cam)
+    heat = colorize(cam01, colormap).astype(np.float32)
+    weight = (alpha * np.sqrt(cam01))[:, :, None]
+    blended: np.ndarray = np.clip(rgb * (1 - weight) + heat * weight, 0, 255).round().astype(np.uint8)
+    return blended

@@ -1,0 +1,1 @@
+"""Training: config, data pipeline, callbacks and the two-phase transfer-learning loop."""

@@ -1,0 +1,117 @@
+"""Training data: labelled records → letterboxed uint8 tensors in memory, augmented on the fly.
+
+MRI training sets here are small (hundreds to a few thousand slices), so every image is decoded and
+letterboxed once, in parallel, and kept as uint8 (150 kB per 224-px image). Augmentation runs on those
+tensors per batch, and normalisation (the model card's mean/std) happens last.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from braintumor.data.datasets import ImageRecord, discover_many, is_tumor_label
+from braintumor.data.io import load_image
+from braintumor.data.splits import SplitRow
+from braintumor.data.transforms import letterbox, to_rgb
+from braintumor.errors import DatasetError
+from braintumor.training.config import AugmentConfig
+
+BINARY_CLASSES = ("no_tumor", "tumor")
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """Images (uint8, N×3×S×S) with integer targets and the records they came from."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    records: tuple[ImageRecord, ...]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def resolve_task(labels: Sequence[str], task: str) -> tuple[str, tuple[str, ...]]:
+    """Decide binary vs multi-class and the class names (sorted folder names for multi-class)."""
+    names = sorted({label for label in labels})
+    if task == "auto":
+        task = "binary" if {n.lower() for n in names} <= {"yes", "no"} else "multiclass"
+    if task == "binary":
+        return task, BINARY_CLASSES
+    if len(names) < 2:
+        raise DatasetError(f"multi-class training needs at least 2 classes, found {names}")
+    return task, tuple(names)
+
+
+def target_of(label: str, task: str, classes: Sequence[str]) -> int:
+    if task == "binary":
+        return int(is_tumor_label(label))
+    return classes.index(label)
+
+
+def load_set(
+    records: Sequence[ImageRecord], size: int, task: str, classes: Sequence[str], *, workers: int | None = None
+) -> LabelledSet:
+    """Decode and letterbox ``records`` to ``size`` (threads: PIL releases the GIL while decoding)."""
+
+    def one(record: ImageRecord) -> np.ndarray:
+        boxed, _ = letterbox(load_image(record.path).pixels, size)
+        return to_rgb(boxed).transpose(2, 0, 1)
+
+    if not records:
+        return LabelledSet(torch.zeros(0, 3, size, size, dtype=torch.uint8), torch.zeros(0), ())
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        arrays = list(pool.map(one, records))
+    images = torch.from_numpy(np.stack(arrays))
+    targets = torch.tensor([target_of(r.label, task, classes) for r in records], dtype=torch.long)
+    return LabelledSet(images, targets, tuple(records))
+
+
+def records_for_split(data_dirs: Sequence[str], rows: Sequence[SplitRow]) -> dict[str, list[ImageRecord]]:
+    """Join a split file's rows with the images found under ``data_dirs`` (by ``dataset/relative_path``)."""
+    found = {r.key: r for r in discover_many(data_dirs)}
+    out: dict[str, list[ImageRecord]] = {"train": [], "val": [], "test": []}
+    missing = [row.key for row in rows if row.key not in found]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} file(s) of the split are not under the given --data folders (first: {missing[0]})"
+        )
+    for row in rows:
+        out[row.split].append(found[row.key])
+    return out
+
+
+def build_augment(cfg: AugmentConfig) -> v2.Compose:
+    """The seed's augmentation: rotation, shifts, shear, zoom, horizontal flip; black fill like letterbox."""
+    steps: list[v2.Transform] = [
+        v2.RandomAffine(
+            degrees=cfg.rotation,
+            translate=(cfg.width_shift, cfg.height_shift),
+            scale=(1 - cfg.zoom, 1 + cfg.zoom),
+            shear=(-cfg.shear, cfg.shear),
+            interpolation=v2.InterpolationMode.BILINEAR,
+            fill=0,
+        )
+    ]
+    if cfg.horizontal_flip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps)
+
+
+def augment_batch(images: torch.Tensor, transform: v2.Compose) -> torch.Tensor:
+    """Apply ``transform`` with independent random parameters to each uint8 image of a batch."""
+    return torch.stack([transform(img) for img in images])
+
+
+def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 N×3×H×W → float32, scaled to 0–1, then per-channel (x − mean) / std (from the model card)."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (images.float().div_(255.0) - m) / s
