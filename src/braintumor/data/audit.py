@@ -83,7 +83,13 @@ def fingerprint_bytes(data: bytes) -> Fingerprint:
 
 
 def fingerprint_file(path: str | os.PathLike[str]) -> Fingerprint:
-    return fingerprint_bytes(Path(path).read_bytes())
+    """Fingerprint one file; a file that cannot be read is reported (``error``), not raised."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        digest = hashlib.sha256(f"unreadable:{path}".encode()).hexdigest()
+        return Fingerprint(digest, 0, np.zeros(THUMB * THUMB, np.float32), error=f"cannot read: {exc.strerror or exc}")
+    return fingerprint_bytes(data)
 
 
 def fingerprint_all(

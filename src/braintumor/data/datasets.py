@@ -88,7 +88,7 @@ def discover(root: str | Path, *, dataset: str | None = None) -> list[ImageRecor
     if split_dirs:
         for split_dir in split_dirs:
             split = SPLIT_ALIASES[split_dir.name.lower()]
-            for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
                 records.extend(_scan_class(class_dir, name, split))
     else:
         for class_dir in subdirs:

@@ -79,14 +79,22 @@ def decode_dicom(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded
     try:
         from pydicom.pixels.utils import pixel_array
 
-        arr = pixel_array(io.BytesIO(data), index=index) if index is not None else ds.pixel_array
+        # The transfer syntax is passed on: a preamble-less file has none of its own (see above).
+        arr = (
+            pixel_array(io.BytesIO(data), index=index, transfer_syntax_uid=ds.file_meta.TransferSyntaxUID)
+            if index is not None
+            else ds.pixel_array
+        )
     except Exception as exc:  # decoders raise ValueError, RuntimeError, NotImplementedError …
         raise CorruptImageError(f"cannot decode DICOM pixel data: {_reason(exc)}") from exc
     if index is not None:
         notes.append(f"multi-frame DICOM: used frame {index + 1} of {frames} (the middle)")
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    pixels = _to_display(arr, ds, photometric, notes)
+    try:
+        pixels = _to_display(arr, ds, photometric, notes)
+    except Exception as exc:  # malformed LUTs, unsupported LUT depths …
+        raise CorruptImageError(f"cannot apply the DICOM display transforms: {_reason(exc)}") from exc
     modality = str(ds.get("Modality")) if ds.get("Modality") else None
     return LoadedImage(
         pixels=pixels,
@@ -122,8 +130,17 @@ def _to_display(arr: np.ndarray, ds: Any, photometric: str, notes: list[str]) ->
     if "RescaleSlope" in ds or "RescaleIntercept" in ds:
         notes.append("rescale slope/intercept applied")
     if "VOILUTSequence" in ds:
-        lut = np.asarray(ds.VOILUTSequence[0].LUTData, dtype=np.float64)
-        values = apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float64)
+        # The table's range, read through pydicom so that LUT Data stored as OW (bytes) works too.
+        item = ds.VOILUTSequence[0]
+        descriptor = item.LUTDescriptor
+        first, entries = int(descriptor[1]), int(descriptor[0]) or 2**16
+        if int(descriptor[2]) == 8:
+            # pydicom indexes the table in the entries' dtype, so an 8-bit table of more than 256 entries wraps
+            # around; declaring 16-bit entries changes no value (only the table's range is used below).
+            item.LUTDescriptor = [int(descriptor[0]), first, 16]
+        lut = apply_voi_lut(np.arange(first, first + entries, dtype=np.int64), ds, index=0, prefer_lut=True)
+        # The LUT is indexed by integer input values (pydicom warns on float input).
+        values = apply_voi_lut(np.rint(values).astype(np.int64), ds, index=0, prefer_lut=True).astype(np.float64)
         out = scale_to_uint8(values, float(lut.min()), float(lut.max()))
         notes.append("VOI LUT applied")
     elif "WindowCenter" in ds and "WindowWidth" in ds:

@@ -152,17 +152,18 @@ def _decode_raster(data: bytes, fmt: str, *, max_pixels: int) -> LoadedImage:
         raise CorruptImageError(f"damaged {fmt.upper()} header: {_reason(exc)}") from exc
     width, height = im.size
     n_frames = int(getattr(im, "n_frames", 1))
-    if width <= 0 or height <= 0:
-        raise CorruptImageError(f"{fmt.upper()} declares an empty image ({width}×{height})")
-    if width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"image too large: {width}×{height} = {width * height:,} pixels exceeds the cap of {max_pixels:,}"
-        )
+    _check_size(fmt, width, height, max_pixels)
     notes: list[str] = []
     frame_index = 0
     if n_frames > 1:
         frame_index = n_frames // 2
-        im.seek(frame_index)
+        try:
+            im.seek(frame_index)
+        except Exception as exc:
+            raise CorruptImageError(f"damaged {fmt.upper()} frame {frame_index + 1}: {_reason(exc)}") from exc
+        # Frames may differ in size (a TIFF with a thumbnail page): cap and report the frame we decode.
+        width, height = im.size
+        _check_size(fmt, width, height, max_pixels)
         notes.append(f"multi-frame {fmt.upper()}: used frame {frame_index + 1} of {n_frames} (the middle)")
     mode = im.mode
     try:
@@ -182,6 +183,15 @@ def _decode_raster(data: bytes, fmt: str, *, max_pixels: int) -> LoadedImage:
             notes=tuple(notes),
         ),
     )
+
+
+def _check_size(fmt: str, width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise CorruptImageError(f"{fmt.upper()} declares an empty image ({width}×{height})")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image too large: {width}×{height} = {width * height:,} pixels exceeds the cap of {max_pixels:,}"
+        )
 
 
 def _to_uint8(im: Image.Image, notes: list[str]) -> tuple[np.ndarray, int]:

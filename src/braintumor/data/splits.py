@@ -166,7 +166,11 @@ def read_split(path: str | Path) -> tuple[list[SplitRow], str]:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise DatasetError(f"cannot read split file {path}: {exc.strerror or exc}") from exc
-    reader = csv.DictReader(io.StringIO(data.decode("utf-8")))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path} is not a split file: not UTF-8 text") from exc
+    reader = csv.DictReader(io.StringIO(text))
     missing = set(SPLIT_COLUMNS) - set(reader.fieldnames or ())
     if missing:
         raise DatasetError(f"{path} is not a split file: missing columns {', '.join(sorted(missing))}")
@@ -174,15 +178,20 @@ def read_split(path: str | Path) -> tuple[list[SplitRow], str]:
     for n, rec in enumerate(reader, start=2):
         if rec["split"] not in SPLIT_NAMES:
             raise DatasetError(f"{path}:{n}: unknown split {rec['split']!r} (expected train, val or test)")
+        try:
+            group = int(rec["group"])
+            fold = int(rec["fold"]) if rec["fold"] not in ("", None) else None
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"{path}:{n}: group and fold must be integers") from exc
         rows.append(
             SplitRow(
                 key=rec["key"],
                 dataset=rec["dataset"],
                 relative_path=rec["relative_path"],
                 label=rec["label"],
-                group=int(rec["group"]),
+                group=group,
                 split=rec["split"],
-                fold=int(rec["fold"]) if rec["fold"] not in ("", None) else None,
+                fold=fold,
             )
         )
     return rows, hashlib.sha256(data).hexdigest()

@@ -34,6 +34,7 @@ from torch import nn
 
 from braintumor import __version__
 from braintumor.data.splits import SplitRow, make_split, read_split, write_split
+from braintumor.models import BrainTumorNet
 from braintumor.training.callbacks import EarlyStopping
 from braintumor.training.config import TrainConfig
 from braintumor.training.data import (
@@ -473,7 +474,7 @@ def plot_history(history: Sequence[EpochLog], path: Path) -> None:
     plt.close(fig)
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_checkpoint(path: str | Path) -> tuple[BrainTumorNet, dict[str, Any]]:
     """Rebuild the model of a checkpoint (architecture from its card, weights from the file)."""
     from braintumor.models import ModelCard, create_model_from_card
 

@@ -1,0 +1,180 @@
+"""Shared fixtures: where the real datasets live, and small deterministic synthetic images.
+
+Real images are never copied into the repository: tests read them from ``../shared/data`` (beside the
+clone; override with ``BRAINTUMOR_SHARED_DATA``) or build tiny synthetic inputs in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+# -- real data -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared datasets folder; fails on CI when missing, skips (with the reason) elsewhere."""
+    override = os.environ.get("BRAINTUMOR_SHARED_DATA")
+    path = Path(override).expanduser().resolve() if override else DEFAULT_SHARED_DATA
+    if not (path / "brain_tumor_dataset").is_dir():
+        reason = (
+            f"shared datasets not found at {path} (expected brain_tumor_dataset/ inside); "
+            "put them at ../shared/data beside the clone or set BRAINTUMOR_SHARED_DATA"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+def read_manifest(root: Path) -> list[dict[str, str]]:
+    with (root / "MANIFEST.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="session")
+def manifest(shared_data: Path) -> Callable[[str], list[dict[str, str]]]:
+    """``manifest("br35h")`` -> the rows of that dataset's MANIFEST.csv."""
+    cache: dict[str, list[dict[str, str]]] = {}
+
+    def load(name: str) -> list[dict[str, str]]:
+        if name not in cache:
+            cache[name] = read_manifest(shared_data / name)
+        return cache[name]
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def seed_audit(shared_data: Path) -> Any:
+    """The audit of the seed's ``brain_tumor_dataset`` alone (shared by audit, split and CLI tests)."""
+    from braintumor.data.audit import audit_records
+    from braintumor.data.datasets import discover
+
+    return audit_records(discover(shared_data / "brain_tumor_dataset"))
+
+
+# -- synthetic images ------------------------------------------------------------------------------------
+def make_brain(seed: int = 0, width: int = 256, height: int = 224) -> np.ndarray:
+    """A deterministic gray "axial slice": a bright skull ring, darker brain, a few seeded blobs.
+
+    Different seeds give images that the audit must not call near duplicates (thumbnail r < 0.92).
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    cx = width * (0.5 + rng.uniform(-0.06, 0.06))
+    cy = height * (0.5 + rng.uniform(-0.06, 0.06))
+    ax = width * rng.uniform(0.3, 0.42)
+    ay = height * rng.uniform(0.32, 0.44)
+    r = np.hypot((xx - cx) / ax, (yy - cy) / ay)
+    img = np.where(r <= 1.0, 70.0, 0.0)
+    img += np.where((r > 0.88) & (r <= 1.0), 130.0, 0.0)
+    for _ in range(10):
+        bx = cx + rng.uniform(-0.6, 0.6) * ax
+        by = cy + rng.uniform(-0.6, 0.6) * ay
+        s = rng.uniform(0.1, 0.25) * min(ax, ay)
+        amp = rng.uniform(-70, 150)
+        img += amp * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * s * s)) * (r < 0.88)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def encode(pixels: np.ndarray | Image.Image, fmt: str, **save_kwargs: Any) -> bytes:
+    """Encode an array or PIL image with PIL (``fmt``: "PNG", "JPEG", "BMP", "TIFF" …)."""
+    im = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
+    buf = io.BytesIO()
+    im.save(buf, fmt, **save_kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def brain() -> Callable[..., np.ndarray]:
+    """Factory: ``brain(seed=0, width=256, height=224)`` -> uint8 ``(H, W)`` synthetic slice."""
+    return make_brain
+
+
+@pytest.fixture
+def brain_gray() -> np.ndarray:
+    """One synthetic gray slice, 256×224 (W×H)."""
+    return make_brain(0)
+
+
+@pytest.fixture
+def encoder() -> Callable[..., bytes]:
+    """``encoder(array_or_pil, "PNG", **save_kwargs)`` -> encoded bytes."""
+    return encode
+
+
+@pytest.fixture
+def write_image() -> Callable[..., Path]:
+    """``write_image(path, array_or_pil, fmt, **save_kwargs)``: encode with ``fmt`` whatever the suffix says."""
+
+    def write(path: Path, pixels: np.ndarray | Image.Image, fmt: str = "PNG", **save_kwargs: Any) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(pixels, fmt, **save_kwargs))
+        return path
+
+    return write
+
+
+# -- tiny labelled dataset and a trained smoke run ---------------------------------------------------------
+def make_labelled_slice(seed: int, tumor: bool, size: int = 96) -> np.ndarray:
+    """A distinct synthetic slice (:func:`make_brain`); tumor slices carry one bright disc inside the brain."""
+    img = make_brain(seed, size, size)
+    if tumor:
+        rng = np.random.default_rng(10_000 + seed)
+        yy, xx = np.mgrid[:size, :size]
+        cy, cx = rng.integers(size * 2 // 5, size * 3 // 5, 2)
+        img = img.copy()
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= (size // 9) ** 2] = 235
+    return img
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny/yes`` and ``tiny/no`` with 20 synthetic JPEG slices each."""
+    root = tmp_path_factory.mktemp("data") / "tiny"
+    for label in ("yes", "no"):
+        (root / label).mkdir(parents=True)
+        for i in range(20):
+            seed = i if label == "yes" else 100 + i
+            Image.fromarray(make_labelled_slice(seed, label == "yes")).save(
+                root / label / f"{label}{i}.jpg", quality=95
+            )
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_config() -> Any:
+    """A training config that runs the whole loop in seconds (random init, tiny backbone)."""
+    from braintumor.training.config import TrainConfig
+
+    return TrainConfig(
+        arch="mobilenet_v3_small",
+        pretrained=False,
+        epochs=2,
+        cached_views=2,
+        fine_tune_epochs=1,
+        batch_size=4,
+        threads=1,
+    )
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tiny_dataset: Path, smoke_config: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained run folder (checkpoint, card, split, fingerprints) on ``tiny_dataset``."""
+    from braintumor.training.loop import train
+
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    train(smoke_config, [str(tiny_dataset)], out, progress=False, log=lambda _: None)
+    return out
