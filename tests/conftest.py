@@ -178,3 +178,11 @@ def smoke_run(tiny_dataset: Path, smoke_config: Any, tmp_path_factory: pytest.Te
     out = tmp_path_factory.mktemp("runs") / "smoke"
     train(smoke_config, [str(tiny_dataset)], out, progress=False, log=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def smoke_export(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``smoke_run`` exported to ONNX (model.onnx + card.json)."""
+    from braintumor.export.onnx import export_run
+
+    return export_run(smoke_run, tmp_path_factory.mktemp("exports") / "smoke")

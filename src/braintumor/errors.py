@@ -65,3 +65,7 @@ class WeightsInvalidError(WeightsError):
 
 class InvalidRequestError(BrainTumorError, ValueError):
     """An argument names something that does not exist (an unknown class, method, colormap …)."""
+
+
+class NotAnMRIError(BrainTumorError, ValueError):
+    """The input gate judged the image not to be a brain MRI slice (the message says why)."""

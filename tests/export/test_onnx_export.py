@@ -30,7 +30,8 @@ def test_export_matches_pytorch(smoke_run: Path, tiny_dataset: Path, tmp_path: P
     }
     images = _batch(tiny_dataset, 224)
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    probs, _logits, cam = session.run(None, {"image": images})
+    probs, _logits, cam, features = session.run(None, {"image": images})
+    assert features.shape == (len(images), 576)
     ref_probs, ref_maps = torch_reference(smoke_run, images)
     np.testing.assert_allclose(probs, ref_probs, atol=1e-4)
     assert cam.shape == ref_maps.shape == (len(images), 224, 224)

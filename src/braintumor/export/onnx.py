@@ -11,7 +11,8 @@ so the Grad-CAM channel weights are one masked matrix product of the head's weig
 autograd would give, at the cost of a few small matrix products (≈1.0× a plain forward).
 
 Outputs: ``probs`` (N×K calibrated probabilities; K = 2 for binary models: [p(no tumor), p(tumor)]),
-``logits`` (N×outputs, raw), ``cam`` (N×S×S raw Grad-CAM of the predicted class, ≥ 0).
+``logits`` (N×outputs, raw), ``cam`` (N×S×S raw Grad-CAM of the predicted class, ≥ 0) and ``features``
+(N×C pooled backbone features, which the input gate compares with the training data).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class ServingGraph(nn.Module):
         self.fc1, self.fc2 = linears
         self.size = card.input_size
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x = (image.permute(0, 3, 1, 2).float() - self.mean) / self.std
         fmap = self.model.forward_features(x)  # N×C×h×w
         pooled = fmap.mean(dim=(2, 3))
@@ -75,7 +76,7 @@ class ServingGraph(nn.Module):
         weights = (row * mask) @ self.fc1.weight / hw  # N×C: Grad-CAM channel weights
         cam = torch.relu((weights[:, :, None, None] * fmap).sum(dim=1, keepdim=True))
         cam = F.interpolate(cam, size=(self.size, self.size), mode="bilinear", align_corners=False)[:, 0]
-        return probs, logits, cam
+        return probs, logits, cam, pooled
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, check: bool = True) -> Path:
@@ -106,7 +107,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, check: bool = True) 
             external_data=False,
             opset_version=OPSET,
             input_names=["image"],
-            output_names=["probs", "logits", "cam"],
+            output_names=["probs", "logits", "cam", "features"],
             dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
         )
     tmp.replace(onnx_path)
@@ -123,6 +124,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, check: bool = True) 
             "probs": f"N×{max(len(class_names), 2)} calibrated probabilities",
             "logits": "raw logits",
             "cam": "N×S×S raw Grad-CAM of the predicted class",
+            "features": "N×C pooled backbone features (input gate)",
         },
         "probs_classes": class_names,
         "temperature": temperature,

@@ -1,0 +1,1 @@
+"""Inference: ONNX Runtime predictor, ensembles, input gate, batch scoring (no torch)."""

@@ -1,0 +1,108 @@
+"""The ONNX Runtime predictor: single model, ensembles, parity with the PyTorch path, no torch needed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from braintumor.data.io import load_image
+from braintumor.errors import BrainTumorError
+from braintumor.inference.predictor import Prediction, Predictor
+
+
+def _images(folder: Path, n: int = 4) -> list[Path]:
+    files = sorted(folder.rglob("*.jpg"))
+    return files[:: max(1, len(files) // n)][:n]
+
+
+def test_single_export_predicts_with_cam(smoke_export: Path, tiny_dataset: Path) -> None:
+    predictor = Predictor.load(smoke_export, threads=1)
+    path = _images(tiny_dataset)[0]
+    image = load_image(path)
+    result = predictor.predict(image)
+    assert isinstance(result, Prediction)
+    assert result.label in ("tumor", "no_tumor") and result.band in ("tumor", "refer", "no_tumor")
+    assert 0 <= result.p_tumor <= 1
+    assert result.probs["tumor"] == pytest.approx(result.p_tumor)
+    assert result.cam is not None and result.cam.shape == image.pixels.shape[:2]
+    assert result.members[0].cam.shape == (224, 224)
+    d = result.as_dict()
+    assert d["threshold"] == result.decision.threshold and json.dumps(d)
+
+
+def test_batch_equals_single_calls(smoke_export: Path, tiny_dataset: Path) -> None:
+    predictor = Predictor.load(smoke_export, threads=1)
+    images = [load_image(p) for p in _images(tiny_dataset, 5)]
+    batch = predictor.predict_batch(images)
+    for image, b in zip(images, batch, strict=True):
+        single = predictor.predict(image)
+        assert isinstance(b, Prediction)
+        assert b.p_tumor == pytest.approx(single.p_tumor, abs=1e-5)
+
+
+def test_ensemble_of_two_members_averages(smoke_export: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    root = tmp_path / "ens"
+    shutil.copytree(smoke_export, root / "a")
+    shutil.copytree(smoke_export, root / "b")
+    (root / "ensemble.json").write_text(
+        json.dumps(
+            {
+                "name": "twins",
+                "version": "1",
+                "members": [{"name": "a", "path": "a"}, {"name": "b", "path": "b", "weight": 2}],
+            }
+        )
+    )
+    single = Predictor.load(smoke_export, threads=1)
+    ens = Predictor.load(root, threads=1)
+    image = load_image(_images(tiny_dataset)[1])
+    r1, r2 = single.predict(image), ens.predict(image)
+    assert r2.p_tumor == pytest.approx(r1.p_tumor, abs=1e-6)
+    assert [m.name for m in r2.members] == ["a", "b"]
+    assert r2.model_name == "twins" and r2.model_version == "1"
+    assert ens.card_summary()["members"][1]["weight"] == 2
+
+
+def test_bad_model_folders_are_clear_errors(tmp_path: Path, smoke_export: Path) -> None:
+    with pytest.raises(BrainTumorError, match="not a model folder"):
+        Predictor.load(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(smoke_export, broken)
+    (broken / "model.onnx").write_bytes(b"garbage")
+    with pytest.raises(BrainTumorError, match="cannot load"):
+        Predictor.load(broken)
+    with pytest.raises(BrainTumorError, match="no int8 model"):
+        Predictor.load(smoke_export, precision="int8")
+
+
+def test_inference_never_imports_torch(smoke_export: Path, tiny_dataset: Path) -> None:
+    code = (
+        "import sys\n"
+        "from braintumor.inference.predictor import Predictor\n"
+        "from braintumor.data.io import load_image\n"
+        f"p = Predictor.load({str(smoke_export)!r}, threads=1)\n"
+        f"p.predict(load_image({str(_images(tiny_dataset)[0])!r}))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_onnx_probabilities_match_the_torch_run(smoke_run: Path, smoke_export: Path, tiny_dataset: Path) -> None:
+    from braintumor.explain.explainer import explain_image
+    from braintumor.training.loop import load_checkpoint
+
+    model, _ = load_checkpoint(smoke_run / "checkpoint.pt")
+    predictor = Predictor.load(smoke_export, threads=1)
+    for path in _images(tiny_dataset, 3):
+        image = load_image(path)
+        ref = explain_image(model, model.card, image)
+        got = predictor.predict(image)
+        assert got.p_tumor == pytest.approx(float(ref.probs[1]), abs=1e-4)
+        if ref.original_map.std() > 0:
+            assert np.corrcoef(got.cam.ravel(), ref.original_map.ravel())[0, 1] > 0.99
