@@ -44,7 +44,8 @@ class ServingGraph(nn.Module):
 
     def __init__(self, model: BrainTumorNet, temperature: float = 1.0) -> None:
         super().__init__()
-        self.model = model.eval()
+        # Training may leave weights channels-last; exporting them so adds layout transposes to the graph.
+        self.model = model.to(memory_format=torch.contiguous_format).eval()
         card = model.card
         self.binary = card.num_outputs == 1
         self.register_buffer("mean", torch.tensor(card.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)

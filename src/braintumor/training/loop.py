@@ -22,6 +22,7 @@ import csv
 import json
 import math
 import platform
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from torch import nn
 
 from braintumor import __version__
 from braintumor.data.splits import SplitRow, make_split, read_split, write_split
+from braintumor.errors import DatasetError
 from braintumor.models import BrainTumorNet
 from braintumor.training.callbacks import EarlyStopping
 from braintumor.training.config import TrainConfig
@@ -132,7 +134,11 @@ def _resolve_split(
     cfg: TrainConfig, data_dirs: Sequence[str], split: str | Path | None, run_dir: Path
 ) -> tuple[list[SplitRow], str]:
     if split is not None:
-        return read_split(split)
+        rows, digest = read_split(split)
+        kept = run_dir / "split.csv"
+        if Path(split).resolve() != kept.resolve():
+            shutil.copyfile(split, kept)  # the run folder is self-contained: export and evaluation find it
+        return rows, digest
     from braintumor.data.audit import audit_records
     from braintumor.data.datasets import discover_many
 
@@ -166,7 +172,7 @@ def train(
     if cfg.max_train_images:
         parts = {k: v[: cfg.max_train_images] for k, v in parts.items()}
     if not parts["train"]:
-        raise ValueError("the split has no training images")
+        raise DatasetError("the split has no training images under the given --data folders")
     task, classes = resolve_task([r.label for r in parts["train"] + parts["val"]], cfg.task)
     binary = task == "binary"
     model = create_model(cfg.arch, 1 if binary else len(classes), pretrained=cfg.pretrained, class_names=list(classes))
