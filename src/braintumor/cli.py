@@ -179,6 +179,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "threads": args.threads,
             "max_train_images": args.max_train_images,
+            "label_map": _parse_label_map(args.label_map) if args.label_map else None,
         }
     )
     result = train(cfg, [str(d) for d in args.data], args.out, split=args.split)
@@ -190,6 +191,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"checkpoint: {result.checkpoint}")
     return 0
+
+
+def _parse_label_map(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise BrainTumorError(f"--label-map takes FROM=TO pairs (TO empty drops the label), got {item!r}")
+        key, value = item.split("=", 1)
+        out[key] = value
+    return out
 
 
 def _add_train_parser(sub: Any) -> None:
@@ -216,6 +227,12 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--max-train-images", type=int, help="use at most N images per split (smoke runs)")
+    p.add_argument(
+        "--label-map",
+        nargs="+",
+        metavar="FROM=TO",
+        help="rename labels before training, e.g. no=notumor yes= (an empty TO drops those images)",
+    )
     p.set_defaults(func=_cmd_train)
 
 
@@ -292,7 +309,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 "task": args.task,
             }
         )
-        result = cross_validate(cfg, data, args.out, k=args.cv, repeats=args.repeats, seed=args.seed)
+        extra = [str(d) for d in args.extra_train or []]
+        result = cross_validate(cfg, data, args.out, k=args.cv, repeats=args.repeats, seed=args.seed, extra_train=extra)
         for metric, s in result.summary().items():
             print(f"{metric:<18} {s['mean']:.3f}  95% CI [{s['low']:.3f}, {s['high']:.3f}]  (n folds {s['n']})")
         print(f"report: {Path(args.out) / 'cv.md'}")
@@ -367,6 +385,13 @@ def _add_eval_parsers(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder for report.md, results.json and plots")
     p.add_argument("--cv", type=int, metavar="K", help="cross-validate: train and test on K grouped folds")
     p.add_argument("--repeats", type=int, default=1, help="repeats of the K folds (different seeds)")
+    p.add_argument(
+        "--extra-train",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="--cv: more training images (never tested; copies of held-out images are left out)",
+    )
     p.add_argument("--arch", help="backbone for --cv")
     p.add_argument("--config", type=Path, help="training config for --cv")
     p.add_argument("--task", choices=("auto", "binary", "multiclass"))

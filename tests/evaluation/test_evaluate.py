@@ -109,3 +109,25 @@ def test_cli_evaluate_and_explain(
     assert main(["explain", str(image), "--run", str(smoke_run), "--out", str(out), "--target", "cat"]) == 2
     assert "unknown class 'cat'" in capsys.readouterr().err
     assert main(["evaluate", "--data", str(tiny_dataset), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cross_validation_extra_training_data_never_leaks(
+    smoke_config: Any, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    extra = tmp_path / "extra"
+    for label in ("yes", "no"):
+        (extra / label).mkdir(parents=True)
+        for p in sorted((tiny_dataset / label).iterdir())[:6]:
+            shutil.copy(p, extra / label / f"copy_{p.name}")  # exact copies of tiny images
+    cfg = smoke_config.merged({"fine_tune": False, "epochs": 1, "cached_views": 1})
+    cross_validate(cfg, [str(tiny_dataset)], tmp_path / "cv", k=3, extra_train=[str(extra)], progress=False,
+                   log=lambda _: None)  # fmt: skip
+    used = 0
+    for f in range(3):
+        rows, _ = read_split(tmp_path / "cv" / f"r0-f{f}" / "split.csv")
+        held_out = {r.group for r in rows if r.split != "train"}
+        extra_rows = [r for r in rows if r.dataset == "extra"]
+        assert all(r.split == "train" and r.group not in held_out for r in extra_rows)
+        assert all(r.dataset == "tiny" for r in rows if r.split == "test")
+        used += len(extra_rows)
+    assert 0 < used < 3 * 12  # each copy is used in the folds where its original trains, and only there

@@ -74,16 +74,26 @@ def cross_validate(
     k: int = 5,
     repeats: int = 1,
     seed: int = 42,
+    extra_train: Sequence[str] = (),
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> CVResult:
-    """Train and test ``cfg`` on every fold; write per-fold runs, ``cv.json`` and ``cv.md``."""
+    """Train and test ``cfg`` on every fold; write per-fold runs, ``cv.json`` and ``cv.md``.
+
+    ``extra_train`` folders add training images to every fold (never validation or test images): the
+    audit runs over all folders together, and an extra image whose duplicate group reaches the fold's
+    test or validation images is left out, so nothing leaks.
+    """
     from braintumor.training.loop import train
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = audit_records(discover_many(data_dirs))
-    keep = [i for i in range(len(report.records)) if i not in report.errors]
+    all_dirs = [*data_dirs, *extra_train]
+    report = audit_records(discover_many(all_dirs))
+    extra_names = {r.dataset for r in discover_many(extra_train)} if extra_train else set()
+    readable = [i for i in range(len(report.records)) if i not in report.errors]
+    keep = [i for i in readable if report.records[i].dataset not in extra_names]
+    extra = [i for i in readable if report.records[i].dataset in extra_names]
     groups = [report.group[i] for i in keep]
     labels = [report.records[i].label for i in keep]
     result = CVResult(cfg.arch, k, repeats)
@@ -98,6 +108,13 @@ def cross_validate(
                 rec = report.records[i]
                 part = "test" if folds[j] == f else "val" if folds[j] == (f + 1) % k else "train"
                 rows.append(SplitRow(rec.key, rec.dataset, rec.relative_path, rec.label, groups[j], part, folds[j]))
+            held_out = {g for g, part in zip(groups, (row.split for row in rows), strict=True) if part != "train"}
+            for i in extra:
+                rec = report.records[i]
+                if report.group[i] not in held_out:
+                    rows.append(
+                        SplitRow(rec.key, rec.dataset, rec.relative_path, rec.label, report.group[i], "train", None)
+                    )
             fold_dir = out / f"r{r}-f{f}"
             fold_dir.mkdir(parents=True, exist_ok=True)
             split_path = fold_dir / "split.csv"
@@ -105,13 +122,13 @@ def cross_validate(
             log(f"repeat {r + 1}/{repeats}, fold {f + 1}/{k}")
             train(
                 cfg.merged({"seed": seed + 1000 * r + f}),
-                data_dirs,
+                all_dirs,
                 fold_dir,
                 split=split_path,
                 progress=progress,
                 log=log,
             )
-            ev = evaluate_runs([fold_dir], data_dirs, split=split_path, part="test", n_boot=1)
+            ev = evaluate_runs([fold_dir], all_dirs, split=split_path, part="test", n_boot=1)
             name = next(iter(ev.results))
             result.folds.append({m: e.value for m, e in ev.results[name].items()} | {"ece": ev.ece[name]})
             result.task = ev.task

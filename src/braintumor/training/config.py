@@ -59,6 +59,9 @@ class TrainConfig:
     threads: int = 0  # 0: torch's default
     channels_last: bool = True
     max_train_images: int = 0  # 0: all (smoke runs use a handful)
+    # Rename folder labels before training, e.g. {"no": "notumor", "yes": ""} to train the 4-class task
+    # with the yes/no datasets' negatives; "" drops the label (images of unknown tumor type).
+    label_map: dict[str, str] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import math
 import platform
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 
 from braintumor import __version__
+from braintumor.data.datasets import ImageRecord
 from braintumor.data.splits import SplitRow, make_split, read_split, write_split
 from braintumor.errors import DatasetError
 from braintumor.models import BrainTumorNet
@@ -130,6 +132,16 @@ def _evaluate(model: Any, data: LabelledSet, crit: _Criterion, card: Any, channe
     return float(crit(out, data.targets, evaluate=True)), _accuracy(crit.predict(out), data.targets)
 
 
+def relabel(records: Sequence[ImageRecord], label_map: dict[str, str]) -> list[ImageRecord]:
+    """Apply a label map (``""`` drops the record); labels not in the map are kept as they are."""
+    out = []
+    for r in records:
+        label = label_map.get(r.label, r.label)
+        if label:
+            out.append(dataclasses.replace(r, label=label))
+    return out
+
+
 def _resolve_split(
     cfg: TrainConfig, data_dirs: Sequence[str], split: str | Path | None, run_dir: Path
 ) -> tuple[list[SplitRow], str]:
@@ -169,6 +181,8 @@ def train(
 
     rows, split_sha = _resolve_split(cfg, data_dirs, split, run_dir)
     parts = records_for_split(data_dirs, rows)
+    if cfg.label_map:
+        parts = {k: relabel(v, cfg.label_map) for k, v in parts.items()}
     if cfg.max_train_images:
         parts = {k: v[: cfg.max_train_images] for k, v in parts.items()}
     if not parts["train"]:
