@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 
 from braintumor.cli import main
 from braintumor.training import loop as loop_module
+from braintumor.training.callbacks import EarlyStopping
 from braintumor.training.config import ConfigError, TrainConfig, load_config
 from braintumor.training.loop import load_checkpoint, train
 
@@ -70,22 +72,40 @@ def test_training_is_seeded(smoke_config: TrainConfig, tiny_dataset: Path, tmp_p
 def test_ctrl_c_leaves_a_usable_checkpoint(
     smoke_config: TrainConfig, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = {"n": 0}
-    real = loop_module.augment_batch
+    class InterruptedInFineTuning(EarlyStopping):
+        def step(self, loss: float, module: torch.nn.Module) -> bool:
+            if math.isfinite(self.start):  # the phase-2 stopper starts from phase 1's best loss
+                raise KeyboardInterrupt
+            return super().step(loss, module)
 
-    def interrupt_in_fine_tuning(images: torch.Tensor, transform: object) -> torch.Tensor:
-        calls["n"] += 1
-        if calls["n"] > smoke_config.cached_views:  # the cached views are done: we are in phase 2
-            raise KeyboardInterrupt
-        return real(images, transform)  # type: ignore[arg-type]
+        def __init__(self, patience: int, **kwargs: float) -> None:
+            super().__init__(patience, **kwargs)
+            self.start = self.best
 
-    monkeypatch.setattr(loop_module, "augment_batch", interrupt_in_fine_tuning)
+    monkeypatch.setattr(loop_module, "EarlyStopping", InterruptedInFineTuning)
     with pytest.raises(KeyboardInterrupt):
         train(smoke_config, [str(tiny_dataset)], tmp_path / "run", progress=False, log=lambda _: None)
     model, payload = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert payload["interrupted"] is True
+    assert [e["phase"] for e in payload["history"]][-1] == "fine-tune"  # it was interrupted in phase 2
     with torch.inference_mode():
         assert torch.isfinite(model(torch.randn(1, 3, 224, 224))).all()
+
+
+def test_cached_fine_tuning_matches_a_full_forward(smoke_run: Path) -> None:
+    """The cached lower-block activations are exactly what the frozen blocks compute (ORT vs torch)."""
+    from braintumor.training.cache import LowerBlocks
+
+    model, _ = load_checkpoint(smoke_run / "checkpoint.pt")
+    x = torch.randn(3, 3, 224, 224)
+    split = len(model.backbone.blocks()) - 2
+    ort_lower = LowerBlocks(model, split, 224, engine="onnxruntime")
+    torch_lower = LowerBlocks(model, split, 224, engine="torch")
+    assert ort_lower.engine == "onnxruntime" and torch_lower.engine == "torch"
+    torch.testing.assert_close(ort_lower(x), torch_lower(x), atol=1e-4, rtol=1e-4)
+    upper = torch.nn.Sequential(*model.backbone.blocks()[split:])
+    with torch.inference_mode():
+        torch.testing.assert_close(model.forward_head(upper(ort_lower(x))), model(x), atol=1e-4, rtol=1e-4)
 
 
 def test_config_file_then_flags(smoke_config: TrainConfig, tiny_dataset: Path, tmp_path: Path) -> None:

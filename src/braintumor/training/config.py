@@ -49,7 +49,10 @@ class TrainConfig:
     lr_patience: int = 2  # ReduceLROnPlateau
     lr_factor: float = 0.2
     min_lr: float = 1e-7
-    cached_views: int = 8  # augmented views per image whose frozen features are computed once
+    cached_views: int = 8  # augmented views per image whose frozen activations are computed once
+    cache_fine_tune: bool = True  # phase 2 also trains on the cached views (False: fresh augmentation, slow)
+    cache_max_gb: float = 6.0  # above this the phase-2 cache is skipped (fresh augmentation instead)
+    feature_engine: str = "auto"  # "auto" (ONNX Runtime when installed), "onnxruntime" or "torch"
     class_weights: bool = True
     fine_tune: bool = True
     fine_tune_epochs: int = 8
@@ -92,6 +95,8 @@ class TrainConfig:
         return out.validated()
 
     def validated(self) -> TrainConfig:
+        if self.feature_engine not in ("auto", "onnxruntime", "torch"):
+            raise ConfigError(f"feature_engine must be auto, onnxruntime or torch, not {self.feature_engine!r}")
         if self.task not in ("auto", "binary", "multiclass"):
             raise ConfigError(f"task must be auto, binary or multiclass, not {self.task!r}")
         for name in ("batch_size", "epochs", "cached_views"):

@@ -39,6 +39,7 @@ from braintumor.data.datasets import ImageRecord
 from braintumor.data.splits import SplitRow, make_split, read_split, write_split
 from braintumor.errors import DatasetError
 from braintumor.models import BrainTumorNet
+from braintumor.training.cache import LowerBlocks, cache_views, estimate_bytes, split_index
 from braintumor.training.callbacks import EarlyStopping
 from braintumor.training.config import TrainConfig
 from braintumor.training.data import (
@@ -213,16 +214,40 @@ def train(
         return tqdm(range(total), desc=desc, unit="epoch", disable=not progress, leave=True)
 
     try:
-        # -- phase 1: frozen backbone, cached features ------------------------------------------------------
+        # -- caching: the frozen lower blocks run once per augmented view -------------------------------------
         model.freeze_backbone()
         model.eval()
-        log(f"phase 1: caching backbone features ({cfg.cached_views} views per training image)")
-        views = [_pooled_features(model, train_set.images, card, cfg.channels_last)]
-        for _ in range(cfg.cached_views - 1):
-            aug = augment_batch(train_set.images, augment)
-            views.append(_pooled_features(model, aug, card, cfg.channels_last))
-        feats = torch.stack(views)  # V × N × C
-        val_feats = _pooled_features(model, val_set.images, card, cfg.channels_last) if len(val_set) else None
+        fine_tune = cfg.fine_tune and cfg.fine_tune_epochs > 0 and cfg.unfreeze_fraction > 0
+        blocks = model.backbone.blocks()
+        n_frozen = split_index(model, cfg.unfreeze_fraction, fine_tune)
+        cache_phase2 = fine_tune and cfg.cache_fine_tune
+        if (
+            cache_phase2
+            and estimate_bytes(model, n_frozen, size, len(train_set), cfg.cached_views) > cfg.cache_max_gb * 2**30
+        ):
+            log(f"activation cache would exceed {cfg.cache_max_gb} GB: fine-tuning on fresh augmentations instead")
+            cache_phase2, n_frozen = False, len(blocks)
+        elif not cache_phase2:
+            n_frozen = len(blocks)
+        lower = LowerBlocks(model, n_frozen, size, engine=cfg.feature_engine)
+        upper = nn.Sequential(*blocks[n_frozen:])  # shares its modules with the model
+        log(f"caching activations of {n_frozen}/{len(blocks)} backbone blocks for {cfg.cached_views} views per "
+            f"training image ({lower.engine})")  # fmt: skip
+        from tqdm import tqdm
+
+        with tqdm(total=len(train_set) * cfg.cached_views, desc="caching", unit="img", disable=not progress) as cbar:
+            train_low = cache_views(lower, train_set.images, card.mean, card.std, cfg.cached_views, augment,
+                                    progress=cbar.update)  # fmt: skip
+        val_low = cache_views(lower, val_set.images, card.mean, card.std, 1, augment)[0] if len(val_set) else None
+        del lower
+
+        @torch.inference_mode()
+        def pooled(low: torch.Tensor) -> torch.Tensor:
+            return torch.cat([upper(low[i : i + 64].float()).mean(dim=(2, 3)) for i in range(0, len(low), 64)])
+
+        # -- phase 1: frozen backbone, head on cached pooled features ----------------------------------------
+        feats = torch.stack([pooled(train_low[v]) for v in range(cfg.cached_views)])  # V × N × C
+        val_feats = pooled(val_low) if val_low is not None else None
         head_params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.Adam(head_params, lr=cfg.lr)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -277,10 +302,14 @@ def train(
         best_loss = stopper.best
         phase1_state = copy.deepcopy(model.state_dict())
         del feats
+        if not cache_phase2:
+            del train_low
 
         # -- phase 2: fine-tune the top of the backbone ---------------------------------------------------
-        if cfg.fine_tune and cfg.fine_tune_epochs > 0 and cfg.unfreeze_fraction > 0:
-            model.unfreeze_top(fraction=cfg.unfreeze_fraction)
+        if fine_tune:
+            unfrozen = model.unfreeze_top(fraction=cfg.unfreeze_fraction)
+            if cache_phase2 and len(unfrozen) != len(blocks) - n_frozen:
+                raise RuntimeError("the cached blocks and the unfrozen blocks disagree")  # a bug, not user error
             params = [p for p in model.parameters() if p.requires_grad]
             opt = torch.optim.Adam(params, lr=cfg.fine_tune_lr)
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -292,19 +321,31 @@ def train(
                 t0 = time.perf_counter()
                 model.train()
                 losses, correct = [], 0
+                view_of = torch.from_numpy(rng.integers(0, cfg.cached_views, len(train_set)))
                 for idx in _batches(len(train_set), cfg.batch_size, rng):
-                    x = normalise(augment_batch(train_set.images[idx], augment), card.mean, card.std)
-                    if cfg.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
                     y = train_set.targets[idx]
-                    logits = model(x)
+                    if cache_phase2:
+                        logits = model.forward_head(upper(train_low[view_of[idx], torch.from_numpy(idx)].float()))
+                    else:
+                        x = normalise(augment_batch(train_set.images[idx], augment), card.mean, card.std)
+                        if cfg.channels_last:
+                            x = x.contiguous(memory_format=torch.channels_last)
+                        logits = model(x)
                     loss = crit(logits, y)
                     opt.zero_grad()
                     loss.backward()  # type: ignore[no-untyped-call]
                     opt.step()
                     losses.append(float(loss.detach()) * len(idx))
                     correct += int((crit.predict(logits.detach()) == y).sum())
-                if len(val_set):
+                if len(val_set) and cache_phase2 and val_low is not None:
+                    model.eval()
+                    with torch.inference_mode():
+                        vl = model.forward_head(
+                            torch.cat([upper(val_low[i : i + 64].float()) for i in range(0, len(val_low), 64)])
+                        )
+                    val_loss = float(crit(vl, val_set.targets, evaluate=True))
+                    val_acc = _accuracy(crit.predict(vl), val_set.targets)
+                elif len(val_set):
                     val_loss, val_acc = _evaluate(model, val_set, crit, card, cfg.channels_last)
                 else:
                     val_loss, val_acc = sum(losses) / len(train_set), math.nan
