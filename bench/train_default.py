@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cached-views", type=int, default=4)
     parser.add_argument("--fine-tune-epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--reuse", action="store_true", help="keep members already trained in --work")
     args = parser.parse_args(argv)  # fmt: skip
     data = [str(d) for d in args.data]
     started = time.perf_counter()
@@ -87,10 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig(arch=arch, task="multiclass", label_map=LABEL_MAP, seed=args.seed,
                           cached_views=args.cached_views, fine_tune_epochs=args.fine_tune_epochs,
                           fine_tune_lr=1e-4)  # fmt: skip
+        runs.append(args.work / arch)
+        if args.reuse and (args.work / arch / "checkpoint.pt").is_file():
+            print(f"{arch}: reusing {args.work / arch}", flush=True)
+            continue
         t0 = time.perf_counter()
         result = train(cfg, data, args.work / arch, split=split_path)
         print(f"{arch}: {time.perf_counter() - t0:.0f} s, val {result.metrics['val']}", flush=True)
-        runs.append(args.work / arch)
 
     staging = args.work / "export"
     export_runs(runs, staging, name="braintumor-default")

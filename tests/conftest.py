@@ -186,3 +186,108 @@ def smoke_export(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     from braintumor.export.onnx import export_run
 
     return export_run(smoke_run, tmp_path_factory.mktemp("exports") / "smoke")
+
+
+# -- storage backends: SecantusDB (a MongoDB-wire server) started for the session ---------------------------
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (servers in tests bind loopback only)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def secantus_uri(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """URI of a SecantusDB server on a free 127.0.0.1 port with a temporary data folder, stopped at the end.
+
+    Skips (fails on CI) when ``secantusd-py`` is not installed (``pip install secantusdb``).
+    """
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    exe = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
+    if not Path(exe).is_file():
+        reason = "SecantusDB is not installed (pip install secantusdb): MongoDB backend tests need it"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    port = free_port()
+    folder = tmp_path_factory.mktemp("secantus")
+    log = (folder / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [exe, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(folder / "db"), "--standalone"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    uri = f"mongodb://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            MongoClient(uri, serverSelectionTimeoutMS=500).admin.command("ping")
+            break
+        except PyMongoError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"SecantusDB did not start: see {folder / 'server.log'}")
+            time.sleep(0.2)
+    yield uri
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def real_mongo_uri() -> str:
+    """``BRAINTUMOR_TEST_MONGO_URI`` (a real MongoDB), or skip."""
+    uri = os.environ.get("BRAINTUMOR_TEST_MONGO_URI")
+    if not uri:
+        pytest.skip("set BRAINTUMOR_TEST_MONGO_URI to also run the MongoDB tests against a real MongoDB")
+    return uri
+
+
+STORAGE_BACKENDS = ("embedded", "secantus", "mongodb")
+
+
+@pytest.fixture
+def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Factory ``make_storage(backend)`` -> an empty store (``embedded`` in tmp_path, or a fresh MongoDB database on
+    SecantusDB / the real MongoDB), closed (and the database dropped) at the end of the test."""
+    import secrets
+
+    opened: list[tuple[Any, Any]] = []
+
+    def make(backend: str, **kwargs: Any) -> Any:
+        if backend == "embedded":
+            from braintumor.storage.sqlite import EmbeddedStorage
+
+            store = EmbeddedStorage(kwargs.pop("data_dir", tmp_path / "data"), **kwargs)
+            opened.append((store, None))
+            return store
+        from braintumor.storage.mongo import MongoStorage
+
+        uri = request.getfixturevalue("secantus_uri" if backend == "secantus" else "real_mongo_uri")
+        name = kwargs.pop("database", f"braintumor_test_{secrets.token_hex(6)}")
+        store = MongoStorage(uri, name, **kwargs)
+        opened.append((store, (uri, name)))
+        return store
+
+    yield make
+    from pymongo import MongoClient
+
+    for store, mongo in reversed(opened):
+        store.close()
+        if mongo is not None:
+            client: Any = MongoClient(mongo[0], serverSelectionTimeoutMS=2000)
+            client.drop_database(mongo[1])
+            client.close()

@@ -523,6 +523,207 @@ def _add_inference_parsers(sub: Any) -> None:
     p.set_defaults(func=_cmd_predict)
 
 
+# -- serve / admin / backup ------------------------------------------------------------------------------
+def _server_settings(args: argparse.Namespace) -> Any:
+    """Settings from BRAINTUMOR_* variables, overridden by the command's flags."""
+    from pydantic import ValidationError
+
+    from braintumor.api.config import ConfigError, Settings
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None) is not None:
+        overrides["data_dir"] = args.data_dir
+    if getattr(args, "model", None) is not None:
+        overrides["model_dir"] = args.model
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "BRAINTUMOR_" + "_".join(str(p) for p in first.get("loc", ())).upper()
+        raise ConfigError(f"invalid setting {name}: {first.get('msg', 'invalid value')}") from None
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from braintumor.api.app import create_app
+    from braintumor.api.config import ensure_secret
+    from braintumor.api.logs import configure_logging
+
+    settings = _server_settings(args)
+    configure_logging(settings.log_level)
+    settings = ensure_secret(settings)
+    app = create_app(settings)
+    where = settings.data_dir if settings.storage == "embedded" else "MongoDB"
+    print(f"braintumor API on http://{args.host}:{args.port} (docs at /docs; storage: {where})", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, server_header=False)
+    return 0
+
+
+def _cmd_admin_create(args: argparse.Namespace) -> int:
+    import getpass
+
+    from braintumor.api.app import open_configured_storage
+    from braintumor.api.logs import AuditLog
+    from braintumor.api.security import PolicyError, check_password_policy, new_recovery_key, password_hasher
+    from braintumor.storage import NewUser, UserExistsError, normalise_username
+
+    settings = _server_settings(args)
+    username = normalise_username(args.username or input("admin username [admin]: ") or "admin")
+    storage = open_configured_storage(settings)
+    try:
+        existing = storage.get_user(username)
+        if existing is not None:
+            if not args.promote:
+                raise BrainTumorError(f"user {username!r} already exists (add --promote to make them an admin)")
+            storage.set_role(username, "admin")
+            AuditLog(settings.audit_log_path).record("admin.promote", actor="cli", target=username)
+            print(f"{username} is now an admin")
+            return 0
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = getpass.getpass(f"password for {username}: ")
+            if getpass.getpass("repeat the password: ") != password:
+                raise BrainTumorError("the passwords differ")
+        try:
+            check_password_policy(password, username, settings.password_min_length)
+        except PolicyError as exc:
+            raise BrainTumorError(str(exc)) from None
+        hasher = password_hasher(settings)
+        key = new_recovery_key()
+        try:
+            storage.create_user(NewUser(username, hasher.hash(password), hasher.hash(key), role="admin"))
+        except UserExistsError:
+            raise BrainTumorError(f"user {username!r} already exists") from None
+        AuditLog(settings.audit_log_path).record("admin.create", actor="cli", target=username)
+    finally:
+        storage.close()
+    print(f"created admin {username}")
+    print(f"recovery key (shown once; store it safely): {key}")
+    return 0
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from braintumor.storage.sqlite import DB_NAME, EmbeddedStorage
+
+    if not (Path(args.data_dir) / DB_NAME).is_file():
+        raise BrainTumorError(f"no braintumor database in {args.data_dir} (backup covers the embedded backend)")
+    store = EmbeddedStorage(args.data_dir)
+    try:
+        manifest = store.backup(args.out)
+    finally:
+        store.close()
+    print(f"wrote {args.out}: {manifest['users']} users, {manifest['scans']} scans, {manifest['blobs']} files")
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from braintumor.storage.sqlite import restore
+
+    manifest = restore(args.archive, args.data_dir, force=args.force)
+    print(
+        f"restored {manifest['users']} users, {manifest['scans']} scans, {manifest['blobs']} files into "
+        f"{args.data_dir} (backup of {manifest['created_at']}); every file's checksum was verified"
+    )
+    return 0
+
+
+def _add_server_parsers(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="start the web API (FastAPI + uvicorn)",
+        description="Start the API. Settings come from BRAINTUMOR_* variables (see the README); in development "
+        "a signing secret is generated on first start and kept in DATA_DIR/secret.key (mode 0600); with "
+        "BRAINTUMOR_ENV=production BRAINTUMOR_SECRET_KEY is required.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--data-dir", type=Path, help="data directory (default: BRAINTUMOR_DATA_DIR or ./data)")
+    serve.add_argument("--model", type=Path, help="model folder (default: BRAINTUMOR_MODEL_DIR or the bundled one)")
+    serve.set_defaults(func=_cmd_serve)
+
+    admin = sub.add_parser("admin", help="administer accounts from the command line")
+    admin_sub = admin.add_subparsers(dest="admin_command", metavar="SUBCOMMAND", required=True)
+    create = admin_sub.add_parser(
+        "create",
+        help="create an admin account (the first one, typically)",
+        description="Create an admin. The password is read from the terminal (twice), or from the first line "
+        "of stdin with --password-stdin; a recovery key is printed once.",
+    )
+    create.add_argument("--username", help="account name (asked when missing; default admin)")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    create.add_argument("--promote", action="store_true", help="if the user exists, make them an admin")
+    create.add_argument("--data-dir", type=Path, help="data directory (default: BRAINTUMOR_DATA_DIR or ./data)")
+    create.set_defaults(func=_cmd_admin_create)
+
+    backup = sub.add_parser(
+        "backup",
+        help="archive the embedded store (database + files) to a .tar.gz",
+        description="Consistent backup of the embedded backend while the server runs (writers wait meanwhile). "
+        "The signing secret is not included.",
+    )
+    backup.add_argument("--data-dir", type=Path, required=True)
+    backup.add_argument("--out", type=Path, required=True, metavar="FILE.tar.gz")
+    backup.set_defaults(func=_cmd_backup)
+
+    restore = sub.add_parser("restore", help="restore a backup into a data directory (checksums verified)")
+    restore.add_argument("archive", type=Path, metavar="FILE")
+    restore.add_argument("--data-dir", type=Path, required=True)
+    restore.add_argument("--force", action="store_true", help="replace an existing database")
+    restore.set_defaults(func=_cmd_restore)
+
+
+# -- ui --------------------------------------------------------------------------------------------------
+def _cmd_ui(args: argparse.Namespace) -> int:
+    import importlib.util
+    import os
+    import subprocess
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise BrainTumorError("the web UI needs Streamlit: pip install 'braintumor[ui]'")
+    app = Path(__file__).resolve().parent / "ui" / "app.py"
+    env = dict(os.environ)
+    if args.api_url:
+        env["BRAINTUMOR_API_URL"] = args.api_url
+    api = env.get("BRAINTUMOR_API_URL", "http://127.0.0.1:8000")
+    print(f"braintumor UI on http://{args.host}:{args.port} (API: {api})", file=sys.stderr)
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.address",
+        args.host,
+        "--server.port",
+        str(args.port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    with subprocess.Popen(cmd, env=env) as proc:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.wait()  # Streamlit got the same Ctrl-C and stops by itself
+            raise
+
+
+def _add_ui_parser(sub: Any) -> None:
+    ui = sub.add_parser(
+        "ui",
+        help="start the web UI (Streamlit) for an API started with 'braintumor serve'",
+        description="Start the Streamlit UI. It talks to the API over HTTP only (BRAINTUMOR_API_URL or --api-url); "
+        "sign-in tokens stay in the server-side session, never in the URL.",
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=8501)
+    ui.add_argument("--api-url", help="the API's base URL (default: BRAINTUMOR_API_URL or http://127.0.0.1:8000)")
+    ui.set_defaults(func=_cmd_ui)
+
+
 # -- parser ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -569,6 +770,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights_parser(sub)
     _add_eval_parsers(sub)
     _add_inference_parsers(sub)
+    _add_server_parsers(sub)
+    _add_ui_parser(sub)
     return parser
 
 

@@ -1,0 +1,182 @@
+"""Latency of ``POST /predict`` through a real server on loopback, at 1 and 8 concurrent clients.
+
+    python bench/api_latency.py --model /path/to/export          # an export or ensemble folder
+    python bench/api_latency.py                                  # the bundled model, once shipped
+
+Starts ``braintumor serve`` on a free 127.0.0.1 port with a throw-away data directory, registers a user, warms
+up, then times full requests (upload, decode, every ensemble member, heatmaps, atomic storage, response) from
+the client side. Appends a section to ``bench/results-api.md`` with p50/p99, throughput, and the size of the
+authorization matrix that ``tests/api/test_authz_matrix.py`` checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "latency-check-2026"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scan(path: Path | None) -> tuple[bytes, str]:
+    """A real MRI slice from the shared data when present, else a synthetic 512×512 PNG."""
+    if path is not None and path.is_file():
+        return path.read_bytes(), f"{path.name} ({Image.open(path).size[0]}×{Image.open(path).size[1]})"
+    yy, xx = np.mgrid[:512, :512]
+    img = np.where((yy - 256) ** 2 + (xx - 256) ** 2 < 200**2, 90, 0) + np.random.default_rng(0).integers(
+        0, 40, (512, 512)
+    )
+    buf = io.BytesIO()
+    Image.fromarray(img.astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue(), "synthetic PNG (512×512)"
+
+
+def _matrix_size() -> tuple[int, int, int, int]:
+    spec = importlib.util.spec_from_file_location("authz_matrix", ROOT / "tests" / "api" / "test_authz_matrix.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return len(module.MATRIX), len(module.CASES), len(module.ROLES), len(module.BACKENDS)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def run(server: str, headers: dict[str, str], payload: bytes, clients: int, requests: int) -> dict[str, Any]:
+    latencies: list[float] = []
+
+    def one(k: int) -> float:
+        with httpx.Client(base_url=server, timeout=120) as client:
+            t0 = time.perf_counter()
+            r = client.post("/predict", headers=headers, files={"file": (f"bench-{k}.jpg", payload)})
+            elapsed = time.perf_counter() - t0
+            if r.status_code != 201:
+                raise RuntimeError(f"/predict answered {r.status_code}: {r.text[:200]}")
+            return elapsed
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - start
+    return {
+        "clients": clients,
+        "requests": requests,
+        "p50_ms": _percentile(latencies, 50) * 1000,
+        "p99_ms": _percentile(latencies, 99) * 1000,
+        "mean_ms": statistics.fmean(latencies) * 1000,
+        "throughput": requests / wall,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="model folder (default: the bundled model)")
+    parser.add_argument("--image", type=Path, default=ROOT.parent / "shared" / "data" / "brain_tumor_dataset" / "yes"
+                        / "Y1.jpg")  # fmt: skip
+    parser.add_argument("--requests", type=int, default=60, help="timed requests per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results-api.md")
+    args = parser.parse_args(argv)
+
+    size, cases, roles, backends = _matrix_size()
+    payload, image_desc = _scan(args.image)
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="braintumor-api-bench-") as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BRAINTUMOR_")}
+        cmd = [sys.executable, "-m", "braintumor.cli", "serve", "--port", str(port), "--data-dir", tmp]
+        if args.model:
+            cmd += ["--model", str(args.model)]
+        log = Path(tmp) / "server.log"
+        proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        server = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    health = httpx.get(server + "/health", timeout=2).json()
+                    break
+                except httpx.HTTPError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        print(log.read_text()[-2000:], file=sys.stderr)
+                        return 1
+                    time.sleep(0.3)
+            if not health["model"]["loaded"]:
+                print(f"no model loaded: {health['model']['reason']} (pass --model DIR)", file=sys.stderr)
+                return 2
+            with httpx.Client(base_url=server, timeout=60) as client:
+                r = client.post("/register", json={"username": "bench", "password": PASSWORD})
+                r.raise_for_status()
+                token = client.post("/token", data={"username": "bench", "password": PASSWORD}).json()
+            headers = {"Authorization": f"Bearer {token['access_token']}"}
+            run(server, headers, payload, 1, 5)  # warm-up: ONNX Runtime's first calls allocate
+            load_before = os.getloadavg()[0]
+            rows = [run(server, headers, payload, c, max(args.requests, 2 * c)) for c in args.concurrency]
+            load_after = os.getloadavg()[0]
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+    card = health["model"]["card"]
+    members = ", ".join(f"{m['arch']} ({m['input_size']} px, {m['precision']})" for m in card["members"])
+    cpu = os.cpu_count()
+    lines = [
+        f"## POST /predict latency ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"Machine: {platform.machine()}, {cpu} cores, Python {platform.python_version()}, load average "
+        f"{load_before:.1f} before / {load_after:.1f} after (other work on the machine inflates every figure). "
+        "Server: `braintumor serve` "
+        f"on 127.0.0.1 (uvicorn, 1 worker, embedded storage, default settings: at most 2 analyses at once, ONNX "
+        f"Runtime on all cores). Model: {card['name']} {card['version']}: {members}. Image: {image_desc}. "
+        "Latency is measured by the client: upload, decode, every member, Grad-CAM heatmap and overlay PNGs, "
+        "atomic storage, JSON response.",
+        "",
+        "| concurrent clients | requests | p50 ms | p99 ms | mean ms | throughput (req/s) |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {r['clients']} | {r['requests']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['mean_ms']:.0f} "
+            f"| {r['throughput']:.1f} |"
+            for r in rows
+        ),
+        "",
+        f"Authorization matrix (`tests/api/test_authz_matrix.py`): {size} cells = {cases} endpoint cases × "
+        f"{roles} roles (anonymous, other user, owner, admin) × {backends} backends (embedded, MongoDB wire on "
+        "SecantusDB).",
+        "",
+        f"Command: `python bench/api_latency.py{' --model ' + str(args.model) if args.model else ''}`",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    print(json.dumps(rows), file=sys.stderr)
+    previous = args.results.read_text() if args.results.exists() else "# API benchmarks\n\n"
+    args.results.write_text(previous.rstrip("\n") + "\n\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""One upload in, everything to store out: sniff, decode, predict, de-identify, render heatmaps.
+
+Why a module of its own: the route only reads the upload and stores what this returns, so the whole CPU-bound
+path runs in one worker thread, and nothing is stored unless every step succeeded (an image that is not an MRI,
+or a DICOM that cannot be de-identified, leaves no trace).
+
+Example:
+    >>> analysis = analyse(png_bytes, "scan.png", predictor, settings, salt=b"k")  # doctest: +SKIP
+    >>> analysis.scan.label, [b.kind for b in analysis.blobs]  # doctest: +SKIP
+    ('tumor', ['original', 'heatmap', 'overlay', 'cam'])
+"""
+
+from __future__ import annotations
+
+import io
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from braintumor.api.config import Settings
+from braintumor.data.io import LoadedImage, load_image, sniff_format
+from braintumor.data.transforms import resize_float
+from braintumor.errors import EmptyImageError, UnsupportedImageError
+from braintumor.explain.overlay import colorize, normalise_map, overlay
+from braintumor.inference.predictor import Prediction, Predictor
+from braintumor.storage import Blob, NewScan
+from braintumor.storage.deid import deidentified_tags, deidentify
+
+ACCEPTED = {"jpeg": "image/jpeg", "png": "image/png", "dicom": "application/dicom"}
+PREVIEW_SIDE = 32
+CAM_BLOB_SIDE = 256
+DISCLAIMER = "Decision support, not a diagnosis: every result must be reviewed by a qualified clinician."
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A scan record and its blobs, ready for :meth:`Storage.add_scan`."""
+
+    scan: NewScan
+    blobs: list[Blob]
+
+
+def clean_filename(name: str | None) -> str:
+    """The upload's base name, without paths or control characters, at most 200 characters."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C").strip()
+    return base[:200] or "upload"
+
+
+def analyse(data: bytes, filename: str | None, predictor: Predictor, settings: Settings, *, salt: bytes) -> Analysis:
+    """Run the whole pipeline on one upload (see the module docstring); raises typed errors only."""
+    if not data:
+        raise EmptyImageError("empty upload: 0 bytes")
+    fmt = sniff_format(data[:256])
+    if fmt not in ACCEPTED:
+        what = fmt.upper() if fmt else "not an image"
+        raise UnsupportedImageError(f"only JPEG, PNG and DICOM are accepted (decided by content); this is {what}")
+    image = load_image(data, max_pixels=settings.max_pixels)
+    prediction = predictor.predict(image)
+
+    original, tags, notes = data, dict(image.meta.dicom), list(image.meta.notes) + list(prediction.notes)
+    deidentified = False
+    if fmt == "dicom" and not settings.keep_dicom_identifiers:
+        clean = deidentify(data, salt=salt)
+        original, tags, deidentified = clean.data, deidentified_tags(tags), True
+        if clean.burned_in_annotation:
+            notes.append("the DICOM declares burned-in annotations: identifying text may remain in the pixels")
+
+    blobs = [Blob("original", original, ACCEPTED[fmt])]
+    preview = None
+    if prediction.cam is not None:
+        heat_png, overlay_png, cam_npy, preview = render(image, prediction.cam, settings)
+        blobs += [
+            Blob("heatmap", heat_png, "image/png"),
+            Blob("overlay", overlay_png, "image/png"),
+            Blob("cam", cam_npy, "application/x-npy"),
+        ]
+    result = build_result(prediction, predictor, image, tags, notes, preview, deidentified)
+    scan = NewScan(
+        owner_id="",
+        filename=clean_filename(filename),
+        label=prediction.label,
+        band=prediction.band,
+        p_tumor=prediction.p_tumor,
+        tumor_type=prediction.tumor_type,
+        model_name=prediction.model_name,
+        model_version=prediction.model_version,
+        threshold=prediction.decision.threshold,
+        result=result,
+    )
+    return Analysis(scan, blobs)
+
+
+def build_result(
+    prediction: Prediction,
+    predictor: Predictor,
+    image: LoadedImage,
+    tags: dict[str, str],
+    notes: list[str],
+    preview: dict[str, Any] | None,
+    deidentified: bool,
+) -> dict[str, Any]:
+    """What the history keeps besides the indexed fields: the full output, the model card, image facts."""
+    width, height = image.meta.original_size
+    return {
+        "prediction": prediction.as_dict(),
+        "model_card": predictor.card_summary(),
+        "heatmap": preview,
+        "image": {
+            "format": image.meta.source_format,
+            "width": width,
+            "height": height,
+            "frames": image.meta.frames,
+            "notes": notes,
+        },
+        "dicom": tags,
+        "deidentified": deidentified,
+    }
+
+
+def render(image: LoadedImage, cam: np.ndarray, settings: Settings) -> tuple[bytes, bytes, bytes, dict[str, Any]]:
+    """Heatmap PNG, overlay PNG (longest side at most ``max_render_side``), the raw map as float16 ``.npy``
+    (longest side at most 256) and a 32×32 preview for the response."""
+    pixels = image.pixels
+    height, width = pixels.shape[:2]
+    scale = min(1.0, settings.max_render_side / max(width, height))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    cam = np.asarray(cam, dtype=np.float32)
+    if scale < 1.0:
+        pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR))
+    shown = resize_float(cam, size)
+    heat = colorize(normalise_map(shown))
+    blended = overlay(pixels, shown, alpha=settings.overlay_alpha)
+
+    small_scale = min(1.0, CAM_BLOB_SIDE / max(width, height))
+    small = resize_float(cam, (max(1, round(width * small_scale)), max(1, round(height * small_scale))))
+    buf = io.BytesIO()
+    np.save(buf, small.astype(np.float16), allow_pickle=False)
+
+    tiny = normalise_map(resize_float(cam, (PREVIEW_SIDE, PREVIEW_SIDE)))
+    preview = {
+        "width": PREVIEW_SIDE,
+        "height": PREVIEW_SIDE,
+        "values": [[round(float(v), 3) for v in row] for row in tiny],
+    }
+    return _png(heat), _png(blended), buf.getvalue(), preview
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG", compress_level=4)
+    return buf.getvalue()

@@ -1,0 +1,282 @@
+"""The application factory: ``create_app(settings)`` builds one independent app, with its own storage, model,
+security and audit log — nothing is built at import time (the FastAPI template's regret).
+
+Why the pieces: the model is loaded once here (not per request) and, when none is available, the app still
+serves accounts and history while ``/health`` says why and ``/predict`` answers 503. Middleware, outermost
+first: request id + access log (and a last-resort 500 without exception text), body-size cap (413 before a
+huge upload is parsed), CORS for the UI's origin only, security headers.
+
+Example:
+    >>> from braintumor.api.config import Settings
+    >>> app = create_app(Settings(secret_key="k" * 40, data_dir="/tmp/bt"))  # doctest: +SKIP
+    >>> # uvicorn.run(app, host="127.0.0.1", port=8000)
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+from fastapi import FastAPI, HTTPException
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from braintumor import __version__
+from braintumor.api.config import ConfigError, Settings
+from braintumor.api.errors import install_error_handlers
+from braintumor.api.logs import AuditLog, RequestContextMiddleware, request_id_var
+from braintumor.api.routes import admin, auth, health, scans
+from braintumor.api.security import LoginGuard, Security
+from braintumor.errors import BrainTumorError
+from braintumor.inference.predictor import Predictor
+from braintumor.storage import Storage, open_storage
+
+log = logging.getLogger(__name__)
+BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "inference" / "default_model"
+_DESCRIPTION = (
+    "Brain MRI tumour detection: upload a scan (JPEG, PNG or DICOM), get the ensemble's answer with a Grad-CAM "
+    "heatmap, keep a private history and PDF reports. **Decision support, not a diagnosis.**"
+)
+
+
+def resolve_model_dir(settings: Settings) -> Path | None:
+    """``BRAINTUMOR_MODEL_DIR``, else the bundled model when one is shipped, else ``None``."""
+    if settings.model_dir is not None:
+        return settings.model_dir
+    if (BUNDLED_MODEL / "card.json").is_file() or (BUNDLED_MODEL / "ensemble.json").is_file():
+        return BUNDLED_MODEL
+    return None
+
+
+def load_predictor(settings: Settings) -> tuple[Predictor | None, str | None]:
+    """The predictor, or ``None`` and a reason that is safe to show on ``/health``."""
+    path = resolve_model_dir(settings)
+    if path is None:
+        return None, "no model configured (set BRAINTUMOR_MODEL_DIR) and no bundled model installed"
+    try:
+        return Predictor.load(path, threads=settings.inference_threads), None
+    except BrainTumorError as exc:
+        log.error("cannot load the model: %s", exc)
+        return None, "the configured model could not be loaded (see the server log)"
+
+
+def open_configured_storage(settings: Settings) -> Storage:
+    """The storage backend the settings name."""
+    return open_storage(
+        settings.storage,
+        data_dir=settings.data_dir,
+        mongo_uri=settings.mongo_uri.get_secret_value() if settings.mongo_uri else None,
+        mongo_database=settings.mongo_database,
+        mongo_timeout_ms=settings.mongo_timeout_ms,
+    )
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` when a streamed body passes the cap (FastAPI re-raises HTTP errors as they are)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body too large: the limit is {limit / 1048576:g} MB")
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``limit`` bytes: by Content-Length at once, or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            status = 413 if length.isdigit() else 400
+            detail = BodyTooLarge(self.limit).detail if status == 413 else "invalid Content-Length"
+            await _send_json(send, status, detail)
+            return
+        received = 0
+        started = False
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracking)
+        except BodyTooLarge as exc:
+            if not started:
+                await _send_json(send, 413, str(exc.detail))
+
+
+class SecurityHeadersMiddleware:
+    """No sniffing, no framing, no referrer, no caching of responses that may hold patient data."""
+
+    HEADERS = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"cache-control", b"no-store"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class LastResortMiddleware:
+    """Turn any exception that escaped the handlers into a generic 500 inside the request's context (so the
+    body carries the request id and never the exception's text)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            log.error("unhandled %s on %s", type(exc).__name__, scope.get("path"), exc_info=exc)
+            if started or scope["type"] != "http":
+                raise
+            await _send_json(send, 500, f"internal error; quote request id {request_id_var.get()} when reporting it")
+
+
+async def _send_json(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail, "request_id": request_id_var.get()}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def install_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) served from the installed ``swagger-ui-bundle-v2`` package when present, so the
+    page works on machines without internet; otherwise FastAPI's default page (assets from a CDN)."""
+    try:
+        swagger_ui_path = importlib.import_module("swagger_ui_bundle").swagger_ui_path
+    except ImportError:
+        swagger_ui_path = None
+    if swagger_ui_path is None or not (Path(str(swagger_ui_path)) / "swagger-ui-bundle.js").is_file():
+        app.add_api_route("/docs", _cdn_docs, include_in_schema=False)
+    else:
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+        app.add_api_route("/docs", _local_docs, include_in_schema=False)
+    app.add_api_route("/docs/oauth2-redirect", _oauth2_redirect, include_in_schema=False)
+
+
+async def _local_docs() -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="braintumor API",
+        swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+        swagger_css_url="/docs-assets/swagger-ui.css",
+        swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        oauth2_redirect_url="/docs/oauth2-redirect",
+    )
+
+
+async def _cdn_docs() -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json", title="braintumor API", oauth2_redirect_url="/docs/oauth2-redirect"
+    )
+
+
+async def _oauth2_redirect() -> HTMLResponse:
+    return get_swagger_ui_oauth2_redirect_html()
+
+
+def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAPI:
+    """Build the API from one settings object (``predictor``: an already loaded model, e.g. in tests).
+
+    Raises :class:`~braintumor.api.config.ConfigError` without a signing secret, and
+    :class:`~braintumor.storage.StorageError` when the storage cannot be opened.
+    """
+    if settings.secret_key is None:
+        raise ConfigError(
+            "no signing secret: set BRAINTUMOR_SECRET_KEY (or start with 'braintumor serve', which keeps a "
+            "generated one in the data directory for development)"
+        )
+    storage = open_configured_storage(settings)
+    model_error = None
+    if predictor is None:
+        predictor, model_error = load_predictor(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.storage.close()
+
+    app = FastAPI(title="braintumor", version=__version__, description=_DESCRIPTION, lifespan=lifespan, docs_url=None)
+    app.state.settings = settings
+    app.state.storage = storage
+    app.state.predictor = predictor
+    app.state.model_error = model_error
+    app.state.security = Security(settings)
+    app.state.guard = LoginGuard(
+        rate_per_minute=settings.auth_rate_per_minute,
+        attempts=settings.login_attempts,
+        lockout_s=settings.lockout_minutes * 60,
+    )
+    app.state.audit = AuditLog(settings.audit_log_path)
+    app.state.deid_salt = scans.deid_salt(settings.secret_key.get_secret_value())
+    app.state.predict_limiter = anyio.CapacityLimiter(settings.max_concurrent_predictions)
+
+    install_error_handlers(app)
+    for module in (auth, scans, admin, health):
+        app.include_router(module.router)
+    install_docs(app)
+
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=False,
+        allow_methods=["GET", "POST", "PUT", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "Content-Disposition", "Location"],
+    )
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + (1 << 20))
+    app.add_middleware(LastResortMiddleware)
+    app.add_middleware(RequestContextMiddleware)
+    return app

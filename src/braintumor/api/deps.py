@@ -1,0 +1,108 @@
+"""Dependencies, each declared once as an ``Annotated`` alias (the FastAPI template's ``deps.py``).
+
+Why: routes stay thin and read like a contract — ``def history(user: CurrentUser, storage: StorageDep)`` says
+who may call it and what it touches. Everything comes from ``app.state``, set by :func:`create_app`, so tests
+build as many independent apps as they like.
+
+Example:
+    >>> from fastapi import APIRouter
+    >>> router = APIRouter()
+    >>> @router.get("/whoami")
+    ... def whoami(user: CurrentUser) -> str:
+    ...     return user.username
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import OAuth2PasswordBearer
+
+from braintumor.api.config import Settings
+from braintumor.api.logs import AuditLog
+from braintumor.api.security import LoginGuard, Security
+from braintumor.inference.predictor import Predictor
+from braintumor.storage import Storage, UserRecord
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+def get_security(request: Request) -> Security:
+    security: Security = request.app.state.security
+    return security
+
+
+def get_guard(request: Request) -> LoginGuard:
+    guard: LoginGuard = request.app.state.guard
+    return guard
+
+
+def get_audit(request: Request) -> AuditLog:
+    audit: AuditLog = request.app.state.audit
+    return audit
+
+
+def get_predictor(request: Request) -> Predictor:
+    predictor: Predictor | None = request.app.state.predictor
+    if predictor is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "no model is loaded, so scans cannot be analysed; set BRAINTUMOR_MODEL_DIR to an exported model "
+            "folder (see GET /health for the reason)",
+        )
+    return predictor
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+SecurityDep = Annotated[Security, Depends(get_security)]
+GuardDep = Annotated[LoginGuard, Depends(get_guard)]
+AuditDep = Annotated[AuditLog, Depends(get_audit)]
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
+
+
+def get_current_user(request: Request, token: TokenDep, storage: StorageDep, security: SecurityDep) -> UserRecord:
+    """The user of a valid, unexpired, unrevoked bearer token, else 401."""
+    if not token:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "not signed in", headers=_UNAUTHORIZED)
+    try:
+        claims = security.decode_token(token)
+    except jwt.InvalidTokenError:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or expired token", headers=_UNAUTHORIZED) from None
+    user = storage.get_user_by_id(str(claims["sub"]))
+    if user is None or user.token_version != claims["tv"]:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or expired token", headers=_UNAUTHORIZED)
+    request.state.username = user.username
+    return user
+
+
+CurrentUser = Annotated[UserRecord, Depends(get_current_user)]
+
+
+def get_admin(user: CurrentUser) -> UserRecord:
+    """The current user if an admin, else 403."""
+    if user.role != "admin":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "administrators only")
+    return user
+
+
+AdminUser = Annotated[UserRecord, Depends(get_admin)]
+
+
+def client_address(request: Request) -> str:
+    """The peer address used for rate limits (uvicorn resolves trusted proxy headers)."""
+    return request.client.host if request.client else "unknown"

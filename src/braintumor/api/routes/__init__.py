@@ -1,0 +1,1 @@
+"""Route modules: accounts, scans, admin, health."""

@@ -1,0 +1,91 @@
+"""Administration: statistics, the user list, roles and account deletion.
+
+Why these rules: an admin cannot demote or delete themselves here (no accidental lock-out; self-deletion goes
+through ``DELETE /users/me`` with a password), and the storage refuses any change that would leave zero admins
+(also under concurrent requests). Admins see aggregate numbers, not other users' scans.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import Path as PathParam
+
+from braintumor.api.deps import AdminUser, AuditDep, StorageDep
+from braintumor.api.schemas import DayCount, RoleUpdate, StatsPublic, UserAdminView, UserPage, UserPublic, UserScans
+from braintumor.storage import UserNotFoundError, normalise_username
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+Username = Annotated[str, PathParam(max_length=64)]
+
+
+@router.get("/stats", response_model=StatsPublic)
+def stats(
+    admin: AdminUser, storage: StorageDep, audit: AuditDep, days: Annotated[int, Query(ge=1, le=366)] = 30
+) -> StatsPublic:
+    """Users, scans, scans per user, label and band mix, and scans per day over the last ``days`` days."""
+    s = storage.stats(days)
+    audit.record("admin.stats", actor=admin.username)
+    return StatsPublic(
+        users=s.users,
+        admins=s.admins,
+        scans=s.scans,
+        scans_per_user=[UserScans(username=u, scans=n) for u, n in s.scans_per_user],
+        labels=s.labels,
+        bands=s.bands,
+        per_day=[DayCount(date=d, scans=n) for d, n in s.per_day],  # type: ignore[arg-type]
+    )
+
+
+@router.get("/users", response_model=UserPage)
+def users(
+    admin: AdminUser,
+    storage: StorageDep,
+    audit: AuditDep,
+    q: Annotated[str | None, Query(max_length=64, description="plain-text username search")] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> UserPage:
+    """Accounts by name, with their number of scans."""
+    result = storage.list_users(q or None, (page - 1) * page_size, page_size)
+    audit.record("admin.users", actor=admin.username)
+    return UserPage(
+        items=[
+            UserAdminView(username=s.user.username, role=s.user.role, created_at=s.user.created_at, scans=s.scans)
+            for s in result.items
+        ],
+        total=result.total,
+        page=page,
+        page_size=page_size,
+        pages=math.ceil(result.total / page_size),
+    )
+
+
+@router.put("/users/{username}/role", response_model=UserPublic)
+def set_role(
+    username: Username, body: RoleUpdate, admin: AdminUser, storage: StorageDep, audit: AuditDep
+) -> UserPublic:
+    """Make a user an admin or a plain user (not yourself; never zero admins)."""
+    name = normalise_username(username)
+    if name == admin.username and body.role != "admin":
+        raise HTTPException(status.HTTP_409_CONFLICT, "you cannot demote yourself; ask another admin")
+    try:
+        user = storage.set_role(name, body.role)
+    except UserNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "user not found") from None
+    audit.record("admin.set_role", actor=admin.username, target=user.username, role=body.role)
+    return UserPublic(username=user.username, role=user.role, created_at=user.created_at)
+
+
+@router.delete("/users/{username}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_user(username: Username, admin: AdminUser, storage: StorageDep, audit: AuditDep) -> Response:
+    """Delete an account with all of its scans and files."""
+    name = normalise_username(username)
+    if name == admin.username:
+        raise HTTPException(status.HTTP_409_CONFLICT, "use DELETE /users/me to delete your own account")
+    if not storage.delete_user(name):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "user not found")
+    audit.record("admin.delete_user", actor=admin.username, target=name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,266 @@
+"""Scans: analyse an upload, browse and delete the history, fetch files and PDF reports.
+
+Why it looks like this: every read goes through :func:`owned_scan` / the file's owner check, and a scan of
+another user is answered exactly like a missing one (404), for admins too — administrators manage accounts,
+they do not read patients' scans. The upload is read with a hard size cap, analysed in a worker thread
+(bounded by ``max_concurrent_predictions``) and stored only when every step succeeded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import math
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, File, HTTPException, Query, Request, Response, UploadFile, status
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+
+from braintumor.api.analysis import DISCLAIMER, analyse
+from braintumor.api.deps import AuditDep, CurrentUser, PredictorDep, SettingsDep, StorageDep
+from braintumor.api.reports import build_report
+from braintumor.api.schemas import (
+    Band,
+    BulkDelete,
+    BulkDeleted,
+    FileLink,
+    HeatmapPreview,
+    ImageInfo,
+    Label,
+    MemberOutput,
+    ScanPage,
+    ScanPublic,
+    ScanSummary,
+)
+from braintumor.errors import ImageTooLargeError
+from braintumor.storage import NewScan, ScanQuery, ScanRecord, Storage, UserRecord
+
+router = APIRouter(tags=["scans"])
+ScanId = Annotated[str, PathParam(max_length=64, description="scan id")]
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "application/dicom": "dcm", "application/x-npy": "npy"}
+_INLINE = {"image/png", "image/jpeg", "application/pdf"}
+
+
+# -- conversions -----------------------------------------------------------------------------------------
+def _links(rec: ScanRecord) -> dict[str, FileLink]:
+    return {
+        kind: FileLink(id=f.id, url=f"/files/{f.id}", content_type=f.content_type, size=f.size)
+        for kind, f in rec.files.items()
+    }
+
+
+def summary(rec: ScanRecord) -> ScanSummary:
+    return ScanSummary(
+        id=rec.id,
+        filename=rec.filename,
+        created_at=rec.created_at,
+        label=rec.label,
+        band=rec.band,
+        p_tumor=rec.p_tumor,
+        tumor_type=rec.tumor_type,
+        model_name=rec.model_name,
+        model_version=rec.model_version,
+        threshold=rec.threshold,
+        files=_links(rec),
+        report_url=f"/history/{rec.id}/report.pdf",
+    )
+
+
+def detail(rec: ScanRecord) -> ScanPublic:
+    result: dict[str, Any] = rec.result
+    pred: dict[str, Any] = result.get("prediction", {})
+    preview = result.get("heatmap")
+    return ScanPublic(
+        **summary(rec).model_dump(),
+        probs=pred.get("probs", {}),
+        type_probs=pred.get("type_probs", {}),
+        refer_low=pred.get("refer_low", rec.threshold),
+        refer_high=pred.get("refer_high", rec.threshold),
+        members=[MemberOutput(**m) for m in pred.get("members", [])],
+        heatmap=HeatmapPreview(**preview) if preview else None,
+        image=ImageInfo(**result.get("image", {"format": "unknown", "width": 0, "height": 0})),
+        dicom=result.get("dicom", {}),
+        deidentified=bool(result.get("deidentified", False)),
+        disclaimer=DISCLAIMER,
+        result=pred,
+    )
+
+
+def owned_scan(storage: Storage, user: UserRecord, scan_id: str) -> ScanRecord:
+    """The scan if ``user`` owns it; 404 otherwise (whether it exists or not)."""
+    rec = storage.get_scan(scan_id) if len(scan_id) <= 64 else None
+    if rec is None or rec.owner_id != user.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "scan not found")
+    return rec
+
+
+async def _read_capped(file: UploadFile, cap: int) -> bytes:
+    chunks, total = [], 0
+    while chunk := await file.read(1 << 20):
+        total += len(chunk)
+        if total > cap:
+            raise ImageTooLargeError(f"upload too large: more than {cap / 1048576:g} MB (the limit)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- routes ----------------------------------------------------------------------------------------------
+@router.post(
+    "/predict",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ScanPublic,
+    responses={
+        413: {"description": "upload or image too large"},
+        415: {"description": "not JPEG, PNG or DICOM"},
+        422: {"description": "unreadable image, or not a brain MRI (the reason is given)"},
+        503: {"description": "no model loaded"},
+    },
+)
+async def predict(
+    request: Request,
+    response: Response,
+    file: Annotated[UploadFile, File(description="one JPEG, PNG or DICOM file (format decided by content)")],
+    user: CurrentUser,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    audit: AuditDep,
+) -> ScanPublic:
+    """Analyse one scan with the ensemble: label, band, calibrated probability, tumour type, every member's
+    result, the threshold, the model, and the heatmap (preview here; PNG and overlay under ``files``)."""
+    data = await _read_capped(file, settings.max_upload_bytes)
+    salt = request.app.state.deid_salt
+    limiter: anyio.CapacityLimiter = request.app.state.predict_limiter
+    analysis = await anyio.to_thread.run_sync(
+        lambda: analyse(data, file.filename, predictor, settings, salt=salt), limiter=limiter
+    )
+    scan = NewScan(**{**analysis.scan.__dict__, "owner_id": user.id})
+    rec = await run_in_threadpool(storage.add_scan, scan, analysis.blobs)
+    audit.record("scan.create", actor=user.username, target=rec.id, label=rec.label, band=rec.band)
+    response.headers["Location"] = f"/history/{rec.id}"
+    return detail(rec)
+
+
+@router.get("/history", response_model=ScanPage)
+def history(
+    user: CurrentUser,
+    storage: StorageDep,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    q: Annotated[str | None, Query(max_length=200, description="plain-text filename search")] = None,
+    label: Label | None = None,
+    band: Band | None = None,
+    date_from: Annotated[dt.date | None, Query(description="first day (UTC), inclusive")] = None,
+    date_to: Annotated[dt.date | None, Query(description="last day (UTC), inclusive")] = None,
+) -> ScanPage:
+    """Your scans, newest first, with filename search (plain text), label/band and date filters."""
+    if date_from and date_to and date_from > date_to:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "date_from is after date_to")
+    start = dt.datetime.combine(date_from, dt.time.min, dt.UTC) if date_from else None
+    end = dt.datetime.combine(date_to, dt.time.max, dt.UTC) if date_to else None
+    query = ScanQuery(q or None, label, band, start, end, (page - 1) * page_size, page_size)
+    result = storage.list_scans(user.id, query)
+    return ScanPage(
+        items=[summary(r) for r in result.items],
+        total=result.total,
+        page=page,
+        page_size=page_size,
+        pages=math.ceil(result.total / page_size),
+    )
+
+
+@router.get("/history/{scan_id}", response_model=ScanPublic)
+def get_scan(scan_id: ScanId, user: CurrentUser, storage: StorageDep, audit: AuditDep) -> ScanPublic:
+    """One of your scans with its full result."""
+    rec = owned_scan(storage, user, scan_id)
+    audit.record("scan.view", actor=user.username, target=rec.id)
+    return detail(rec)
+
+
+@router.delete("/history/{scan_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_scan(scan_id: ScanId, user: CurrentUser, storage: StorageDep, audit: AuditDep) -> Response:
+    """Delete one of your scans and its files."""
+    rec = owned_scan(storage, user, scan_id)
+    storage.delete_scans(user.id, [rec.id])
+    audit.record("scan.delete", actor=user.username, target=rec.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/history/delete", response_model=BulkDeleted)
+def delete_scans(body: BulkDelete, user: CurrentUser, storage: StorageDep, audit: AuditDep) -> BulkDeleted:
+    """Delete several of your scans at once; ids that are not yours are reported as not found."""
+    wanted = list(dict.fromkeys(i for i in body.ids if len(i) <= 64))
+    deleted = storage.delete_scans(user.id, wanted)
+    for scan_id in deleted:
+        audit.record("scan.delete", actor=user.username, target=scan_id)
+    gone = set(deleted)
+    return BulkDeleted(deleted=deleted, not_found=[i for i in body.ids if i not in gone])
+
+
+@router.get(
+    "/files/{file_id}",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "application/dicom": {}}}},
+)
+def get_file(
+    file_id: Annotated[str, PathParam(max_length=64, description="file id (from a scan's files)")],
+    user: CurrentUser,
+    storage: StorageDep,
+    audit: AuditDep,
+    download: bool = False,
+) -> Response:
+    """A stored file of one of your scans: the original upload (de-identified if DICOM), the heatmap, the
+    overlay or the raw map (``.npy``)."""
+    found = storage.get_file(file_id) if len(file_id) <= 64 else None
+    if found is None or found[0].owner_id != user.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "file not found")
+    record, data = found
+    audit.record("file.download", actor=user.username, target=record.id, scan=record.scan_id, kind=record.kind)
+    name = f"{record.scan_id}-{record.kind}.{_EXTENSIONS.get(record.content_type, 'bin')}"
+    inline = record.content_type in _INLINE and not download
+    return Response(
+        data,
+        media_type=record.content_type,
+        headers={
+            "Content-Disposition": f'{"inline" if inline else "attachment"}; filename="{name}"',
+            "ETag": f'"{record.sha256}"',
+        },
+    )
+
+
+@router.get(
+    "/history/{scan_id}/report.pdf", response_class=Response, responses={200: {"content": {"application/pdf": {}}}}
+)
+def report(
+    scan_id: ScanId,
+    user: CurrentUser,
+    storage: StorageDep,
+    settings: SettingsDep,
+    audit: AuditDep,
+    identifiers: Annotated[
+        bool, Query(description="show stored patient identifiers (only kept when the site keeps them)")
+    ] = False,
+) -> Response:
+    """A PDF report of one of your scans (de-identified view unless ``identifiers=true``)."""
+    rec = owned_scan(storage, user, scan_id)
+    images: dict[str, bytes] = {}
+    for kind in ("original", "heatmap", "overlay"):
+        f = rec.files.get(kind)
+        found = storage.get_file(f.id) if f else None
+        if found is not None:
+            images[kind] = found[1]
+    pdf = build_report(rec, images, identifiers=identifiers, max_pixels=settings.max_pixels)
+    audit.record("report.download", actor=user.username, target=rec.id, identifiers=identifiers)
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="report-{rec.id}.pdf"'},
+    )
+
+
+def deid_salt(secret: str) -> bytes:
+    """The UID-mapping salt for de-identification, derived from the signing secret (stable per site)."""
+    return hmac.new(secret.encode(), b"braintumor dicom uid salt", hashlib.sha256).digest()

@@ -1,0 +1,213 @@
+"""Request and response bodies (the ``UserCreate`` / ``UserPublic`` families of the FastAPI template).
+
+Why separate families: what a client may send (``UserCreate``: a password) and what it may see (``UserPublic``:
+no hash, no id, no token version) must never be the same class, so nothing secret can leak by accident.
+
+Example:
+    >>> UserCreate(username="Alice_1", password="a long passphrase").username
+    'alice_1'
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,31}$"
+
+Label = Literal["tumor", "no_tumor"]
+Band = Literal["tumor", "refer", "no_tumor"]
+RoleName = Literal["user", "admin"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- accounts --------------------------------------------------------------------------------------------
+class UserCreate(_Strict):
+    username: str = Field(pattern=USERNAME_PATTERN, description="3–32 letters, digits, '.', '_' or '-'")
+    password: str = Field(min_length=1, max_length=128)
+
+    @field_validator("username")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+
+class UserPublic(BaseModel):
+    username: str
+    role: RoleName
+    created_at: dt.datetime
+
+
+class Registered(BaseModel):
+    user: UserPublic
+    recovery_key: str = Field(description="Shown once: the only way to reset a forgotten password. Store it safely.")
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds")
+
+
+class PasswordChange(_Strict):
+    current_password: str = Field(min_length=1, max_length=128)
+    new_password: str = Field(min_length=1, max_length=128)
+
+
+class PasswordReset(_Strict):
+    username: str = Field(min_length=1, max_length=64)
+    recovery_key: str = Field(min_length=1, max_length=128)
+    new_password: str = Field(min_length=1, max_length=128)
+
+
+class RecoveryKeyIssued(BaseModel):
+    recovery_key: str = Field(description="A new recovery key (the one used is no longer valid). Shown once.")
+    detail: str
+
+
+class PasswordConfirm(_Strict):
+    password: str = Field(min_length=1, max_length=128)
+
+
+class Message(BaseModel):
+    detail: str
+
+
+# -- scans -----------------------------------------------------------------------------------------------
+class FileLink(BaseModel):
+    id: str
+    url: str
+    content_type: str
+    size: int
+
+
+class MemberOutput(BaseModel):
+    name: str
+    arch: str
+    probs: dict[str, float]
+    p_tumor: float
+    label: str
+
+
+class HeatmapPreview(BaseModel):
+    """The raw class-activation map, max-normalised to 0–1 and downsampled (rows of ``values``)."""
+
+    width: int
+    height: int
+    values: list[list[float]]
+
+
+class ImageInfo(BaseModel):
+    format: str
+    width: int
+    height: int
+    frames: int = 1
+    notes: list[str] = []
+
+
+class ScanSummary(BaseModel):
+    id: str
+    filename: str
+    created_at: dt.datetime
+    label: str
+    band: str
+    p_tumor: float
+    tumor_type: str | None
+    model_name: str
+    model_version: str
+    threshold: float
+    files: dict[str, FileLink]
+    report_url: str
+
+
+class ScanPublic(ScanSummary):
+    probs: dict[str, float]
+    type_probs: dict[str, float]
+    refer_low: float
+    refer_high: float
+    members: list[MemberOutput]
+    heatmap: HeatmapPreview | None
+    image: ImageInfo
+    dicom: dict[str, str] = Field(description="DICOM tags kept with the scan (de-identified unless the site says so)")
+    deidentified: bool
+    disclaimer: str
+    result: dict[str, Any] = Field(description="The model's full output (Prediction.as_dict())")
+
+
+class ScanPage(BaseModel):
+    items: list[ScanSummary]
+    total: int
+    page: int
+    page_size: int
+    pages: int
+
+
+class BulkDelete(_Strict):
+    ids: list[str] = Field(min_length=1, max_length=500)
+
+
+class BulkDeleted(BaseModel):
+    deleted: list[str]
+    not_found: list[str]
+
+
+# -- admin and health ------------------------------------------------------------------------------------
+class RoleUpdate(_Strict):
+    role: RoleName
+
+
+class UserAdminView(UserPublic):
+    scans: int
+
+
+class UserPage(BaseModel):
+    items: list[UserAdminView]
+    total: int
+    page: int
+    page_size: int
+    pages: int
+
+
+class UserScans(BaseModel):
+    username: str
+    scans: int
+
+
+class DayCount(BaseModel):
+    date: dt.date
+    scans: int
+
+
+class StatsPublic(BaseModel):
+    users: int
+    admins: int
+    scans: int
+    scans_per_user: list[UserScans]
+    labels: dict[str, int]
+    bands: dict[str, int]
+    per_day: list[DayCount]
+
+
+class ModelHealth(BaseModel):
+    loaded: bool
+    name: str | None = None
+    version: str | None = None
+    reason: str | None = None
+    card: dict[str, Any] | None = None
+
+
+class StorageHealth(BaseModel):
+    backend: str
+    reachable: bool
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded", "unavailable"]
+    version: str
+    model: ModelHealth
+    storage: StorageHealth

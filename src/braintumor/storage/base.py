@@ -1,0 +1,298 @@
+"""The storage interface: users, scans, blobs and statistics, in one small protocol with two backends.
+
+Why one interface: the API must not care whether a site runs the embedded backend (SQLite + content-addressed
+files in a data directory, nothing to install) or MongoDB + GridFS; both pass the same contract test suite.
+Records are plain frozen dataclasses, so this package imports nothing from the ML side (no numpy, no
+onnxruntime) and nothing from the web side.
+
+Guarantees every backend gives:
+
+* ``add_scan`` is atomic: a scan record becomes visible only after all of its blobs are stored, and a failure
+  leaves neither (blobs written before a crash are orphans that :meth:`Storage.collect_garbage` removes).
+* Deleting a scan (or a user, with all of their scans) removes the record first, then its blobs.
+* Usernames are unique (case-insensitive: they are stored lowercased) and the last admin cannot be demoted or
+  deleted.
+* Filename search is plain text (a substring, case-insensitive), never a pattern.
+
+Example:
+    >>> from braintumor.storage import open_storage
+    >>> store = open_storage("embedded", data_dir="data")  # doctest: +SKIP
+    >>> user = store.create_user(NewUser("alice", "argon2-hash", "argon2-hash-of-recovery-key"))  # doctest: +SKIP
+    >>> scan = store.add_scan(NewScan(owner_id=user.id, filename="a.png", label="tumor", band="tumor",
+    ...     p_tumor=0.97), [Blob("original", png_bytes, "image/png")])  # doctest: +SKIP
+    >>> store.list_scans(user.id, ScanQuery(search="a.")).total  # doctest: +SKIP
+    1
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
+
+from braintumor.errors import BrainTumorError
+
+Role = Literal["user", "admin"]
+ROLES: tuple[Role, ...] = ("user", "admin")
+#: Blob kinds a scan stores: the upload (de-identified when DICOM), the colourised heatmap, the overlay and the raw
+#: map as float16 ``.npy``.
+BLOB_KINDS = ("original", "heatmap", "overlay", "cam")
+
+T = TypeVar("T")
+
+
+class StorageError(BrainTumorError):
+    """The storage backend is unreachable or failed (the API answers 503, never the backend's text)."""
+
+
+class UserExistsError(StorageError, ValueError):
+    """A user with this name already exists."""
+
+
+class UserNotFoundError(StorageError, KeyError):
+    """No user with this name or id."""
+
+
+class LastAdminError(StorageError, ValueError):
+    """The change would leave the system without an administrator."""
+
+
+def new_id() -> str:
+    """A random, unguessable record id (128 bits, hex): ids never reveal how many records exist."""
+    return secrets.token_hex(16)
+
+
+def utcnow() -> dt.datetime:
+    """Now in UTC, truncated to milliseconds (what MongoDB keeps), so every backend returns the same value."""
+    now = dt.datetime.now(dt.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def normalise_username(name: str) -> str:
+    """Usernames compare case-insensitively: ``Alice`` and ``alice`` are one account."""
+    return name.strip().lower()
+
+
+# -- records ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NewUser:
+    """What :meth:`Storage.create_user` needs; hashes only, never a password."""
+
+    username: str
+    password_hash: str
+    recovery_hash: str
+    role: Role = "user"
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A stored account. ``token_version`` grows on every password change, which invalidates older tokens."""
+
+    id: str
+    username: str
+    password_hash: str
+    recovery_hash: str
+    role: Role
+    created_at: dt.datetime
+    token_version: int = 0
+
+
+@dataclass(frozen=True)
+class UserSummary:
+    """A user and their number of scans (the admin listing)."""
+
+    user: UserRecord
+    scans: int
+
+
+@dataclass(frozen=True)
+class Blob:
+    """Bytes to store with a scan under one ``kind`` (see :data:`BLOB_KINDS`)."""
+
+    kind: str
+    data: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A stored blob of a scan: ``id`` is what ``GET /files/{id}`` takes, ``sha256`` checks the content."""
+
+    id: str
+    scan_id: str
+    owner_id: str
+    kind: str
+    content_type: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class NewScan:
+    """A scan to store. ``result`` is the JSON-ready model output (anything the report or UI needs later)."""
+
+    owner_id: str
+    filename: str
+    label: str
+    band: str
+    p_tumor: float
+    tumor_type: str | None = None
+    model_name: str = ""
+    model_version: str = ""
+    threshold: float = 0.5
+    result: Mapping[str, Any] = field(default_factory=dict)
+    created_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class ScanRecord:
+    """A stored scan with its files (by kind)."""
+
+    id: str
+    owner_id: str
+    filename: str
+    label: str
+    band: str
+    p_tumor: float
+    tumor_type: str | None
+    model_name: str
+    model_version: str
+    threshold: float
+    result: dict[str, Any]
+    created_at: dt.datetime
+    files: dict[str, FileRecord]
+
+
+@dataclass(frozen=True)
+class ScanQuery:
+    """History filters. ``search`` is a plain-text, case-insensitive substring of the filename; ``date_from``
+    and ``date_to`` are inclusive UTC bounds; results are newest first."""
+
+    search: str | None = None
+    label: str | None = None
+    band: str | None = None
+    date_from: dt.datetime | None = None
+    date_to: dt.datetime | None = None
+    offset: int = 0
+    limit: int = 20
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of results and the total number of matches."""
+
+    items: list[T]
+    total: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What the admin dashboard shows. ``per_day`` covers the last ``days`` days (UTC), oldest first."""
+
+    users: int
+    admins: int
+    scans: int
+    scans_per_user: list[tuple[str, int]]
+    labels: dict[str, int]
+    bands: dict[str, int]
+    per_day: list[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class IntegrityReport:
+    """Consistency of records and blobs: both lists are empty on a healthy store."""
+
+    missing_blobs: list[str]
+    orphan_blobs: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing_blobs and not self.orphan_blobs
+
+
+# -- the interface ---------------------------------------------------------------------------------------
+@runtime_checkable
+class Storage(Protocol):
+    """Users, scans, blobs and statistics. Implementations are thread-safe."""
+
+    backend: str
+
+    # users
+    def create_user(self, user: NewUser) -> UserRecord:
+        """Store a new account; raises :class:`UserExistsError` when the (lowercased) name is taken."""
+        ...
+
+    def get_user(self, username: str) -> UserRecord | None: ...
+
+    def get_user_by_id(self, user_id: str) -> UserRecord | None: ...
+
+    def update_credentials(
+        self,
+        user_id: str,
+        *,
+        password_hash: str | None = None,
+        recovery_hash: str | None = None,
+        bump_token_version: bool = False,
+    ) -> UserRecord:
+        """Replace the password and/or recovery hash; ``bump_token_version`` revokes every issued token."""
+        ...
+
+    def set_role(self, username: str, role: Role) -> UserRecord:
+        """Change a role; raises :class:`LastAdminError` rather than leave zero admins."""
+        ...
+
+    def delete_user(self, username: str) -> bool:
+        """Delete an account with all of its scans and files; ``False`` when there was no such user."""
+        ...
+
+    def list_users(self, search: str | None = None, offset: int = 0, limit: int = 20) -> Page[UserSummary]:
+        """Users by name (plain-text substring search), with their scan counts."""
+        ...
+
+    def count_admins(self) -> int: ...
+
+    # scans and blobs
+    def add_scan(self, scan: NewScan, blobs: Sequence[Blob]) -> ScanRecord:
+        """Store a scan and its blobs atomically (see the module docstring)."""
+        ...
+
+    def get_scan(self, scan_id: str) -> ScanRecord | None: ...
+
+    def list_scans(self, owner_id: str, query: ScanQuery) -> Page[ScanRecord]: ...
+
+    def delete_scans(self, owner_id: str, scan_ids: Sequence[str]) -> list[str]:
+        """Delete the given scans of ``owner_id`` (others' ids are ignored); returns the ids deleted."""
+        ...
+
+    def get_file(self, file_id: str) -> tuple[FileRecord, bytes] | None:
+        """A stored blob and its record, or ``None`` (also when its scan is gone)."""
+        ...
+
+    # statistics and maintenance
+    def stats(self, days: int = 30) -> Stats: ...
+
+    def ping(self) -> bool:
+        """``True`` when the backend answers (for ``/health``)."""
+        ...
+
+    def check(self) -> IntegrityReport:
+        """List blobs referenced but missing, and blobs stored but unreferenced."""
+        ...
+
+    def collect_garbage(self) -> int:
+        """Remove orphan blobs left by a crash; returns how many were removed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def per_day_series(counts: Mapping[str, int], days: int, today: dt.date | None = None) -> list[tuple[str, int]]:
+    """Fill a ``{"YYYY-MM-DD": n}`` mapping into a dense, oldest-first series of the last ``days`` days."""
+    end = today or dt.datetime.now(dt.UTC).date()
+    out = []
+    for back in range(days - 1, -1, -1):
+        day = (end - dt.timedelta(days=back)).isoformat()
+        out.append((day, int(counts.get(day, 0))))
+    return out

@@ -1,0 +1,122 @@
+"""Embedded backend specifics: crash recovery on open, the cross-process lock, backup and restore."""
+
+from __future__ import annotations
+
+import stat
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from braintumor.storage import Blob, NewScan, NewUser, ScanQuery, StorageError
+from braintumor.storage.sqlite import EmbeddedStorage, restore
+
+
+def _fill(store: EmbeddedStorage) -> tuple[str, str]:
+    alice = store.create_user(NewUser("alice", "h", "r"))
+    rec = store.add_scan(
+        NewScan(alice.id, "a.png", "tumor", "tumor", 0.9, result={"x": 1}),
+        [Blob("original", b"original bytes", "image/png"), Blob("heatmap", b"heat", "image/png")],
+    )
+    return alice.id, rec.id
+
+
+def test_data_dir_is_private(tmp_path: Path) -> None:
+    store = EmbeddedStorage(tmp_path / "data")
+    _fill(store)
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+    blob = next((tmp_path / "data" / "blobs").glob("*/*"))
+    assert stat.S_IMODE(blob.stat().st_mode) == 0o600
+    store.close()
+
+
+def test_reopen_rolls_interrupted_work_back(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = EmbeddedStorage(data)
+    _, scan_id = _fill(store)
+    rec = store.get_scan(scan_id)
+    assert rec is not None
+    store.close()
+    # The states a SIGKILL can leave: a staged file, an unreferenced blob (killed before the commit) and a blob
+    # of a live record moved to trash (killed inside a delete that then rolled back).
+    (data / "tmp" / "deadbeef.1").write_bytes(b"staged")
+    (data / "blobs" / "ff").mkdir()
+    (data / "blobs" / "ff" / ("ff" * 32)).write_bytes(b"orphan")
+    sha = rec.files["original"].sha256
+    (data / "blobs" / sha[:2] / sha).replace(data / "trash" / f"{sha}.abc")
+    store = EmbeddedStorage(data)
+    assert store.check().ok
+    assert not any((data / "tmp").iterdir()) and not any((data / "trash").iterdir())
+    found = store.get_file(rec.files["original"].id)
+    assert found is not None and found[1] == b"original bytes"
+    store.close()
+
+
+def test_no_cleanup_while_another_process_has_the_store_open(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = EmbeddedStorage(data)
+    (data / "blobs" / "ff").mkdir()
+    (data / "blobs" / "ff" / ("ff" * 32)).write_bytes(b"maybe in flight")
+    second = EmbeddedStorage(data)  # a second open file description: the exclusive lock is refused
+    assert second.check().orphan_blobs == ["ff" * 32]
+    second.close()
+    first.close()
+    third = EmbeddedStorage(data)
+    assert third.check().ok
+    third.close()
+
+
+def test_backup_and_restore_round_trip(tmp_path: Path) -> None:
+    store = EmbeddedStorage(tmp_path / "data")
+    owner, scan_id = _fill(store)
+    (tmp_path / "data" / "audit.log").write_text('{"event": "x"}\n')
+    archive = tmp_path / "backup.tar.gz"
+    manifest = store.backup(archive)
+    assert manifest["users"] == 1 and manifest["scans"] == 1 and manifest["blobs"] == 2
+    store.close()
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert "secret.key" not in names and "braintumor.db" in names and "audit.log" in names
+
+    restored = tmp_path / "restored"
+    assert restore(archive, restored)["scans"] == 1
+    copy = EmbeddedStorage(restored)
+    rec = copy.get_scan(scan_id)
+    assert rec is not None and rec.result == {"x": 1}
+    assert copy.list_scans(owner, ScanQuery()).total == 1
+    found = copy.get_file(rec.files["heatmap"].id)
+    assert found is not None and found[1] == b"heat"
+    assert copy.check().ok
+    copy.close()
+    assert (restored / "audit.log").read_text().startswith('{"event"')
+
+    with pytest.raises(StorageError, match="already holds a database"):
+        restore(archive, restored)
+    assert restore(archive, restored, force=True)["users"] == 1
+
+
+def test_restore_rejects_damaged_archives(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.tar.gz"
+    bogus.write_bytes(b"not a tarball")
+    with pytest.raises(StorageError, match="cannot read the backup"):
+        restore(bogus, tmp_path / "a")
+    store = EmbeddedStorage(tmp_path / "data")
+    _fill(store)
+    archive = tmp_path / "b.tar.gz"
+    store.backup(archive)
+    store.close()
+    tampered = tmp_path / "tampered.tar.gz"
+    with tarfile.open(archive) as src, tarfile.open(tampered, "w:gz") as dst:
+        for member in src.getmembers():
+            fh = src.extractfile(member)
+            if member.name.startswith("blobs/"):
+                import io
+
+                data = b"tampered"
+                member.size = len(data)
+                dst.addfile(member, io.BytesIO(data))
+            else:
+                dst.addfile(member, fh)
+    with pytest.raises(StorageError, match="does not match its checksum"):
+        restore(tampered, tmp_path / "c")
+    assert not (tmp_path / "c" / "braintumor.db").exists()
