@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -637,8 +638,17 @@ def _add_server_parsers(sub: Any) -> None:
         "a signing secret is generated on first start and kept in DATA_DIR/secret.key (mode 0600); with "
         "BRAINTUMOR_ENV=production BRAINTUMOR_SECRET_KEY is required.",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--host",
+        default=os.environ.get("BRAINTUMOR_HOST", "127.0.0.1"),
+        help="address to bind (BRAINTUMOR_HOST; default 127.0.0.1: this machine only)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("BRAINTUMOR_PORT", "8000")),
+        help="port (BRAINTUMOR_PORT; default 8000)",
+    )
     serve.add_argument("--data-dir", type=Path, help="data directory (default: BRAINTUMOR_DATA_DIR or ./data)")
     serve.add_argument("--model", type=Path, help="model folder (default: BRAINTUMOR_MODEL_DIR or the bundled one)")
     serve.set_defaults(func=_cmd_serve)
@@ -678,7 +688,6 @@ def _add_server_parsers(sub: Any) -> None:
 def _cmd_ui(args: argparse.Namespace) -> int:
     import importlib.util
     import os
-    import subprocess
 
     if importlib.util.find_spec("streamlit") is None:
         raise BrainTumorError("the web UI needs Streamlit: pip install 'braintumor[ui]'")
@@ -686,8 +695,11 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if args.api_url:
         env["BRAINTUMOR_API_URL"] = args.api_url
+    # from the first page on: no developer menu or deploy button, and never a traceback in the browser
+    env.setdefault("STREAMLIT_CLIENT_TOOLBAR_MODE", "viewer")
+    env.setdefault("STREAMLIT_CLIENT_SHOW_ERROR_DETAILS", "none")
     api = env.get("BRAINTUMOR_API_URL", "http://127.0.0.1:8000")
-    print(f"braintumor UI on http://{args.host}:{args.port} (API: {api})", file=sys.stderr)
+    print(f"braintumor UI on http://{args.host}:{args.port} (API: {api})", file=sys.stderr, flush=True)
     cmd = [
         sys.executable,
         "-m",
@@ -703,12 +715,9 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         "--browser.gatherUsageStats",
         "false",
     ]
-    with subprocess.Popen(cmd, env=env) as proc:
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            proc.wait()  # Streamlit got the same Ctrl-C and stops by itself
-            raise
+    # become Streamlit (no parent left behind): signals from a terminal or a process manager reach it directly
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
 
 
 def _add_ui_parser(sub: Any) -> None:
@@ -722,6 +731,43 @@ def _add_ui_parser(sub: Any) -> None:
     ui.add_argument("--port", type=int, default=8501)
     ui.add_argument("--api-url", help="the API's base URL (default: BRAINTUMOR_API_URL or http://127.0.0.1:8000)")
     ui.set_defaults(func=_cmd_ui)
+
+
+# -- app (API + UI) ----------------------------------------------------------------------------------------
+def _cmd_app(args: argparse.Namespace) -> int:
+    from braintumor.launcher import run_app
+
+    return run_app(host=args.host, api_port=args.api_port, ui_port=args.ui_port, data_dir=args.data_dir,
+                   model_dir=args.model)  # fmt: skip
+
+
+def _add_app_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "app",
+        help="run the API and the UI together (what 'make run' does)",
+        description="Start the API and the UI, wait until both answer, print their URLs; Ctrl-C stops both.",
+    )
+    p.add_argument("--host", default=os.environ.get("BRAINTUMOR_HOST", "127.0.0.1"), help="BRAINTUMOR_HOST")
+    p.add_argument(
+        "--api-port",
+        type=int,
+        default=int(os.environ.get("BRAINTUMOR_PORT", "8000")),
+        help="BRAINTUMOR_PORT (default 8000)",
+    )
+    p.add_argument(
+        "--ui-port",
+        type=int,
+        default=int(os.environ.get("BRAINTUMOR_UI_PORT", "8501")),
+        help="BRAINTUMOR_UI_PORT (default 8501)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("BRAINTUMOR_DATA_DIR", "data")),
+        help="BRAINTUMOR_DATA_DIR (default ./data)",
+    )
+    p.add_argument("--model", type=Path, default=None, help="model folder (default: BRAINTUMOR_MODEL_DIR or bundled)")
+    p.set_defaults(func=_cmd_app)
 
 
 # -- parser ----------------------------------------------------------------------------------------------
@@ -772,6 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_parsers(sub)
     _add_server_parsers(sub)
     _add_ui_parser(sub)
+    _add_app_parser(sub)
     return parser
 
 

@@ -188,7 +188,7 @@ class Predictor:
         elif (root / "card.json").is_file():
             members = [_load_member(root, None, 1.0, threads, precision)]
             name, version, decision_dict = root.name, str(members[0].card.get("version", "0")), None
-            spec = {}
+            spec = {"gate": "gate.npz"} if (root / "gate.npz").is_file() else {}  # an input gate beside card.json
         else:
             raise ModelLoadError(f"{root} is not a model folder (no ensemble.json or card.json)")
         if not members:
