@@ -26,18 +26,18 @@ $(VENV)/wheels/.stamp: | $(BIN)/python
 	@touch $@
 
 $(DEV_STAMP): pyproject.toml $(VENV)/wheels/.stamp | $(BIN)/python
-	$(PIP) install --quiet -e '.[serve,train,dev]'
+	$(PIP) install --quiet -e '.[serve,ui,train,dev]'
 	@touch $@
 
-# The serving path needs no torch: a second venv with only the `serve` extra scores real scans with the
-# bundled model, and proves torch is absent.
+# The app needs no torch: a second venv with only the `serve` and `ui` extras runs `make run`, and `make test`
+# uses it to score real scans with the bundled model, proving torch is absent.
 SERVE_VENV  := .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.stamp
 $(SERVE_STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found; set PYTHON=...)"; exit 2; }
 	$(PYTHON) -m venv $(SERVE_VENV)
 	$(SERVE_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(SERVE_VENV)/bin/python -m pip install --quiet -e '.[serve]'
+	$(SERVE_VENV)/bin/python -m pip install --quiet -e '.[serve,ui]'
 	@touch $@
 
 test-serve: $(SERVE_STAMP)
@@ -64,9 +64,10 @@ weights: $(DEV_STAMP)
 results: weights
 	$(BIN)/python bench/results.py
 
-run: $(DEV_STAMP)
-	@echo "braintumor $$($(BIN)/braintumor --version | cut -d' ' -f2): the web application (API on 127.0.0.1:8000,"
-	@echo "UI on 127.0.0.1:8501) is not built yet; today the CLI works: $(BIN)/braintumor --help"
+# The app: API on 127.0.0.1:8000 and UI on 127.0.0.1:8501 (override with BRAINTUMOR_PORT / BRAINTUMOR_UI_PORT),
+# embedded storage in ./data (BRAINTUMOR_DATA_DIR), the bundled model. Ctrl-C stops both; data is kept.
+run: $(SERVE_STAMP)
+	$(SERVE_VENV)/bin/braintumor app
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -727,8 +727,17 @@ def _add_ui_parser(sub: Any) -> None:
         description="Start the Streamlit UI. It talks to the API over HTTP only (BRAINTUMOR_API_URL or --api-url); "
         "sign-in tokens stay in the server-side session, never in the URL.",
     )
-    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    ui.add_argument("--port", type=int, default=8501)
+    ui.add_argument(
+        "--host",
+        default=os.environ.get("BRAINTUMOR_UI_HOST", "127.0.0.1"),
+        help="address to bind (BRAINTUMOR_UI_HOST; default 127.0.0.1: this machine only)",
+    )
+    ui.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("BRAINTUMOR_UI_PORT", "8501")),
+        help="BRAINTUMOR_UI_PORT (default 8501)",
+    )
     ui.add_argument("--api-url", help="the API's base URL (default: BRAINTUMOR_API_URL or http://127.0.0.1:8000)")
     ui.set_defaults(func=_cmd_ui)
 
