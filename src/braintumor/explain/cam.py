@@ -59,8 +59,9 @@ class BaseCAM:
         self._activation = None
 
     def _keep_activation(self, _module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-        output.retain_grad()
-        self._activation = output
+        if output.requires_grad:  # a plain no-grad forward of the same model must still work inside the context
+            output.retain_grad()
+            self._activation = output
 
     # -- recipe --------------------------------------------------------------------------------------
     def channel_weights(self, activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from torch import nn
 
 from braintumor.models import BrainTumorNet
 
-OPSET = 17
+OPSET = 18  # what the dynamo exporter writes (it cannot down-convert these graphs)
 MODEL_FILE = "model.onnx"
 CARD_FILE = "card.json"
 

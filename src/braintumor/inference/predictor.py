@@ -225,8 +225,11 @@ class Predictor:
         if todo:
             batch = [images[i] for i in todo]
             per_member = []
+            prepared: dict[int, tuple[np.ndarray, list[Placement]]] = {}
             for member in self.members:
-                boxed, placements = preprocess_batch(batch, member.size)
+                if member.size not in prepared:  # members of one input size share the letterboxed batch
+                    prepared[member.size] = preprocess_batch(batch, member.size)
+                boxed, placements = prepared[member.size]
                 probs, _logits, maps, features = member.session.run(None, {"image": boxed})
                 per_member.append((member, probs, maps, features, placements))
             feature_reasons: list[str | None] = [None] * len(batch)
