@@ -1,0 +1,130 @@
+"""Altair charts for the dashboard and the admin page: few marks, fixed band colours, labelled axes.
+
+Why Altair: it ships with Streamlit, renders crisp in the browser, and its tooltips give exact numbers
+without cluttering the chart. Data go in as plain rows (no pandas needed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import altair as alt
+
+from braintumor.ui.components import BAND_COLOURS, BAND_NAMES
+
+BAND_ORDER = ["Tumor", "Refer", "No tumor"]
+HEIGHT = 330
+DAY_HEIGHT = 260
+#: Whole-number axes for counts (no "0.5 scans").
+COUNT_AXIS = alt.Axis(tickMinStep=1, format="d")
+
+
+def _band_colour() -> alt.Color:
+    return alt.Color(
+        "band:N",
+        title="Band",
+        scale=alt.Scale(domain=BAND_ORDER, range=[BAND_COLOURS[b] for b in BAND_ORDER]),
+        legend=alt.Legend(orient="bottom"),
+    )
+
+
+def band_mix(counts: dict[str, int]) -> alt.LayerChart:
+    """Scans per band (tumor / refer / no tumor), as horizontal bars with their counts."""
+    total = sum(counts.values()) or 1
+    rows = [
+        {"band": BAND_NAMES.get(k, k), "scans": n, "share": n / total}
+        for k, n in sorted(counts.items(), key=lambda kv: BAND_ORDER.index(BAND_NAMES.get(kv[0], "Tumor")))
+    ]
+    base = alt.Chart({"values": rows}).encode(
+        y=alt.Y("band:N", sort=BAND_ORDER, title=None),
+        x=alt.X("scans:Q", title="Scans", axis=COUNT_AXIS),
+        tooltip=[alt.Tooltip("band:N"), alt.Tooltip("scans:Q"), alt.Tooltip("share:Q", format=".0%")],
+    )
+    bars = base.mark_bar(cornerRadiusEnd=3).encode(color=_band_colour().legend(None))
+    text = base.mark_text(align="left", dx=4).encode(text="scans:Q")
+    return alt.LayerChart(layer=[bars, text], height=100 + 48 * len(rows))
+
+
+def probability_histogram(probabilities: Sequence[tuple[float, str]], threshold: float | None) -> alt.LayerChart:
+    """How the calibrated probabilities spread (bins of 5 %), coloured by band, with the threshold marked."""
+    rows = [{"p": p, "band": BAND_NAMES.get(b, b)} for p, b in probabilities]
+    bars = (
+        alt.Chart({"values": rows})
+        .mark_bar()
+        .encode(
+            x=alt.X(
+                "p:Q", bin=alt.Bin(extent=[0, 1], step=0.05), title="Calibrated P(tumor)", axis=alt.Axis(format="%")
+            ),
+            y=alt.Y("count():Q", title="Scans", stack=True, axis=COUNT_AXIS),
+            color=_band_colour(),
+            tooltip=[alt.Tooltip("band:N"), alt.Tooltip("count():Q", title="scans")],
+        )
+    )
+    layers: list[Any] = [bars]
+    if threshold is not None:
+        rule = (
+            alt.Chart({"values": [{"t": threshold}]})
+            .mark_rule(strokeDash=[5, 3], color="#111")
+            .encode(x="t:Q", tooltip=[alt.Tooltip("t:Q", title="threshold", format=".1%")])
+        )
+        layers.append(rule)
+    return alt.LayerChart(layer=layers, height=HEIGHT)
+
+
+def per_day(days: Iterable[tuple[dt.date, str]], first: dt.date, last: dt.date) -> alt.Chart:
+    """Scans per day from ``first`` to ``last`` (days without scans shown as gaps at zero), stacked by band."""
+    counts = Counter((d, BAND_NAMES.get(b, b)) for d, b in days)
+    rows = [{"date": d.isoformat(), "band": b, "scans": n} for (d, b), n in sorted(counts.items())]
+    span = max((last - first).days, 0)
+    chart: alt.Chart = (
+        alt.Chart({"values": rows}, height=DAY_HEIGHT)
+        .mark_bar(width={"band": 0.85} if span <= 120 else 2)
+        .encode(
+            x=alt.X(
+                "date:T",
+                title=None,
+                timeUnit="yearmonthdate",
+                scale=alt.Scale(domain=[first.isoformat(), (last + dt.timedelta(days=1)).isoformat()]),
+                axis=alt.Axis(format="%b %d", labelAngle=0),
+            ),
+            y=alt.Y("sum(scans):Q", title="Scans", axis=COUNT_AXIS),
+            color=_band_colour(),
+            tooltip=[
+                alt.Tooltip("date:T", format="%Y-%m-%d"),
+                alt.Tooltip("band:N"),
+                alt.Tooltip("sum(scans):Q", title="scans"),
+            ],
+        )
+    )
+    return chart
+
+
+def counts_per_day(series: Sequence[tuple[dt.date, int]]) -> alt.Chart:
+    """A plain daily count series (the admin's site-wide activity)."""
+    rows = [{"date": d.isoformat(), "scans": n} for d, n in series]
+    chart: alt.Chart = (
+        alt.Chart({"values": rows}, height=DAY_HEIGHT)
+        .mark_bar(color="#1565c0")
+        .encode(
+            x=alt.X("date:T", title=None, timeUnit="yearmonthdate", axis=alt.Axis(format="%b %d", labelAngle=0)),
+            y=alt.Y("scans:Q", title="Scans", axis=COUNT_AXIS),
+            tooltip=[alt.Tooltip("date:T", format="%Y-%m-%d"), alt.Tooltip("scans:Q")],
+        )
+    )
+    return chart
+
+
+def ranking(rows: Sequence[tuple[str, int]], what: str, colour: str = "#1565c0") -> alt.LayerChart:
+    """Horizontal bars, largest first, with their values (top users, scans per model)."""
+    data = [{"name": name, "value": n} for name, n in rows]
+    base = alt.Chart({"values": data}).encode(
+        y=alt.Y("name:N", sort="-x", title=None, axis=alt.Axis(labelLimit=220)),
+        x=alt.X("value:Q", title=what, axis=COUNT_AXIS),
+        tooltip=[alt.Tooltip("name:N"), alt.Tooltip("value:Q", title=what)],
+    )
+    bars = base.mark_bar(color=colour, cornerRadiusEnd=3)
+    text = base.mark_text(align="left", dx=4).encode(text="value:Q")
+    return alt.LayerChart(layer=[bars, text], height=90 + 30 * len(data))

@@ -1,0 +1,445 @@
+"""A small typed HTTP client over the braintumor API (httpx), used by every page of the UI.
+
+Why its own module: the pages never see HTTP. Each call returns a frozen dataclass (``Scan``, ``ScanPage``,
+``Stats`` …) or raises :class:`ApiError` carrying the server's own one-line reason, ready to show to a user —
+never a traceback, never the token. Network failures become an ``ApiError`` with status 0.
+
+Example:
+    >>> api = ApiClient("http://127.0.0.1:8000")  # doctest: +SKIP
+    >>> token = api.login("alice", "a long passphrase")  # doctest: +SKIP
+    >>> api.with_token(token.access_token).history(page=1).total  # doctest: +SKIP
+    3
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+#: Analysing one scan can take a few seconds on a busy CPU server; everything else is quick.
+PREDICT_TIMEOUT_S = 180.0
+TIMEOUT_S = 30.0
+
+_FIELD_HINTS = {
+    "username": "the username must be 3–32 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    "password": "the password is missing or too long (at most 128 characters)",
+}
+
+
+class ApiError(Exception):
+    """A refused or failed API call: ``status`` (0 when the server could not be reached) and a readable message.
+
+    >>> str(ApiError(404, "scan not found"))
+    'scan not found'
+    """
+
+    def __init__(self, status: int, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.request_id = request_id
+
+    @property
+    def unauthorized(self) -> bool:
+        """The token is missing, invalid, expired or revoked (sign in again)."""
+        return self.status == 401
+
+
+# -- response types --------------------------------------------------------------------------------------
+def _when(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class User:
+    """An account as the API shows it (``scans`` only in the admin list)."""
+
+    username: str
+    role: str
+    created_at: dt.datetime
+    scans: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> User:
+        scans = data.get("scans")
+        return cls(
+            str(data["username"]), str(data["role"]), _when(data["created_at"]), None if scans is None else int(scans)
+        )
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class Token:
+    """A bearer token and its lifetime in seconds."""
+
+    access_token: str = field(repr=False)
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class FileLink:
+    """A stored file of a scan (``kind``: original, heatmap, overlay, cam)."""
+
+    id: str
+    url: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class MemberResult:
+    """One ensemble member's own answer."""
+
+    name: str
+    arch: str
+    p_tumor: float
+    label: str
+    probs: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A scan from the history or ``/predict``; the fields after ``report_url`` are filled for one scan's detail
+    (``detailed``), not in list pages."""
+
+    id: str
+    filename: str
+    created_at: dt.datetime
+    label: str
+    band: str
+    p_tumor: float
+    tumor_type: str | None
+    model_name: str
+    model_version: str
+    threshold: float
+    files: dict[str, FileLink]
+    report_url: str
+    detailed: bool = False
+    probs: dict[str, float] = field(default_factory=dict)
+    type_probs: dict[str, float] = field(default_factory=dict)
+    refer_low: float | None = None
+    refer_high: float | None = None
+    members: tuple[MemberResult, ...] = ()
+    image: dict[str, Any] = field(default_factory=dict)
+    dicom: dict[str, str] = field(default_factory=dict)
+    deidentified: bool = False
+    disclaimer: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Scan:
+        files = {
+            k: FileLink(str(v["id"]), str(v["url"]), str(v["content_type"]), int(v["size"]))
+            for k, v in data["files"].items()
+        }
+        members = tuple(
+            MemberResult(str(m["name"]), str(m["arch"]), float(m["p_tumor"]), str(m["label"]), dict(m.get("probs", {})))
+            for m in data.get("members", [])
+        )
+        return cls(
+            id=str(data["id"]),
+            filename=str(data["filename"]),
+            created_at=_when(data["created_at"]),
+            label=str(data["label"]),
+            band=str(data["band"]),
+            p_tumor=float(data["p_tumor"]),
+            tumor_type=data.get("tumor_type"),
+            model_name=str(data["model_name"]),
+            model_version=str(data["model_version"]),
+            threshold=float(data["threshold"]),
+            files=files,
+            report_url=str(data["report_url"]),
+            detailed="members" in data,
+            probs={str(k): float(v) for k, v in data.get("probs", {}).items()},
+            type_probs={str(k): float(v) for k, v in data.get("type_probs", {}).items()},
+            refer_low=data.get("refer_low"),
+            refer_high=data.get("refer_high"),
+            members=members,
+            image=dict(data.get("image") or {}),
+            dicom={str(k): str(v) for k, v in (data.get("dicom") or {}).items()},
+            deidentified=bool(data.get("deidentified", False)),
+            disclaimer=str(data.get("disclaimer", "")),
+        )
+
+
+@dataclass(frozen=True)
+class ScanPage:
+    """One page of the history."""
+
+    items: tuple[Scan, ...]
+    total: int
+    page: int
+    page_size: int
+    pages: int
+
+
+@dataclass(frozen=True)
+class UserPage:
+    """One page of the admin's user list."""
+
+    items: tuple[User, ...]
+    total: int
+    page: int
+    page_size: int
+    pages: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Site-wide numbers for administrators."""
+
+    users: int
+    admins: int
+    scans: int
+    scans_per_user: tuple[tuple[str, int], ...]
+    labels: dict[str, int]
+    bands: dict[str, int]
+    per_day: tuple[tuple[dt.date, int], ...]
+
+
+@dataclass(frozen=True)
+class Health:
+    """``/health``: is the model loaded (and which), is the storage reachable."""
+
+    status: str
+    version: str
+    model_loaded: bool
+    model_name: str | None
+    model_version: str | None
+    model_reason: str | None
+    card: dict[str, Any]
+    storage_backend: str
+    storage_reachable: bool
+
+
+@dataclass(frozen=True)
+class BulkDeleted:
+    """What a bulk delete removed, and the ids it did not find."""
+
+    deleted: tuple[str, ...]
+    not_found: tuple[str, ...]
+
+
+# -- the client ------------------------------------------------------------------------------------------
+def describe(response: httpx.Response) -> ApiError:
+    """The :class:`ApiError` for a refused response, with the server's reason made readable."""
+    request_id = response.headers.get("x-request-id")
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(body, dict):
+        request_id = body.get("request_id") or request_id
+    if isinstance(detail, list):  # request validation: one line per field, never the submitted values
+        lines = []
+        for err in detail:
+            where = str(err.get("loc", ["", "value"])[-1]) if isinstance(err, dict) else "value"
+            lines.append(
+                _FIELD_HINTS.get(where) or f"{where}: {err.get('msg', 'invalid') if isinstance(err, dict) else err}"
+            )
+        message = "; ".join(dict.fromkeys(lines)) or "the request was refused"
+    elif isinstance(detail, str) and detail:
+        message = detail
+    else:
+        message = f"the server answered {response.status_code} {response.reason_phrase}".strip()
+    message = message[0].upper() + message[1:]
+    if response.status_code == 429 and (wait := response.headers.get("retry-after")):
+        message += f" (retry in about {wait} s)"
+    return ApiError(response.status_code, message, request_id)
+
+
+class ApiClient:
+    """Typed calls to the API at ``base_url``; ``token`` signs the calls that need an account.
+
+    One instance keeps one connection pool; :meth:`with_token` returns a client sharing it.
+    """
+
+    def __init__(
+        self, base_url: str = DEFAULT_API_URL, token: str | None = None, *, http: httpx.Client | None = None
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._http = http or httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(TIMEOUT_S, connect=5.0))
+
+    def __repr__(self) -> str:  # never print the token
+        return f"ApiClient({self.base_url!r}, signed_in={self._token is not None})"
+
+    def with_token(self, token: str | None) -> ApiClient:
+        """A client for the same server and pool, signing with ``token``."""
+        return ApiClient(self.base_url, token, http=self._http)
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing ----------------------------------------------------------------------------------------
+    def _request(
+        self, method: str, path: str, *, auth: bool = True, timeout: float | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        if auth:
+            if not self._token:
+                raise ApiError(401, "Please sign in first")
+            headers["Authorization"] = f"Bearer {self._token}"
+        try:
+            response = self._http.request(
+                method, path, headers=headers, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs
+            )
+        except httpx.TimeoutException:
+            raise ApiError(0, f"The analysis server at {self.base_url} did not answer in time; try again") from None
+        except httpx.HTTPError:
+            raise ApiError(
+                0, f"Cannot reach the analysis server at {self.base_url}: check that it is running (braintumor serve)"
+            ) from None
+        if response.status_code >= 400:
+            raise describe(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(response.status_code, "The server sent an unreadable answer") from None
+
+    # -- health and accounts -----------------------------------------------------------------------------
+    def health(self) -> Health:
+        """Server, model and storage status (no account needed; a 503 still carries the body)."""
+        try:
+            response = self._http.get("/health", timeout=5.0)
+        except httpx.HTTPError:
+            raise ApiError(0, f"Cannot reach the analysis server at {self.base_url}") from None
+        if response.status_code not in (200, 503):
+            raise describe(response)
+        data = response.json()
+        model = data.get("model", {})
+        storage = data.get("storage", {})
+        return Health(
+            status=str(data.get("status", "unavailable")),
+            version=str(data.get("version", "?")),
+            model_loaded=bool(model.get("loaded")),
+            model_name=model.get("name"),
+            model_version=model.get("version"),
+            model_reason=model.get("reason"),
+            card=dict(model.get("card") or {}),
+            storage_backend=str(storage.get("backend", "?")),
+            storage_reachable=bool(storage.get("reachable")),
+        )
+
+    def register(self, username: str, password: str) -> tuple[User, str]:
+        """Create an account; returns it and its recovery key (shown once)."""
+        data = self._json("POST", "/register", auth=False, json={"username": username, "password": password})
+        return User.from_json(data["user"]), str(data["recovery_key"])
+
+    def login(self, username: str, password: str) -> Token:
+        """A bearer token for a username and password (OAuth2 password form)."""
+        data = self._json("POST", "/token", auth=False, data={"username": username, "password": password})
+        return Token(str(data["access_token"]), int(data["expires_in"]))
+
+    def me(self) -> User:
+        return User.from_json(self._json("GET", "/users/me"))
+
+    def change_password(self, current: str, new: str) -> Token:
+        """Change the password; older tokens stop working, the returned one replaces them."""
+        data = self._json("POST", "/change-password", json={"current_password": current, "new_password": new})
+        return Token(str(data["access_token"]), int(data["expires_in"]))
+
+    def reset_password(self, username: str, recovery_key: str, new_password: str) -> str:
+        """Set a new password with the recovery key; returns the new recovery key (the old one is spent)."""
+        body = {"username": username, "recovery_key": recovery_key, "new_password": new_password}
+        return str(self._json("POST", "/reset-password", auth=False, json=body)["recovery_key"])
+
+    def delete_account(self, password: str) -> None:
+        """Delete the signed-in account with all of its scans."""
+        self._request("DELETE", "/users/me", json={"password": password})
+
+    # -- scans -------------------------------------------------------------------------------------------
+    def predict(self, filename: str, data: bytes) -> Scan:
+        """Analyse one scan (JPEG, PNG or DICOM, decided by content) and store it in the history."""
+        files = {"file": (filename, data, "application/octet-stream")}
+        return Scan.from_json(self._json("POST", "/predict", files=files, timeout=PREDICT_TIMEOUT_S))
+
+    def history(
+        self,
+        page: int = 1,
+        page_size: int = 20,
+        *,
+        q: str | None = None,
+        label: str | None = None,
+        band: str | None = None,
+        date_from: dt.date | None = None,
+        date_to: dt.date | None = None,
+    ) -> ScanPage:
+        """One page of the signed-in user's scans, newest first, filtered."""
+        params: dict[str, str | int] = {"page": page, "page_size": page_size}
+        for key, value in (("q", q), ("label", label), ("band", band)):
+            if value:
+                params[key] = value
+        if date_from:
+            params["date_from"] = date_from.isoformat()
+        if date_to:
+            params["date_to"] = date_to.isoformat()
+        data = self._json("GET", "/history", params=params)
+        return ScanPage(
+            tuple(Scan.from_json(i) for i in data["items"]),
+            int(data["total"]),
+            int(data["page"]),
+            int(data["page_size"]),
+            int(data["pages"]),
+        )
+
+    def scan(self, scan_id: str) -> Scan:
+        """One scan with its full result."""
+        return Scan.from_json(self._json("GET", f"/history/{quote(scan_id, safe='')}"))
+
+    def delete_scans(self, ids: list[str]) -> BulkDeleted:
+        """Delete several scans at once."""
+        data = self._json("POST", "/history/delete", json={"ids": ids})
+        return BulkDeleted(tuple(data["deleted"]), tuple(data["not_found"]))
+
+    def file(self, link: FileLink) -> bytes:
+        """The bytes of a stored file (original upload, heatmap, overlay or raw map)."""
+        return self._request("GET", link.url).content
+
+    def report(self, scan: Scan) -> bytes:
+        """The scan's PDF report."""
+        return self._request("GET", scan.report_url).content
+
+    # -- administration ----------------------------------------------------------------------------------
+    def admin_stats(self, days: int = 30) -> Stats:
+        data = self._json("GET", "/admin/stats", params={"days": days})
+        return Stats(
+            users=int(data["users"]),
+            admins=int(data["admins"]),
+            scans=int(data["scans"]),
+            scans_per_user=tuple((str(u["username"]), int(u["scans"])) for u in data["scans_per_user"]),
+            labels={str(k): int(v) for k, v in data["labels"].items()},
+            bands={str(k): int(v) for k, v in data["bands"].items()},
+            per_day=tuple((dt.date.fromisoformat(d["date"]), int(d["scans"])) for d in data["per_day"]),
+        )
+
+    def admin_users(self, q: str | None = None, page: int = 1, page_size: int = 20) -> UserPage:
+        params: dict[str, str | int] = {"page": page, "page_size": page_size}
+        if q:
+            params["q"] = q
+        data = self._json("GET", "/admin/users", params=params)
+        return UserPage(
+            tuple(User.from_json(i) for i in data["items"]),
+            int(data["total"]),
+            int(data["page"]),
+            int(data["page_size"]),
+            int(data["pages"]),
+        )
+
+    def set_role(self, username: str, role: str) -> User:
+        return User.from_json(self._json("PUT", f"/admin/users/{quote(username, safe='')}/role", json={"role": role}))
+
+    def delete_user(self, username: str) -> None:
+        self._request("DELETE", f"/admin/users/{quote(username, safe='')}")

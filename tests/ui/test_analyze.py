@@ -1,0 +1,181 @@
+"""Analyze: several uploads at once, the result with its band, probability, members and threshold, the
+viewer (opacity and zoom without a server call), DICOM de-identification, readable refusals, the PDF."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from braintumor.ui import state
+from braintumor.ui.views import analyze
+
+
+@pytest.fixture
+def requests_made(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every HTTP request the app sends, as ``"METHOD /path"`` (AppTest runs the app in this process)."""
+    seen: list[str] = []
+    send = httpx.Client.send
+
+    def spy(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        return send(self, request, **kwargs)
+
+    monkeypatch.setattr(httpx.Client, "send", spy)
+    yield seen
+
+
+def upload(ui: Any, at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
+    at.file_uploader[0].set_value([(name, data, "application/octet-stream") for name, data in files])
+    at.run()
+    at.button[0].click()  # "Analyze N scans"
+    return at.run()
+
+
+def test_batch_with_good_and_bad_files(ui, mri: Callable[[str], tuple[str, bytes]]) -> None:
+    at, _ = ui.signed_in()
+    tumor, healthy = mri("yes/Y1.jpg"), mri("no/1 no.jpeg")
+    truncated = ("broken.jpg", tumor[1][:300])
+    text = ("notes.txt", b"not an image at all")
+    upload(ui, at, [tumor, healthy, truncated, text])
+    assert not at.exception
+    outcomes = at.session_state[analyze.RESULTS]
+    assert [o.filename for o in outcomes] == ["Y1.jpg", "1 no.jpeg", "broken.jpg", "notes.txt"]
+    assert [o.scan is not None for o in outcomes] == [True, True, False, False]
+    errors = ui.errors(at)
+    assert len(errors) == 2
+    assert "broken.jpg" in errors[0] and "Unreadable image" in errors[0]
+    assert "notes.txt" in errors[1] and "Unsupported file" in errors[1] and "JPEG, PNG and DICOM" in errors[1]
+    assert "Traceback" not in "\n".join(errors)
+    table = at.dataframe[0].value
+    assert list(table["File"]) == ["Y1.jpg", "1 no.jpeg", "broken.jpg", "notes.txt"]
+
+    scan = outcomes[0].scan
+    page = ui.texts(at)
+    band_title = {"tumor": "Tumor suspected", "refer": "Refer for expert review", "no_tumor": "No tumor detected"}
+    assert band_title[scan.band] in page
+    assert f"{100 * scan.p_tumor:.1f}%" in page
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Threshold used"] == f"{100 * scan.threshold:.1f}%"
+    assert metrics["P(tumor), calibrated"] == f"{100 * scan.p_tumor:.1f}%"
+    members = at.dataframe[1].value
+    assert list(members["Member"]) == [m.name for m in scan.members]
+    assert len(at.image) >= 2  # original, overlay (+ colour bar)
+    assert at.download_button[0].label == "Download PDF report"
+
+    at.selectbox(key=analyze.SELECTED).set_value(1)  # the second result's details
+    at.run()
+    assert "#### 1 no.jpeg" in ui.texts(at)
+    assert at.slider(key=f"analyze_{outcomes[1].scan.id}_zoom").value == 1.0
+
+
+def test_opacity_and_zoom_are_drawn_here(ui, mri, requests_made: list[str]) -> None:
+    at, _ = ui.signed_in()
+    upload(ui, at, [mri("yes/Y1.jpg")])
+    scan = at.session_state[analyze.RESULTS][0].scan
+    key = f"analyze_{scan.id}"
+
+    def images() -> list[str]:
+        return [img.value[0] for img in at.image]
+
+    before = images()
+    requests_made.clear()
+    at.slider(key=f"{key}_opacity").set_value(0.9)
+    at.run()
+    after_opacity = images()
+    at.slider(key=f"{key}_zoom").set_value(2.5)
+    at.run()
+    assert at.slider(key=f"{key}_panx") is not None  # panning appears once zoomed in
+    at.radio(key=f"{key}_mode").set_value("Heatmap only")
+    at.run()
+    assert not at.exception
+    assert after_opacity[1] != before[1]  # the overlay changed …
+    assert after_opacity[0] == before[0]  # … the original did not
+    assert images()[0] != before[0]  # zoomed
+    assert not [r for r in requests_made if not r.endswith("/health")], requests_made  # nothing refetched
+
+
+def test_dicom_is_shown_deidentified(ui, identified_dicom: bytes) -> None:
+    at, _ = ui.signed_in()
+    upload(ui, at, [("IM0001", identified_dicom)])  # no extension, as PACS exports often are
+    ui.ok(at)
+    scan = at.session_state[analyze.RESULTS][0].scan
+    assert scan.deidentified and scan.image["format"] == "dicom"
+    page = ui.texts(at)
+    assert "DICOM information** (de-identified)" in page
+    tags = at.dataframe[-1].value
+    shown = " ".join(f"{t} {v}" for t, v in zip(tags["Tag"], tags["Value"], strict=True))
+    assert "Modality MR" in shown
+    for secret in ("Doe^Jane", "MRN-0042", "19700101", "St. Example Hospital"):
+        assert secret not in shown and secret not in page
+    assert len(at.image) >= 2  # the DICOM original was decoded here for the viewer
+
+
+def test_rejected_upload_message_names_the_reason() -> None:
+    """A 422 from the input gate reads as a rejection, not as a crash (the message is the server's)."""
+    from braintumor.ui.client import ApiError
+
+    for reason in (
+        "Colour image (colourfulness 37 > 28): brain MRI slices are gray",
+        "Does not look like a brain MRI slice (feature distance 1.8× the training range)",
+        "Aspect ratio 2.6:1 is not a slice's (≤ 2.6:1)",
+        "DICOM modality CT: expected MR",
+    ):
+        title, message = analyze.refusal(ApiError(422, reason))
+        assert (title, message) == ("Rejected: not a brain MRI slice", reason)
+    for reason in ("Damaged JPEG header: Truncated File Read", "Empty upload: 0 bytes", "DICOM x has no pixel data"):
+        assert analyze.refusal(ApiError(422, reason))[0] == "Unreadable image"
+    assert analyze.refusal(ApiError(413, "Upload too large"))[0] == "File too large"
+    assert analyze.refusal(ApiError(503, "No model"))[0] == "Analysis unavailable"
+
+
+def test_pdf_report_downloads(ui, mri) -> None:
+    at, _ = ui.signed_in()
+    upload(ui, at, [mri("yes/Y1.jpg")])
+    scan = at.session_state[analyze.RESULTS][0].scan
+    cache = at.session_state[state.CACHE]["reports"]
+    pdf = cache[scan.id][1]
+    assert pdf.startswith(b"%PDF")
+
+
+def test_clear_empties_the_page(ui, mri) -> None:
+    at, _ = ui.signed_in()
+    upload(ui, at, [mri("no/1 no.jpeg")])
+    at.button[1].click()  # Clear
+    at.run()
+    assert analyze.RESULTS not in at.session_state
+    assert not at.image
+
+
+def test_blend_matches_the_servers_overlay() -> None:
+    """The slider's default reproduces the server's overlay formula exactly."""
+    from braintumor.explain.overlay import overlay
+    from braintumor.ui import imaging
+
+    rng = np.random.default_rng(0)
+    scan = rng.integers(0, 255, (90, 70), dtype=np.uint8)
+    cam = rng.random((45, 35)).astype(np.float32)
+    assert np.abs(imaging.blend(scan, cam, 0.4).astype(int) - overlay(scan, cam, alpha=0.4).astype(int)).max() <= 1
+
+
+def test_a_photograph_is_rejected_with_the_gates_reason(ui, api_server) -> None:
+    """Runs when the model under test carries an input gate (the bundled model, or BRAINTUMOR_TEST_MODEL_DIR)."""
+    import io
+
+    from PIL import Image
+    from skimage.data import chelsea
+
+    with httpx.Client(base_url=api_server.url) as c:
+        if not c.get("/health").json()["model"]["card"].get("gate"):
+            pytest.skip("the model under test has no input gate (the smoke export has none)")
+    buf = io.BytesIO()
+    Image.fromarray(chelsea()).save(buf, "PNG")
+    at, _ = ui.signed_in()
+    upload(ui, at, [("cat.png", buf.getvalue())])
+    assert not at.exception
+    [error] = ui.errors(at)
+    assert error.startswith("**cat.png** — Rejected: not a brain MRI slice.") and "gray" in error
