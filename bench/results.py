@@ -35,7 +35,7 @@ SEED, BR35H, FOUR = DATA / "brain_tumor_dataset", DATA / "br35h", DATA / "brain_
 BIN_METRICS = ["accuracy", "sensitivity", "specificity", "roc_auc", "ece"]
 
 
-def _cv_section(work: Path, repeats: int, with_extra: bool) -> list[str]:
+def _cv_section(work: Path, repeats: int, with_extra: bool, archs: list[str] | None) -> list[str]:
     rows: list[tuple[str, CVResult]] = []
     plans: list[tuple[str, TrainConfig, list[str]]] = [
         ("mobilenet_v2 (ImageNet)", TrainConfig(arch="mobilenet_v2"), []),
@@ -50,6 +50,8 @@ def _cv_section(work: Path, repeats: int, with_extra: bool) -> list[str]:
                 [str(BR35H)],
             )
         )
+    if archs:
+        plans = [p for p in plans if p[1].arch in archs]
     for label, cfg, extra in plans:
         t0 = time.perf_counter()
         out = work / "cv" / label.split(" ")[0] / ("extra" if extra else "seed")
@@ -165,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "results")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--cv-archs", nargs="+", help="cross-validate only these backbones (default: all three)")
     parser.add_argument("--with-extra", action="store_true", help="also CV MobileNetV2 with Br35H as extra training")
     parser.add_argument("--sections", nargs="+", default=["cv", "external", "4class"])
     args = parser.parse_args(argv)
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if cache.is_file():
         parts = json.loads(cache.read_text())
     sections = {
-        "cv": lambda: _cv_section(args.work, args.repeats, args.with_extra),
+        "cv": lambda: _cv_section(args.work, args.repeats, args.with_extra, args.cv_archs),
         "external": lambda: _external_section(args.work),
         "4class": lambda: _four_class_section(args.work),
     }
