@@ -66,6 +66,10 @@ class EpochLog:
     lr: float
     seconds: float
 
+    def postfix(self) -> dict[str, str]:
+        """What the progress bar shows after each epoch."""
+        return {k: f"{getattr(self, k):.3f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+
 
 @dataclass
 class RunResult:
@@ -283,23 +287,10 @@ def train(
             else:
                 val_loss, val_acc = float(sum(losses) / len(train_set)), math.nan
             sched.step(val_loss)
-            entry = EpochLog(
-                "frozen",
-                epoch + 1,
-                sum(losses) / len(train_set),
-                correct / len(train_set),
-                val_loss,
-                val_acc,
-                opt.param_groups[0]["lr"],
-                time.perf_counter() - t0,
-            )
+            entry = EpochLog("frozen", epoch + 1, sum(losses) / len(train_set), correct / len(train_set), val_loss,
+                             val_acc, opt.param_groups[0]["lr"], time.perf_counter() - t0)  # fmt: skip
             history.append(entry)
-            bar.set_postfix(
-                loss=f"{entry.loss:.3f}",
-                acc=f"{entry.accuracy:.3f}",
-                val_loss=f"{val_loss:.3f}",
-                val_acc=f"{val_acc:.3f}",
-            )
+            bar.set_postfix(entry.postfix())
             if stopper.step(val_loss, model):
                 break
         torch.set_num_threads(threads)
@@ -355,23 +346,11 @@ def train(
                 else:
                     val_loss, val_acc = sum(losses) / len(train_set), math.nan
                 sched.step(val_loss)
-                entry = EpochLog(
-                    "fine-tune",
-                    epoch + 1,
-                    sum(losses) / len(train_set),
-                    correct / len(train_set),
-                    val_loss,
-                    val_acc,
-                    opt.param_groups[0]["lr"],
-                    time.perf_counter() - t0,
-                )
+                n = len(train_set)
+                entry = EpochLog("fine-tune", epoch + 1, sum(losses) / n, correct / n, val_loss, val_acc,
+                                 opt.param_groups[0]["lr"], time.perf_counter() - t0)  # fmt: skip
                 history.append(entry)
-                bar.set_postfix(
-                    loss=f"{entry.loss:.3f}",
-                    acc=f"{entry.accuracy:.3f}",
-                    val_loss=f"{val_loss:.3f}",
-                    val_acc=f"{val_acc:.3f}",
-                )
+                bar.set_postfix(entry.postfix())
                 if stopper.step(val_loss, model):
                     break
             if stopper.restore(model):
