@@ -57,7 +57,9 @@ class CVResult:
             sd = float(values.std(ddof=1)) if n > 1 else float("nan")
             half = t95(n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
             pooled = float(np.mean([p.get(metric, np.nan) for p in self.pooled])) if self.pooled else float("nan")
-            out[metric] = {"mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "pooled": pooled, "n": n}
+            # every metric here lives in [0, 1]; a t-interval over few folds can overshoot it
+            low, high = (max(0.0, mean - half), min(1.0, mean + half)) if math.isfinite(half) else (half, half)
+            out[metric] = {"mean": mean, "sd": sd, "low": low, "high": high, "pooled": pooled, "n": n}
         return out
 
     def table_row(self, label: str, metrics: Sequence[str]) -> str:
