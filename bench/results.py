@@ -50,6 +50,7 @@ def _cv_section(work: Path, repeats: int, with_extra: bool, archs: list[str] | N
                 [str(BR35H)],
             )
         )
+    all_plans = list(plans)
     if archs:
         plans = [p for p in plans if p[1].arch in archs]
     for label, cfg, extra in plans:
@@ -59,6 +60,12 @@ def _cv_section(work: Path, repeats: int, with_extra: bool, archs: list[str] | N
                                 log=lambda _: None)  # fmt: skip
         print(f"cv {label}: {time.perf_counter() - t0:.0f} s", flush=True)
         rows.append((label, result))
+    saved_rows = work / "cv-rows.json"  # rows accumulate across runs (e.g. one backbone per invocation)
+    table = json.loads(saved_rows.read_text()) if saved_rows.is_file() else {}
+    table.update({label: res.table_row(label, BIN_METRICS) for label, res in rows})
+    saved_rows.write_text(json.dumps(table))
+    order = [label for label, _, _ in all_plans if label in table] + [k for k in table if k not in dict.fromkeys(
+        label for label, _, _ in all_plans)]  # fmt: skip
     lines = [
         "## 1. Seed dataset, grouped cross-validation",
         "",
@@ -69,7 +76,7 @@ def _cv_section(work: Path, repeats: int, with_extra: bool, archs: list[str] | N
         "",
         "| model | " + " | ".join(BIN_METRICS) + " |",
         "|---" * (len(BIN_METRICS) + 1) + "|",
-        *[res.table_row(label, BIN_METRICS) for label, res in rows],
+        *[table[label] for label in order],
         "",
     ]
     return lines
