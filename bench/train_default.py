@@ -32,7 +32,7 @@ from braintumor.evaluation.metrics import binary_metrics, bootstrap, confusion, 
 from braintumor.export.onnx import export_runs
 from braintumor.export.quantize import quantize_if_it_holds
 from braintumor.inference.batch import iter_scores
-from braintumor.inference.predictor import Decision, Predictor
+from braintumor.inference.predictor import Predictor
 from braintumor.training.config import TrainConfig
 from braintumor.training.data import records_for_split
 from braintumor.training.loop import relabel, train
@@ -131,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     typed = [i for i, r in enumerate(test) if ok[i] and LABEL_MAP.get(r.label, r.label) in CLASSES]
     y4 = np.array([CLASSES.index(LABEL_MAP.get(test[i].label, test[i].label)) for i in typed])
     four = bootstrap(multiclass_metrics, y4, probs[typed], n=2000)
-    decision = Decision.from_dict(rule.as_dict())
-    bands = [decision.band(p) for p in p_tumor[ok]]
+    bands = [rule.band(p) for p in p_tumor[ok]]
     metrics = {
         "test_binary": {k: v.as_dict() for k, v in binary.items()},
         "test_binary_n": int(ok.sum()),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -109,13 +110,14 @@ class DecisionRule:
     """How a calibrated p(tumor) becomes a label: threshold plus a "refer for review" band.
 
     p < ``refer_low`` → no tumor; p ≥ ``refer_high`` → tumor; in between → refer for review (the
-    label still follows ``threshold``). Stored in the model card; every prediction reports it.
+    label still follows ``threshold``). Stored in the model card; every prediction reports it. The default
+    (0.5, no band) is what an uncalibrated model gets.
     """
 
-    threshold: float
-    refer_low: float
-    refer_high: float
-    target_sensitivity: float
+    threshold: float = 0.5
+    refer_low: float = 0.5
+    refer_high: float = 0.5
+    target_sensitivity: float | None = None
 
     def band(self, p_tumor: float) -> str:
         if p_tumor >= self.refer_high:
@@ -124,13 +126,20 @@ class DecisionRule:
             return "no_tumor"
         return "refer"
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
             "refer_low": self.refer_low,
             "refer_high": self.refer_high,
             "target_sensitivity": self.target_sensitivity,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> DecisionRule:
+        """Read :meth:`as_dict`'s output (as stored in cards); ``None`` or ``{}`` gives the default rule."""
+        if not d:
+            return cls()
+        return cls(float(d["threshold"]), float(d["refer_low"]), float(d["refer_high"]), d.get("target_sensitivity"))
 
 
 def choose_threshold(p_tumor: np.ndarray, y: np.ndarray, *, target_sensitivity: float = 0.95) -> float:

@@ -27,43 +27,13 @@ from braintumor.data.datasets import NEGATIVE_LABELS
 from braintumor.data.io import ImageMeta, LoadedImage
 from braintumor.data.transforms import Placement, letterbox, to_rgb
 from braintumor.errors import BrainTumorError, NotAnMRIError
+from braintumor.evaluation.calibration import DecisionRule
 
 BINARY_CLASSES = ("no_tumor", "tumor")
 
 
 class ModelLoadError(BrainTumorError):
     """A model folder is missing, incomplete or inconsistent."""
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Threshold on p(tumor) and the refer-for-review band [refer_low, refer_high)."""
-
-    threshold: float = 0.5
-    refer_low: float = 0.5
-    refer_high: float = 0.5
-    target_sensitivity: float | None = None
-
-    def band(self, p_tumor: float) -> str:
-        if p_tumor >= self.refer_high:
-            return "tumor"
-        if p_tumor < self.refer_low:
-            return "no_tumor"
-        return "refer"
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> Decision:
-        if not d:
-            return cls()
-        return cls(float(d["threshold"]), float(d["refer_low"]), float(d["refer_high"]), d.get("target_sensitivity"))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "threshold": self.threshold,
-            "refer_low": self.refer_low,
-            "refer_high": self.refer_high,
-            "target_sensitivity": self.target_sensitivity,
-        }
 
 
 @dataclass
@@ -84,8 +54,8 @@ class Member:
         return list(self.card["class_names"])
 
     @property
-    def decision(self) -> Decision:
-        return Decision.from_dict(self.card.get("extra", {}).get("calibration", {}).get("decision"))
+    def decision(self) -> DecisionRule:
+        return DecisionRule.from_dict(self.card.get("extra", {}).get("calibration", {}).get("decision"))
 
     def p_tumor(self, probs: np.ndarray) -> np.ndarray:
         return tumor_probability(probs, self.class_names)
@@ -122,7 +92,7 @@ class Prediction:
     probs: dict[str, float]  # in the ensemble's class space
     tumor_type: str | None
     type_probs: dict[str, float]
-    decision: Decision
+    decision: DecisionRule
     members: tuple[MemberResult, ...]
     cam: np.ndarray | None  # ensemble map at the original image size (mean of max-normalised member maps)
     meta: ImageMeta
@@ -166,7 +136,7 @@ class Predictor:
     members: list[Member]
     name: str = "model"
     version: str = "0"
-    decision: Decision = field(default_factory=Decision)
+    decision: DecisionRule = field(default_factory=DecisionRule)
     class_names: tuple[str, ...] = BINARY_CLASSES
     gate: Any = None
     root: Path | None = None
@@ -193,7 +163,7 @@ class Predictor:
             raise ModelLoadError(f"{root} is not a model folder (no ensemble.json or card.json)")
         if not members:
             raise ModelLoadError(f"{root}: the ensemble has no members")
-        decision = Decision.from_dict(decision_dict) if decision_dict else _mean_decision(members)
+        decision = DecisionRule.from_dict(decision_dict) if decision_dict else _mean_decision(members)
         class_names = _ensemble_classes(members)
         gate = None
         if spec.get("gate"):
@@ -367,11 +337,11 @@ def _load_member(folder: Path, name: str | None, weight: float, threads: int | N
     return Member(name or folder.name, card, _session(path, threads), weight)
 
 
-def _mean_decision(members: Sequence[Member]) -> Decision:
+def _mean_decision(members: Sequence[Member]) -> DecisionRule:
     w = np.array([m.weight for m in members], dtype=np.float64)
     w = w / w.sum()
     ds = [m.decision for m in members]
-    return Decision(
+    return DecisionRule(
         float(np.dot(w, [d.threshold for d in ds])),
         float(np.dot(w, [d.refer_low for d in ds])),
         float(np.dot(w, [d.refer_high for d in ds])),
