@@ -341,7 +341,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     from braintumor.data.io import load_image
     from braintumor.explain.explainer import explain_image
-    from braintumor.training.loop import load_checkpoint
+    from braintumor.training.checkpoint import load_checkpoint
 
     if args.run is None:
         raise BrainTumorError("give --run RUN (the bundled default model arrives with the inference package)")

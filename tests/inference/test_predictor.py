@@ -95,7 +95,7 @@ def test_inference_never_imports_torch(smoke_export: Path, tiny_dataset: Path) -
 
 def test_onnx_probabilities_match_the_torch_run(smoke_run: Path, smoke_export: Path, tiny_dataset: Path) -> None:
     from braintumor.explain.explainer import explain_image
-    from braintumor.training.loop import load_checkpoint
+    from braintumor.training.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(smoke_run / "checkpoint.pt")
     predictor = Predictor.load(smoke_export, threads=1)

@@ -13,8 +13,9 @@ import torch
 from braintumor.cli import main
 from braintumor.training import loop as loop_module
 from braintumor.training.callbacks import EarlyStopping
+from braintumor.training.checkpoint import load_checkpoint
 from braintumor.training.config import ConfigError, TrainConfig, load_config
-from braintumor.training.loop import load_checkpoint, train
+from braintumor.training.loop import train
 
 
 def test_train_writes_a_complete_run_folder(smoke_run: Path) -> None:

@@ -352,3 +352,46 @@ def audit_records(
         min_correlation=min_correlation,
         errors={i: e for i, e in errors.items() if e},
     )
+
+
+@dataclass(frozen=True)
+class FingerprintSet:
+    """Fingerprints of a set of images (a model's training + validation images), to find their copies."""
+
+    sha256: frozenset[str]
+    phash: np.ndarray  # uint64
+    thumbs: np.ndarray  # float32 N×1024, normalised
+
+    def holds_copy_of(self, fp: Fingerprint) -> bool:
+        """True when ``fp`` is an exact or near copy (the audit's rule) of one of these images."""
+        if fp.sha256 in self.sha256:
+            return True
+        if fp.error is not None or not len(self.phash):
+            return False
+        close = np.bitwise_count(self.phash ^ np.uint64(fp.phash)) <= DEFAULT_MAX_HAMMING
+        return bool(close.any()) and float((self.thumbs[close] @ fp.thumb).max()) >= DEFAULT_MIN_CORRELATION
+
+
+def save_fingerprints(keys: Sequence[str], paths: Sequence[str | os.PathLike[str]], out: str | Path) -> Path:
+    """Write the fingerprints (SHA-256, pHash, thumbnail) of ``paths`` to an ``.npz`` file."""
+    fps = fingerprint_all(paths)
+    np.savez_compressed(
+        out,
+        keys=np.array(list(keys)),
+        sha256=np.array([fp.sha256 for fp in fps]),
+        phash=np.array([fp.phash for fp in fps], dtype=np.uint64),
+        thumbs=np.stack([fp.thumb for fp in fps]).astype(np.float16) if fps else np.zeros((0, 1024), np.float16),
+    )
+    return Path(out)
+
+
+def load_fingerprints(files: Sequence[str | os.PathLike[str]]) -> FingerprintSet:
+    """Merge fingerprint files written by :func:`save_fingerprints`."""
+    prints = [np.load(f) for f in files]
+    if not prints:
+        return FingerprintSet(frozenset(), np.zeros(0, np.uint64), np.zeros((0, THUMB * THUMB), np.float32))
+    return FingerprintSet(
+        frozenset(np.concatenate([p["sha256"] for p in prints]).tolist()),
+        np.concatenate([p["phash"] for p in prints]).astype(np.uint64),
+        np.concatenate([p["thumbs"] for p in prints]).astype(np.float32),
+    )

@@ -3,8 +3,9 @@
 A network trained with cross-entropy on a few hundred images is over-confident; one scalar temperature
 fitted on validation logits (Guo et al., 2017, "On Calibration of Modern Neural Networks") fixes most of
 that without changing any ranking. The decision rule is also chosen on validation data, never on test:
-the operating threshold is the highest one that keeps tumor sensitivity at the target (default 0.95), and a
-"refer for review" band around it marks the scans the model is unsure about.
+the operating threshold is the best-balanced one that keeps tumor sensitivity at the target (default 0.95),
+and a "refer for review" band around it marks the scans the model is unsure about — the narrowest band
+outside which 98% of validation answers are right, so a "tumor" or "no tumor" answer means something.
 
 Example:
     >>> import numpy as np
@@ -42,30 +43,45 @@ def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return softmax(logits / temperature)
 
 
-def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of labels ``y`` under tempered ``logits``."""
+def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0, *, negative: int | None = None) -> float:
+    """Mean negative log-likelihood of labels ``y`` under tempered ``logits``.
+
+    Multi-class labels may be ``-1`` ("a tumor of unknown type", partial label) when ``negative`` names the
+    "no tumor" column: such a label's likelihood is 1 − p(no tumor).
+    """
     p = probabilities(logits, temperature)
     eps = 1e-12
     if p.ndim == 1:
         return float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)))
-    return float(-np.mean(np.log(p[np.arange(len(y)), np.asarray(y, dtype=np.int64)] + eps)))
+    y = np.asarray(y, dtype=np.int64)
+    untyped = y < 0
+    if untyped.any() and negative is None:
+        raise ValueError("partial labels (-1) need the index of the 'no tumor' class")
+    liked = np.where(untyped, 1.0 - p[:, negative or 0], p[np.arange(len(y)), np.maximum(y, 0)])
+    return float(-np.mean(np.log(liked + eps)))
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray, *, low: float = 0.05, high: float = 20.0) -> float:
+def fit_temperature(
+    logits: np.ndarray, y: np.ndarray, *, low: float = 0.05, high: float = 20.0, negative: int | None = None
+) -> float:
     """Temperature minimising validation NLL (golden-section search on log T; NLL is unimodal in T)."""
+
+    def f(log_t: float) -> float:
+        return nll(logits, y, math.exp(log_t), negative=negative)
+
     a, b = math.log(low), math.log(high)
     ratio = (math.sqrt(5) - 1) / 2
     c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = nll(logits, y, math.exp(c)), nll(logits, y, math.exp(d))
+    fc, fd = f(c), f(d)
     for _ in range(80):
         if fc < fd:
             b, d, fd = d, c, fc
             c = b - ratio * (b - a)
-            fc = nll(logits, y, math.exp(c))
+            fc = f(c)
         else:
             a, c, fc = c, d, fd
             d = a + ratio * (b - a)
-            fd = nll(logits, y, math.exp(d))
+            fd = f(d)
     return float(math.exp((a + b) / 2))
 
 
@@ -118,6 +134,7 @@ class DecisionRule:
     refer_low: float = 0.5
     refer_high: float = 0.5
     target_sensitivity: float | None = None
+    outside_accuracy: float | None = None  # the band's target: share of right answers outside it (validation)
 
     def band(self, p_tumor: float) -> str:
         if p_tumor >= self.refer_high:
@@ -132,6 +149,7 @@ class DecisionRule:
             "refer_low": self.refer_low,
             "refer_high": self.refer_high,
             "target_sensitivity": self.target_sensitivity,
+            "outside_accuracy": self.outside_accuracy,
         }
 
     @classmethod
@@ -139,7 +157,13 @@ class DecisionRule:
         """Read :meth:`as_dict`'s output (as stored in cards); ``None`` or ``{}`` gives the default rule."""
         if not d:
             return cls()
-        return cls(float(d["threshold"]), float(d["refer_low"]), float(d["refer_high"]), d.get("target_sensitivity"))
+        return cls(
+            float(d["threshold"]),
+            float(d["refer_low"]),
+            float(d["refer_high"]),
+            d.get("target_sensitivity"),
+            d.get("outside_accuracy"),
+        )
 
 
 def choose_threshold(p_tumor: np.ndarray, y: np.ndarray, *, target_sensitivity: float = 0.95) -> float:
@@ -155,24 +179,77 @@ def choose_threshold(p_tumor: np.ndarray, y: np.ndarray, *, target_sensitivity: 
     return float(positives[min(k, positives.size - 1)])
 
 
+def refer_band(
+    p_tumor: np.ndarray, y: np.ndarray, threshold: float, *, outside_accuracy: float = 0.98
+) -> tuple[float, float]:
+    """The narrowest band ``[low, high)`` around ``threshold`` outside which at least ``outside_accuracy`` of
+    the (validation) scans are right: p < low answered "no tumor", p ≥ high answered "tumor".
+
+    Every pair of cut points is tried (scores on a grid of at most 1,000 quantiles), so the band is the
+    smallest share of scans that must be referred for the answers given to meet the target; ties go to
+    the more accurate pair. The band always contains ``threshold``.
+    """
+    p = np.asarray(p_tumor, dtype=np.float64)
+    yb = np.asarray(y).astype(bool)
+    n = p.size
+    if n == 0:
+        return threshold, threshold
+    order = np.argsort(p, kind="stable")
+    ps, ys = p[order], yb[order]
+    # Cut candidates: positions 0..n in the sorted scores (a cut at i means scores ps[:i] lie below it).
+    cuts = np.unique(np.concatenate([[0, n], np.searchsorted(ps, np.unique(ps), side="left")]))
+    if cuts.size > 1001:
+        cuts = np.unique(np.round(np.linspace(0, n, 1001)).astype(np.int64))
+    t_at = int(np.searchsorted(ps, threshold, side="left"))  # scores below the threshold: ps[:t_at]
+    neg_below = np.concatenate([[0], np.cumsum(~ys)])  # negatives among ps[:i]
+    pos_above = np.concatenate([[0], np.cumsum(ys[::-1])])[::-1]  # positives among ps[j:] (index j)
+    lows = cuts[cuts <= t_at]
+    highs = cuts[cuts >= t_at]
+    i, j = lows[:, None], highs[None, :]
+    outside = i + (n - j)
+    correct = neg_below[i] + pos_above[j]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(outside > 0, correct / np.maximum(outside, 1), 1.0)
+    ok = acc >= outside_accuracy - 1e-12
+    share = np.where(ok, (j - i) / n, np.inf)
+    best = np.argwhere(share == share.min())
+    bi, bj = max(best.tolist(), key=lambda ij: acc[ij[0], ij[1]])
+    lo_i, hi_j = int(lows[bi]), int(highs[bj])
+
+    def cut_value(k: int, fallback: float) -> float:
+        if k <= 0:
+            return float(min(fallback, ps[0]))
+        if k >= n:
+            return float(np.nextafter(max(fallback, ps[-1]), 2.0))
+        return float((ps[k - 1] + ps[k]) / 2)
+
+    low = min(cut_value(lo_i, threshold), threshold)
+    high = max(cut_value(hi_j, threshold), threshold)
+    return low, high
+
+
 def decision_rule(
     p_tumor: np.ndarray,
     y: np.ndarray,
     *,
     target_sensitivity: float = 0.95,
-    refer_sensitivity: float = 0.99,
-    refer_specificity: float = 0.99,
+    outside_accuracy: float = 0.98,
 ) -> DecisionRule:
-    """Threshold for ``target_sensitivity``; the band spans from the threshold that would keep
-    ``refer_sensitivity`` up to the one that reaches ``refer_specificity`` (both on validation data)."""
+    """The operating point and the refer band, both from (validation) data.
+
+    Threshold: among the thresholds keeping sensitivity ≥ ``target_sensitivity``, the one with the best
+    balanced accuracy (ties: the highest). Band: :func:`refer_band` — the narrowest band outside which
+    ``outside_accuracy`` of the scans are right.
+    """
     p = np.asarray(p_tumor, dtype=np.float64)
     yb = np.asarray(y).astype(bool)
-    threshold = choose_threshold(p, yb, target_sensitivity=target_sensitivity)
-    low = min(threshold, choose_threshold(p, yb, target_sensitivity=refer_sensitivity))
-    negatives = np.sort(p[~yb])
-    if negatives.size:
-        k = math.ceil(refer_specificity * negatives.size) - 1
-        high = float(np.nextafter(negatives[min(max(k, 0), negatives.size - 1)], 1.0))
-    else:
-        high = threshold
-    return DecisionRule(threshold, low, max(high, threshold), target_sensitivity)
+    highest = choose_threshold(p, yb, target_sensitivity=target_sensitivity)
+    threshold = highest
+    if yb.any() and (~yb).any():
+        candidates = np.unique(p[yb & (p <= highest)])
+        sens = (p[yb][None, :] >= candidates[:, None]).mean(1)
+        spec = (p[~yb][None, :] < candidates[:, None]).mean(1)
+        balanced = (sens + spec) / 2
+        threshold = float(candidates[np.flatnonzero(balanced == balanced.max())[-1]])
+    low, high = refer_band(p, yb, threshold, outside_accuracy=outside_accuracy)
+    return DecisionRule(threshold, low, high, target_sensitivity, outside_accuracy)

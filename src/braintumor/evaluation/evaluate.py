@@ -140,35 +140,23 @@ def resolve_labels(
 
 def drop_training_duplicates(records: Sequence[ImageRecord], run_dirs: Sequence[Path]) -> tuple[list[ImageRecord], int]:
     """Remove records that are exact or near copies of any image the runs were trained or validated on."""
-    from braintumor.data.audit import (
-        DEFAULT_MAX_HAMMING,
-        DEFAULT_MIN_CORRELATION,
-        fingerprint_all,
-    )
+    from braintumor.data.audit import fingerprint_all, load_fingerprints
+    from braintumor.training.checkpoint import FINGERPRINTS
 
-    prints = [np.load(d / "train_fingerprints.npz") for d in run_dirs if (d / "train_fingerprints.npz").is_file()]
-    if not prints:
+    files = [d / FINGERPRINTS for d in run_dirs if (d / FINGERPRINTS).is_file()]
+    if not files:
         return list(records), 0
-    train_sha = set(np.concatenate([p["sha256"] for p in prints]).tolist())
-    train_hash = np.concatenate([p["phash"] for p in prints]).astype(np.uint64)
-    train_thumbs = np.concatenate([p["thumbs"] for p in prints]).astype(np.float32)
+    seen = load_fingerprints(files)
     fps = fingerprint_all([r.path for r in records])
-    keep: list[ImageRecord] = []
-    for record, fp in zip(records, fps, strict=True):
-        if fp.sha256 in train_sha:
-            continue
-        if fp.error is None and len(train_hash):
-            close = np.bitwise_count(train_hash ^ np.uint64(fp.phash)) <= DEFAULT_MAX_HAMMING
-            if close.any() and float((train_thumbs[close] @ fp.thumb).max()) >= DEFAULT_MIN_CORRELATION:
-                continue
-        keep.append(record)
+    keep = [record for record, fp in zip(records, fps, strict=True) if not seen.holds_copy_of(fp)]
     return keep, len(records) - len(keep)
 
 
 def predict_run(run_dir: Path, records: Sequence[ImageRecord]) -> MemberPrediction:
     """Calibrated probabilities of one training run on ``records`` (PyTorch path)."""
+    from braintumor.training.calibrate import predict_logits
+    from braintumor.training.checkpoint import load_checkpoint
     from braintumor.training.data import load_set
-    from braintumor.training.loop import load_checkpoint, predict_logits
 
     model, payload = load_checkpoint(run_dir / "checkpoint.pt")
     card = payload["card"]

@@ -116,3 +116,25 @@ def plot_reliability(probs: np.ndarray, y: np.ndarray, path: Path, *, bins: int 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_history(history: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Training curves (loss and accuracy, train vs validation) across both phases of a run."""
+    plt = _plt()
+    x = np.arange(1, len(history) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key in ((axes[0], "loss"), (axes[1], "accuracy")):
+        ax.plot(x, [e[key] for e in history], label="train")
+        ax.plot(x, [e[f"val_{key}"] for e in history], label="validation")
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    switch = next((i for i, e in enumerate(history) if e["phase"] == "fine-tune"), None)
+    if switch is not None:
+        for ax in axes:
+            ax.axvline(switch + 0.5, color="gray", linestyle="--", linewidth=1)
+            ax.text(switch + 0.6, ax.get_ylim()[1], "fine-tune", va="top", fontsize=8, color="gray")
+    axes[1].legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -86,7 +86,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, check: bool = True) 
     The card gains an ``export`` section (opset, input/output contract, SHA-256 of the ONNX file) and keeps
     the calibration (temperature, decision rule) that the graph and the predictor apply.
     """
-    from braintumor.training.loop import load_checkpoint
+    from braintumor.training.checkpoint import load_checkpoint
 
     run = Path(run_dir)
     model, payload = load_checkpoint(run / "checkpoint.pt")
@@ -155,7 +155,7 @@ def export_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, name: st
 def torch_reference(run_dir: str | Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and Grad-CAM maps of the PyTorch model (autograd) for parity checks."""
     from braintumor.explain.cam import GradCAM
-    from braintumor.training.loop import load_checkpoint
+    from braintumor.training.checkpoint import load_checkpoint
 
     model, payload = load_checkpoint(Path(run_dir) / "checkpoint.pt")
     card = model.card

@@ -33,6 +33,13 @@ class AugmentConfig:
     shear: float = 10.0  # degrees, ±
     zoom: float = 0.1  # scale in [1 - zoom, 1 + zoom]
     horizontal_flip: bool = True
+    # Intensity and resolution augmentation (off in the seed's recipe). Scanners, sequences and the datasets'
+    # own re-encoding differ in brightness, contrast, gamma and sharpness; randomising them takes those cues
+    # away from the network, which could otherwise tell the source (and its class mix) instead of the disease.
+    brightness: float = 0.0  # brightness factor in [1 - b, 1 + b]
+    contrast: float = 0.0  # contrast factor in [1 - c, 1 + c]
+    gamma: float = 0.0  # gamma in [1 - g, 1 + g]
+    blur: float = 0.0  # probability of a Gaussian blur (sigma 0.3–1.5 px)
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,16 @@ class TrainConfig:
     cache_fine_tune: bool = True  # phase 2 also trains on the cached views (False: fresh augmentation, slow)
     cache_max_gb: float = 6.0  # above this the phase-2 cache is skipped (fresh augmentation instead)
     feature_engine: str = "auto"  # "auto" (ONNX Runtime when installed), "onnxruntime" or "torch"
-    class_weights: bool = True
+    class_weights: bool = True  # weight the loss by inverse class frequency (with sampling = "shuffle")
+    # "shuffle": every training image once per epoch. "balanced": each epoch draws as many images, with
+    # probability ∝ n_cell ** -balance_power where a cell is (dataset, class): every source contributes
+    # tumors and non-tumors, so no dataset's look can stand in for a class.
+    sampling: str = "shuffle"
+    balance_power: float = 1.0
+    # In a multi-class task, this label means "a tumor of unknown type" (the yes/no datasets' positives after
+    # a label map such as yes=tumor): such images train the tumor / no-tumor decision through a partial-label
+    # loss, −log(1 − p(no tumor)), and no type.
+    untyped_label: str = "tumor"
     fine_tune: bool = True
     fine_tune_epochs: int = 8
     fine_tune_lr: float = 1e-5
@@ -97,6 +113,10 @@ class TrainConfig:
     def validated(self) -> TrainConfig:
         if self.feature_engine not in ("auto", "onnxruntime", "torch"):
             raise ConfigError(f"feature_engine must be auto, onnxruntime or torch, not {self.feature_engine!r}")
+        if self.sampling not in ("shuffle", "balanced"):
+            raise ConfigError(f"sampling must be shuffle or balanced, not {self.sampling!r}")
+        if not 0 <= self.balance_power <= 1:
+            raise ConfigError("balance_power must be in [0, 1]")
         if self.task not in ("auto", "binary", "multiclass"):
             raise ConfigError(f"task must be auto, binary or multiclass, not {self.task!r}")
         for name in ("batch_size", "epochs", "cached_views"):

@@ -8,9 +8,11 @@ tensors per batch, and normalisation (the model card's mean/std) happens last.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +26,8 @@ from braintumor.errors import DatasetError
 from braintumor.training.config import AugmentConfig
 
 BINARY_CLASSES = ("no_tumor", "tumor")
+#: Target of an image whose label says "tumor" but not which type (multi-class task, partial label).
+UNTYPED = -1
 
 
 @dataclass(frozen=True)
@@ -37,23 +41,59 @@ class LabelledSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    @property
+    def datasets(self) -> list[str]:
+        return [r.dataset for r in self.records]
 
-def resolve_task(labels: Sequence[str], task: str) -> tuple[str, tuple[str, ...]]:
-    """Decide binary vs multi-class and the class names (sorted folder names for multi-class)."""
+
+def resolve_task(labels: Sequence[str], task: str, untyped_label: str = "") -> tuple[str, tuple[str, ...]]:
+    """Decide binary vs multi-class and the class names (sorted folder names for multi-class).
+
+    In a multi-class task, ``untyped_label`` ("a tumor of unknown type") is not a class of its own when the
+    other labels hold a "no tumor" class and at least one tumor type: those images get :data:`UNTYPED`.
+
+    >>> resolve_task(["glioma", "notumor", "tumor", "pituitary"], "multiclass", "tumor")
+    ('multiclass', ('glioma', 'notumor', 'pituitary'))
+    """
     names = sorted({label for label in labels})
     if task == "auto":
         task = "binary" if {n.lower() for n in names} <= {"yes", "no"} else "multiclass"
     if task == "binary":
         return task, BINARY_CLASSES
+    typed = [n for n in names if n != untyped_label]
+    if untyped_label in names and len(typed) >= 2 and negative_index(typed) is not None:
+        names = typed
     if len(names) < 2:
         raise DatasetError(f"multi-class training needs at least 2 classes, found {names}")
     return task, tuple(names)
 
 
+def negative_index(classes: Sequence[str]) -> int | None:
+    """Index of the "no tumor" class, or None."""
+    return next((i for i, c in enumerate(classes) if not is_tumor_label(c)), None)
+
+
 def target_of(label: str, task: str, classes: Sequence[str]) -> int:
     if task == "binary":
         return int(is_tumor_label(label))
+    if label not in classes and is_tumor_label(label) and negative_index(classes) is not None:
+        return UNTYPED
     return classes.index(label)
+
+
+def sampling_weights(datasets: Sequence[str], targets: Sequence[int], power: float) -> np.ndarray:
+    """Per-image draw probabilities ∝ n_cell ** -power, a cell being (dataset, target); they sum to 1.
+
+    ``power = 1`` gives every cell the same share of the draws, ``0`` the natural frequencies.
+
+    >>> sampling_weights(["a", "a", "a", "b"], [0, 0, 1, 1], 1.0).round(3).tolist()
+    [0.167, 0.167, 0.333, 0.333]
+    """
+    cells = list(zip(datasets, (int(t) for t in targets), strict=True))
+    counts = Counter(cells)
+    w = np.array([counts[c] ** -power for c in cells], dtype=np.float64)
+    out: np.ndarray = w / w.sum()
+    return out
 
 
 def load_set(
@@ -88,9 +128,35 @@ def records_for_split(data_dirs: Sequence[str], rows: Sequence[SplitRow]) -> dic
     return out
 
 
+class RandomIntensity(torch.nn.Module):
+    """Random gamma, contrast and brightness on a uint8 image, leaving black (letterbox padding) black.
+
+    torchvision's contrast blends towards the mean gray, which would lift the padding that serving never
+    shows; this keeps every zero pixel zero and works around the foreground's mean.
+    """
+
+    def __init__(self, brightness: float, contrast: float, gamma: float) -> None:
+        super().__init__()
+        self.brightness, self.contrast, self.gamma = brightness, contrast, gamma
+
+    def _factor(self, spread: float) -> float:
+        return 1.0 + (float(torch.rand(())) * 2 - 1) * spread if spread > 0 else 1.0
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        mask = image > 0
+        x = image.float() / 255.0
+        x = x ** self._factor(self.gamma)
+        if self.contrast > 0 and bool(mask.any()):
+            m = x[mask].mean()
+            x = (x - m) * self._factor(self.contrast) + m
+        x = (x * self._factor(self.brightness)).clamp_(0.0, 1.0)
+        return torch.where(mask, (x * 255.0).round_(), 0.0).to(torch.uint8)
+
+
 def build_augment(cfg: AugmentConfig) -> v2.Compose:
-    """The seed's augmentation: rotation, shifts, shear, zoom, horizontal flip; black fill like letterbox."""
-    steps: list[v2.Transform] = [
+    """The seed's augmentation: rotation, shifts, shear, zoom, horizontal flip; black fill like letterbox.
+    Optionally intensity (gamma, contrast, brightness) and blur, which hide per-scanner / per-dataset cues."""
+    steps: list[Any] = [
         v2.RandomAffine(
             degrees=cfg.rotation,
             translate=(cfg.width_shift, cfg.height_shift),
@@ -102,6 +168,10 @@ def build_augment(cfg: AugmentConfig) -> v2.Compose:
     ]
     if cfg.horizontal_flip:
         steps.append(v2.RandomHorizontalFlip())
+    if cfg.brightness > 0 or cfg.contrast > 0 or cfg.gamma > 0:
+        steps.append(RandomIntensity(cfg.brightness, cfg.contrast, cfg.gamma))
+    if cfg.blur > 0:
+        steps.append(v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.3, 1.5))], p=cfg.blur))
     return v2.Compose(steps)
 
 

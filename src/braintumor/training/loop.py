@@ -6,21 +6,21 @@ epoch then trains only the head, drawing one cached view per image. That is the 
 training with on-the-fly augmentation, at a fraction of the cost (the backbone is not re-run per epoch).
 
 Phase 2 (fine-tuning, on by default): the top of the backbone is unfrozen and trained end to end at a
-lower rate on freshly augmented images; it keeps its weights only where validation loss improves on
-phase 1.
+lower rate, on the cached lower-block activations of the same views (or on freshly augmented images with
+``cache_fine_tune = false``); it keeps its weights only where validation loss improves on phase 1.
 
-Both phases: Adam, (binary) cross-entropy with class weights, ReduceLROnPlateau, early stopping on
-validation loss restoring the best weights. The run folder receives ``checkpoint.pt`` (weights + model
-card + config + split hash), ``config.json``, ``history.csv``, ``metrics.json`` and ``curves.png``.
-Ctrl-C saves the best weights so far as a usable checkpoint marked ``interrupted``.
+Both phases run the same loop (:func:`_run_phase`): Adam, (binary) cross-entropy with class weights or
+source-balanced sampling, untyped tumors through the partial-label loss (:mod:`~braintumor.training.loss`),
+ReduceLROnPlateau, early stopping on validation loss restoring the best weights. With balanced sampling the
+validation loss is balanced the same way, so early stopping weighs every source alike. The run folder is
+written by :mod:`~braintumor.training.checkpoint`; Ctrl-C saves the best weights so far as a usable
+checkpoint marked ``interrupted``.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
-import json
 import math
 import platform
 import shutil
@@ -38,37 +38,24 @@ from braintumor import __version__
 from braintumor.data.datasets import ImageRecord
 from braintumor.data.splits import SplitRow, make_split, read_split, write_split
 from braintumor.errors import DatasetError
-from braintumor.models import BrainTumorNet
 from braintumor.training.cache import LowerBlocks, cache_views, estimate_bytes, split_index
+from braintumor.training.calibrate import calibrate_set, predict_logits
 from braintumor.training.callbacks import EarlyStopping
+from braintumor.training.checkpoint import EpochLog, save_checkpoint, save_train_fingerprints
 from braintumor.training.config import TrainConfig
 from braintumor.training.data import (
+    UNTYPED,
     LabelledSet,
     augment_batch,
     build_augment,
     load_set,
+    negative_index,
     normalise,
     records_for_split,
     resolve_task,
+    sampling_weights,
 )
-
-CHECKPOINT = "checkpoint.pt"
-
-
-@dataclass
-class EpochLog:
-    phase: str
-    epoch: int
-    loss: float
-    accuracy: float
-    val_loss: float
-    val_accuracy: float
-    lr: float
-    seconds: float
-
-    def postfix(self) -> dict[str, str]:
-        """What the progress bar shows after each epoch."""
-        return {k: f"{getattr(self, k):.3f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+from braintumor.training.loss import Criterion
 
 
 @dataclass
@@ -79,62 +66,6 @@ class RunResult:
     metrics: dict[str, Any]
     interrupted: bool = False
     card: dict[str, Any] = field(default_factory=dict)
-
-
-class _Criterion:
-    """Loss and predictions for binary (one logit) or multi-class (K logits) heads."""
-
-    def __init__(self, binary: bool, targets: torch.Tensor, n_classes: int, weighted: bool) -> None:
-        self.binary = binary
-        if binary:
-            pos = float(targets.sum())
-            neg = float(len(targets) - pos)
-            pos_weight = torch.tensor([neg / pos]) if weighted and pos > 0 and neg > 0 else None
-            self.loss_fn: nn.Module = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-            self.eval_fn: nn.Module = nn.BCEWithLogitsLoss()
-        else:
-            counts = torch.bincount(targets, minlength=n_classes).float()
-            weight = len(targets) / (n_classes * counts.clamp(min=1)) if weighted else None
-            self.loss_fn = nn.CrossEntropyLoss(weight=weight)
-            self.eval_fn = nn.CrossEntropyLoss()
-
-    def __call__(self, logits: torch.Tensor, targets: torch.Tensor, *, evaluate: bool = False) -> torch.Tensor:
-        fn = self.eval_fn if evaluate else self.loss_fn
-        if self.binary:
-            return fn(logits.squeeze(1), targets.float())  # type: ignore[no-any-return]
-        return fn(logits, targets)  # type: ignore[no-any-return]
-
-    def predict(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.binary:
-            return (logits.squeeze(1) > 0).long()
-        return logits.argmax(1)
-
-
-def _accuracy(pred: torch.Tensor, targets: torch.Tensor) -> float:
-    return float((pred == targets).float().mean()) if len(targets) else math.nan
-
-
-def _batches(n: int, size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    return [order[i : i + size] for i in range(0, n, size)]
-
-
-@torch.inference_mode()
-def _pooled_features(model: Any, images: torch.Tensor, card: Any, channels_last: bool, batch: int = 32) -> torch.Tensor:
-    feats = []
-    for idx in _batches(len(images), batch, None):
-        x = normalise(images[idx], card.mean, card.std)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        feats.append(model.forward_features(x).mean(dim=(2, 3)))
-    return torch.cat(feats)
-
-
-def _evaluate(model: Any, data: LabelledSet, crit: _Criterion, card: Any, channels_last: bool) -> tuple[float, float]:
-    if len(data) == 0:
-        return math.nan, math.nan
-    out = torch.from_numpy(predict_logits(model, data.images, card, channels_last))
-    return float(crit(out, data.targets, evaluate=True)), _accuracy(crit.predict(out), data.targets)
 
 
 def relabel(records: Sequence[ImageRecord], label_map: dict[str, str]) -> list[ImageRecord]:
@@ -162,6 +93,94 @@ def _resolve_split(
     rows = make_split(audit_records(discover_many(data_dirs)), seed=cfg.seed)
     digest = write_split(rows, run_dir / "split.csv")
     return rows, digest
+
+
+@dataclass
+class _Phase:
+    """One training phase: which parameters learn, and how a batch and the validation set are scored."""
+
+    name: str
+    epochs: int
+    lr: float
+    params: list[nn.Parameter]
+    logits: Callable[[np.ndarray, torch.Tensor], torch.Tensor]  # (image indices, their views) → logits
+    val_logits: Callable[[], torch.Tensor | None]
+    threads: int | None = None
+
+
+@dataclass
+class _Fit:
+    """What both phases share: the model, the loss, targets, draws and the history."""
+
+    model: nn.Module
+    crit: Criterion
+    cfg: TrainConfig
+    train_targets: torch.Tensor
+    val_targets: torch.Tensor
+    val_weights: torch.Tensor | None
+    draw_probs: np.ndarray | None
+    rng: np.random.Generator
+    progress: bool
+    history: list[EpochLog] = field(default_factory=list)
+
+    def batches(self) -> list[np.ndarray]:
+        n = len(self.train_targets)
+        draws = self.draw_probs
+        order = self.rng.permutation(n) if draws is None else self.rng.choice(n, size=n, p=draws)
+        return [order[i : i + self.cfg.batch_size] for i in range(0, n, self.cfg.batch_size)]
+
+
+def _run_phase(fit: _Fit, phase: _Phase, stopper: EarlyStopping) -> EarlyStopping:
+    """Train ``phase.params`` for up to ``phase.epochs`` epochs with early stopping on validation loss."""
+    from tqdm import tqdm
+
+    cfg, crit, model = fit.cfg, fit.crit, fit.model
+    opt = torch.optim.Adam(phase.params, lr=phase.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
+    )
+    threads = torch.get_num_threads()
+    if phase.threads:
+        torch.set_num_threads(phase.threads)
+    try:
+        bar = tqdm(range(phase.epochs), desc=phase.name, unit="epoch", disable=not fit.progress, leave=True)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            model.train()
+            view_of = torch.from_numpy(fit.rng.integers(0, cfg.cached_views, len(fit.train_targets)))
+            loss_sum, correct, seen = 0.0, 0, 0
+            for idx in fit.batches():
+                y = fit.train_targets[idx]
+                logits = phase.logits(idx, view_of[idx])
+                loss = crit(logits, y)
+                opt.zero_grad()
+                loss.backward()  # type: ignore[no-untyped-call]
+                opt.step()
+                loss_sum += float(loss.detach()) * len(idx)
+                correct += int(crit.correct(logits.detach(), y).sum())
+                seen += len(idx)
+            model.eval()
+            with torch.inference_mode():
+                vl = phase.val_logits()
+            if vl is not None:
+                val_loss = float(crit(vl, fit.val_targets, fit.val_weights, evaluate=True))
+                val_acc = float(crit.correct(vl, fit.val_targets).float().mean())
+            else:
+                val_loss, val_acc = loss_sum / seen, math.nan
+            sched.step(val_loss)
+            entry = EpochLog(phase.name, epoch + 1, loss_sum / seen, correct / seen, val_loss, val_acc,
+                             opt.param_groups[0]["lr"], time.perf_counter() - t0)  # fmt: skip
+            fit.history.append(entry)
+            bar.set_postfix(entry.postfix())
+            if stopper.step(val_loss, model):
+                break
+    finally:
+        torch.set_num_threads(threads)
+    return stopper
+
+
+def _chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, size: int = 64) -> torch.Tensor:
+    return torch.cat([fn(x[i : i + size]) for i in range(0, len(x), size)])
 
 
 def train(
@@ -192,7 +211,7 @@ def train(
         parts = {k: v[: cfg.max_train_images] for k, v in parts.items()}
     if not parts["train"]:
         raise DatasetError("the split has no training images under the given --data folders")
-    task, classes = resolve_task([r.label for r in parts["train"] + parts["val"]], cfg.task)
+    task, classes = resolve_task([r.label for r in parts["train"] + parts["val"]], cfg.task, cfg.untyped_label)
     binary = task == "binary"
     model = create_model(cfg.arch, 1 if binary else len(classes), pretrained=cfg.pretrained, class_names=list(classes))
     card = model.card
@@ -204,18 +223,25 @@ def train(
     train_set = load_set(parts["train"], size, task, classes)
     val_set = load_set(parts["val"], size, task, classes)
     test_set = load_set(parts["test"], size, task, classes)
-    crit = _Criterion(binary, train_set.targets, len(classes), cfg.class_weights)
+    negative = None if binary else negative_index(classes)
+    untyped = int((train_set.targets == UNTYPED).sum())
+    if untyped:
+        log(f"{untyped} training image(s) of untyped tumors train the tumor / no-tumor decision (partial labels)")
+    balanced = cfg.sampling == "balanced"
+    crit = Criterion(binary, train_set.targets, len(classes), cfg.class_weights and not balanced, negative)
+    draw_probs = (
+        sampling_weights(train_set.datasets, train_set.targets.tolist(), cfg.balance_power) if balanced else None
+    )
+    val_weights = None
+    if balanced and len(val_set):
+        w = sampling_weights(val_set.datasets, val_set.targets.tolist(), cfg.balance_power)
+        val_weights = torch.from_numpy(w * len(w)).float()
+    fit = _Fit(model, crit, cfg, train_set.targets, val_set.targets, val_weights, draw_probs, rng, progress)
     augment = build_augment(cfg.augment)
-    history: list[EpochLog] = []
     best_loss = math.inf
     interrupted = False
     stopper: EarlyStopping | None = None
     phase1_state: dict[str, Any] | None = None
-
-    def epochs_bar(total: int, desc: str) -> Any:
-        from tqdm import tqdm
-
-        return tqdm(range(total), desc=desc, unit="epoch", disable=not progress, leave=True)
 
     try:
         # -- caching: the frozen lower blocks run once per augmented view -------------------------------------
@@ -245,59 +271,29 @@ def train(
         val_low = cache_views(lower, val_set.images, card.mean, card.std, 1, augment)[0] if len(val_set) else None
         del lower
 
-        @torch.inference_mode()
         def pooled(low: torch.Tensor) -> torch.Tensor:
-            return torch.cat([upper(low[i : i + 64].float()).mean(dim=(2, 3)) for i in range(0, len(low), 64)])
+            with torch.inference_mode():
+                return _chunked(lambda a: upper(a.float()).mean(dim=(2, 3)), low)
 
         # -- phase 1: frozen backbone, head on cached pooled features ----------------------------------------
         feats = torch.stack([pooled(train_low[v]) for v in range(cfg.cached_views)])  # V × N × C
         val_feats = pooled(val_low) if val_low is not None else None
-        head_params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(head_params, lr=cfg.lr)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
+        frozen = _Phase(
+            "frozen",
+            cfg.epochs,
+            cfg.lr,
+            [p for p in model.parameters() if p.requires_grad],
+            lambda idx, views: model.forward_head(feats[views, torch.from_numpy(idx)][:, :, None, None]),
+            lambda: model.forward_head(val_feats[:, :, None, None]) if val_feats is not None else None,
+            # The head's ops are tiny: one thread avoids thread-pool synchronisation that costs more than the
+            # math (100× slower steps measured on a loaded 2-core machine).
+            threads=1,
         )
-        stopper = EarlyStopping(cfg.patience)
-        bar = epochs_bar(cfg.epochs, "frozen")
-        # The head's ops are tiny: one thread avoids thread-pool synchronisation that costs more than the math
-        # (100× slower steps measured on a loaded 2-core machine).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        for epoch in bar:
-            t0 = time.perf_counter()
-            model.train()
-            view_of = torch.from_numpy(rng.integers(0, cfg.cached_views, len(train_set)))
-            losses, correct = [], 0
-            for idx in _batches(len(train_set), cfg.batch_size, rng):
-                x = feats[view_of[idx], torch.from_numpy(idx)][:, :, None, None]
-                y = train_set.targets[idx]
-                logits = model.forward_head(x)
-                loss = crit(logits, y)
-                opt.zero_grad()
-                loss.backward()  # type: ignore[no-untyped-call]
-                opt.step()
-                losses.append(float(loss.detach()) * len(idx))
-                correct += int((crit.predict(logits.detach()) == y).sum())
-            model.eval()
-            if val_feats is not None:
-                with torch.inference_mode():
-                    vl = model.forward_head(val_feats[:, :, None, None])
-                    val_loss = float(crit(vl, val_set.targets, evaluate=True))
-                    val_acc = _accuracy(crit.predict(vl), val_set.targets)
-            else:
-                val_loss, val_acc = float(sum(losses) / len(train_set)), math.nan
-            sched.step(val_loss)
-            entry = EpochLog("frozen", epoch + 1, sum(losses) / len(train_set), correct / len(train_set), val_loss,
-                             val_acc, opt.param_groups[0]["lr"], time.perf_counter() - t0)  # fmt: skip
-            history.append(entry)
-            bar.set_postfix(entry.postfix())
-            if stopper.step(val_loss, model):
-                break
-        torch.set_num_threads(threads)
+        stopper = _run_phase(fit, frozen, EarlyStopping(cfg.patience))
         stopper.restore(model)
         best_loss = stopper.best
         phase1_state = copy.deepcopy(model.state_dict())
-        del feats
+        feats = torch.empty(0)  # free the pooled cache
         if not cache_phase2:
             del train_low
 
@@ -306,53 +302,25 @@ def train(
             unfrozen = model.unfreeze_top(fraction=cfg.unfreeze_fraction)
             if cache_phase2 and len(unfrozen) != len(blocks) - n_frozen:
                 raise RuntimeError("the cached blocks and the unfrozen blocks disagree")  # a bug, not user error
-            params = [p for p in model.parameters() if p.requires_grad]
-            opt = torch.optim.Adam(params, lr=cfg.fine_tune_lr)
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
-            )
-            stopper = EarlyStopping(cfg.patience, best=best_loss)
-            bar = epochs_bar(cfg.fine_tune_epochs, "fine-tune")
-            for epoch in bar:
-                t0 = time.perf_counter()
-                model.train()
-                losses, correct = [], 0
-                view_of = torch.from_numpy(rng.integers(0, cfg.cached_views, len(train_set)))
-                for idx in _batches(len(train_set), cfg.batch_size, rng):
-                    y = train_set.targets[idx]
-                    if cache_phase2:
-                        logits = model.forward_head(upper(train_low[view_of[idx], torch.from_numpy(idx)].float()))
-                    else:
-                        x = normalise(augment_batch(train_set.images[idx], augment), card.mean, card.std)
-                        if cfg.channels_last:
-                            x = x.contiguous(memory_format=torch.channels_last)
-                        logits = model(x)
-                    loss = crit(logits, y)
-                    opt.zero_grad()
-                    loss.backward()  # type: ignore[no-untyped-call]
-                    opt.step()
-                    losses.append(float(loss.detach()) * len(idx))
-                    correct += int((crit.predict(logits.detach()) == y).sum())
-                if len(val_set) and cache_phase2 and val_low is not None:
-                    model.eval()
-                    with torch.inference_mode():
-                        vl = model.forward_head(
-                            torch.cat([upper(val_low[i : i + 64].float()) for i in range(0, len(val_low), 64)])
-                        )
-                    val_loss = float(crit(vl, val_set.targets, evaluate=True))
-                    val_acc = _accuracy(crit.predict(vl), val_set.targets)
-                elif len(val_set):
-                    val_loss, val_acc = _evaluate(model, val_set, crit, card, cfg.channels_last)
-                else:
-                    val_loss, val_acc = sum(losses) / len(train_set), math.nan
-                sched.step(val_loss)
-                n = len(train_set)
-                entry = EpochLog("fine-tune", epoch + 1, sum(losses) / n, correct / n, val_loss, val_acc,
-                                 opt.param_groups[0]["lr"], time.perf_counter() - t0)  # fmt: skip
-                history.append(entry)
-                bar.set_postfix(entry.postfix())
-                if stopper.step(val_loss, model):
-                    break
+
+            def step_logits(idx: np.ndarray, views: torch.Tensor) -> torch.Tensor:
+                if cache_phase2:
+                    return model.forward_head(upper(train_low[views, torch.from_numpy(idx)].float()))
+                x = normalise(augment_batch(train_set.images[idx], augment), card.mean, card.std)
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                return model(x)  # type: ignore[no-any-return]
+
+            def val_logits() -> torch.Tensor | None:
+                if not len(val_set):
+                    return None
+                if cache_phase2 and val_low is not None:
+                    return model.forward_head(_chunked(lambda a: upper(a.float()), val_low))
+                return torch.from_numpy(predict_logits(model, val_set.images, card, cfg.channels_last))
+
+            tune = _Phase("fine-tune", cfg.fine_tune_epochs, cfg.fine_tune_lr,
+                          [p for p in model.parameters() if p.requires_grad], step_logits, val_logits)  # fmt: skip
+            stopper = _run_phase(fit, tune, EarlyStopping(cfg.patience, best=best_loss))
             if stopper.restore(model):
                 best_loss = stopper.best
             else:
@@ -368,9 +336,8 @@ def train(
     calibration: dict[str, Any] | None = None
     if not interrupted:
         for name, data in (("val", val_set), ("test", test_set)):
-            part_loss, part_acc = _evaluate(model, data, crit, card, cfg.channels_last)
-            metrics[name] = {"loss": part_loss, "accuracy": part_acc, "n": len(data)}
-        calibration = _calibrate(model, val_set, card, binary, cfg.channels_last)
+            metrics[name] = _part_metrics(model, data, crit, card, cfg.channels_last)
+        calibration = calibrate_set(model, val_set, card, binary, cfg.channels_last)
     metrics["seconds"] = time.perf_counter() - started
 
     card_dict = card.to_dict()
@@ -382,149 +349,23 @@ def train(
         "split_sha256": split_sha,
         "datasets": sorted({r.dataset for r in parts["train"]}),
         "counts": {k: len(v) for k, v in parts.items()},
+        "untyped_tumors": untyped,
         "config": cfg.to_dict(),
         "metrics": metrics,
         "braintumor_version": __version__,
         "torch_version": str(torch.__version__),
         "platform": platform.platform(),
     }
-    ckpt = save_checkpoint(run_dir, model, card_dict, cfg, split_sha, history, metrics, interrupted)
+    ckpt = save_checkpoint(run_dir, model, card_dict, cfg, split_sha, fit.history, metrics, interrupted)
     save_train_fingerprints(run_dir, parts["train"] + parts["val"])
     if interrupted:
         raise KeyboardInterrupt
-    return RunResult(run_dir, ckpt, history, metrics, interrupted, card_dict)
+    return RunResult(run_dir, ckpt, fit.history, metrics, interrupted, card_dict)
 
 
-@torch.inference_mode()
-def predict_logits(model: Any, images: torch.Tensor, card: Any, channels_last: bool = False) -> np.ndarray:
-    """Logits (N×outputs) for uint8 letterboxed images, in batches, eval mode."""
-    model.eval()
-    out = []
-    for idx in _batches(len(images), 32, None):
-        x = normalise(images[idx], card.mean, card.std)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out.append(model(x).float())
-    if not out:
-        return np.zeros((0, card.num_outputs), np.float32)
-    return torch.cat(out).numpy()
-
-
-def _calibrate(model: Any, val_set: LabelledSet, card: Any, binary: bool, channels_last: bool) -> dict[str, Any] | None:
-    """Temperature (and, for binary models, the decision rule) fitted on validation predictions."""
-    from braintumor.evaluation.calibration import decision_rule, fit_temperature, probabilities, reliability
-
-    y = val_set.targets.numpy()
-    if len(y) < 4 or len(np.unique(y)) < 2:
-        return None
-    logits = predict_logits(model, val_set.images, card, channels_last)
-    logits = logits[:, 0] if binary else logits
-    temperature = fit_temperature(logits, y)
-    before = reliability(probabilities(logits), y).ece
-    probs = probabilities(logits, temperature)
-    out: dict[str, Any] = {
-        "method": "temperature",
-        "temperature": temperature,
-        "fitted_on": "val",
-        "n": len(y),
-        "val_ece_before": before,
-        "val_ece_after": reliability(probs, y).ece,
-    }
-    if binary:
-        out["decision"] = decision_rule(probs, y).as_dict()
-    return out
-
-
-def save_train_fingerprints(run_dir: Path, records: Sequence[Any]) -> Path:
-    """Fingerprints (SHA-256, pHash, thumbnail) of the images a model saw in training and validation, so
-    that an external evaluation can drop their exact and near copies (``train_fingerprints.npz``)."""
-    from braintumor.data.audit import fingerprint_all
-
-    fps = fingerprint_all([r.path for r in records])
-    path = run_dir / "train_fingerprints.npz"
-    np.savez_compressed(
-        path,
-        keys=np.array([r.key for r in records]),
-        sha256=np.array([fp.sha256 for fp in fps]),
-        phash=np.array([fp.phash for fp in fps], dtype=np.uint64),
-        thumbs=np.stack([fp.thumb for fp in fps]).astype(np.float16) if fps else np.zeros((0, 1024), np.float16),
-    )
-    return path
-
-
-def save_checkpoint(
-    run_dir: Path,
-    model: nn.Module,
-    card: dict[str, Any],
-    cfg: TrainConfig,
-    split_sha: str,
-    history: Sequence[EpochLog],
-    metrics: dict[str, Any],
-    interrupted: bool,
-) -> Path:
-    """Write the run folder's files; the checkpoint is written to a temporary name, then renamed."""
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    card = json.loads(json.dumps(card))  # plain JSON types only: the checkpoint loads with weights_only=True
-    metrics = json.loads(json.dumps(metrics))
-    payload = {
-        "format": "braintumor-checkpoint-v1",
-        "state_dict": state,
-        "card": card,
-        "config": cfg.to_dict(),
-        "split_sha256": split_sha,
-        "history": [e.__dict__ for e in history],
-        "metrics": metrics,
-        "interrupted": interrupted,
-    }
-    path = run_dir / CHECKPOINT
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    (run_dir / "card.json").write_text(json.dumps(card, indent=2, default=str))
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    with (run_dir / "history.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"])
-        for e in history:
-            writer.writerow([e.phase, e.epoch, e.loss, e.accuracy, e.val_loss, e.val_accuracy, e.lr, e.seconds])
-    if history:
-        plot_history(history, run_dir / "curves.png")
-    return path
-
-
-def plot_history(history: Sequence[EpochLog], path: Path) -> None:
-    """Training curves (loss and accuracy, train vs validation) across both phases."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = np.arange(1, len(history) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
-        ax.plot(x, [getattr(e, key) for e in history], label="train")
-        ax.plot(x, [getattr(e, f"val_{key}") for e in history], label="validation")
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    switch = next((i for i, e in enumerate(history) if e.phase == "fine-tune"), None)
-    if switch is not None:
-        for ax in axes:
-            ax.axvline(switch + 0.5, color="gray", linestyle="--", linewidth=1)
-            ax.text(switch + 0.6, ax.get_ylim()[1], "fine-tune", va="top", fontsize=8, color="gray")
-    axes[1].legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def load_checkpoint(path: str | Path) -> tuple[BrainTumorNet, dict[str, Any]]:
-    """Rebuild the model of a checkpoint (architecture from its card, weights from the file)."""
-    from braintumor.models import ModelCard, create_model_from_card
-
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    model = create_model_from_card(ModelCard.from_dict(payload["card"]))
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    return model, payload
+def _part_metrics(model: Any, data: LabelledSet, crit: Criterion, card: Any, channels_last: bool) -> dict[str, Any]:
+    if len(data) == 0:
+        return {"loss": math.nan, "accuracy": math.nan, "n": 0}
+    out = torch.from_numpy(predict_logits(model, data.images, card, channels_last))
+    loss = float(crit(out, data.targets, evaluate=True))
+    return {"loss": loss, "accuracy": float(crit.correct(out, data.targets).float().mean()), "n": len(data)}
