@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -253,3 +254,28 @@ def decision_rule(
         threshold = float(candidates[np.flatnonzero(balanced == balanced.max())[-1]])
     low, high = refer_band(p, yb, threshold, outside_accuracy=outside_accuracy)
     return DecisionRule(threshold, low, high, target_sensitivity, outside_accuracy)
+
+
+def ensemble_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
+    """Normalised member weights (default equal); one non-negative weight per member, not all zero."""
+    w = np.asarray(weights if weights is not None else [1.0] * n, dtype=np.float64)
+    if len(w) != n or (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
+        raise ValueError("ensemble weights: one non-negative weight per member, not all zero")
+    out: np.ndarray = w / w.sum()
+    return out
+
+
+def ensemble_decision(rules: Sequence[DecisionRule | None], weights: np.ndarray) -> DecisionRule | None:
+    """The operating point of an averaging ensemble whose own rule was not fitted: the weighted mean of the
+    members' rules. None when a member has no rule (the caller then uses the default rule, 0.5 and no band),
+    the same for evaluation and serving."""
+    if not rules or any(r is None for r in rules):
+        return None
+    rs = [r for r in rules if r is not None]
+    return DecisionRule(
+        threshold=float(np.dot(weights, [r.threshold for r in rs])),
+        refer_low=float(np.dot(weights, [r.refer_low for r in rs])),
+        refer_high=float(np.dot(weights, [r.refer_high for r in rs])),
+        target_sensitivity=rs[0].target_sensitivity,
+        outside_accuracy=rs[0].outside_accuracy,
+    )

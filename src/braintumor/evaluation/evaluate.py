@@ -24,7 +24,14 @@ import numpy as np
 
 from braintumor.data.datasets import NEGATIVE_LABELS, ImageRecord, discover_many, is_tumor_label
 from braintumor.errors import DatasetError
-from braintumor.evaluation.calibration import DecisionRule, probabilities, reliability
+from braintumor.evaluation.by_dataset import DatasetFigures, figures_by_dataset, markdown_table
+from braintumor.evaluation.calibration import (
+    DecisionRule,
+    ensemble_decision,
+    ensemble_weights,
+    probabilities,
+    reliability,
+)
 from braintumor.evaluation.metrics import Estimate, binary_metrics, bootstrap, confusion, multiclass_metrics
 
 BINARY_NAMES = ("no_tumor", "tumor")
@@ -54,6 +61,23 @@ class Evaluation:
     excluded: int = 0
     results: dict[str, dict[str, Estimate]] = field(default_factory=dict)
     ece: dict[str, float] = field(default_factory=dict)
+    datasets: list[str] = field(default_factory=list)
+    by_dataset: list[DatasetFigures] = field(default_factory=list)  # the main model, tumor vs no tumor
+
+    @property
+    def main(self) -> str:
+        """The model the report is about: the ensemble, or the only member."""
+        return "ensemble" if len(self.members) > 1 else self.members[0].name
+
+    def binary_view(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(y, p(tumor)) of the main model, whatever the task; None without a "no tumor" class."""
+        probs = self.scored()[self.main]
+        if self.task == "binary":
+            return self.y, probs
+        neg = _negative_index(self.class_names)
+        if neg is None:
+            return None
+        return (self.y != neg).astype(np.int64), 1.0 - probs[:, neg]
 
     def scored(self) -> dict[str, np.ndarray]:
         """Probabilities in the evaluation's label space, per member and for the ensemble."""
@@ -96,6 +120,7 @@ class Evaluation:
             "metrics": {n: {k: v.as_dict() for k, v in r.items()} for n, r in self.results.items()},
             "ece": self.ece,
             "confusion": self.confusion().tolist(),
+            "by_dataset": {"model": self.main, "rows": [r.as_dict() for r in self.by_dataset]},
         }
 
 
@@ -150,6 +175,12 @@ def drop_training_duplicates(records: Sequence[ImageRecord], run_dirs: Sequence[
     fps = fingerprint_all([r.path for r in records])
     keep = [record for record, fp in zip(records, fps, strict=True) if not seen.holds_copy_of(fp)]
     return keep, len(records) - len(keep)
+
+
+def member_rule(card: dict[str, Any]) -> DecisionRule | None:
+    """The decision rule fitted on a member's validation data, if any."""
+    d = card.get("extra", {}).get("calibration", {}).get("decision")
+    return DecisionRule.from_dict(d) if d else None
 
 
 def predict_run(run_dir: Path, records: Sequence[ImageRecord]) -> MemberPrediction:
@@ -207,24 +238,16 @@ def evaluate_runs(
             task, class_names, y, _ = resolve_labels(records, {"num_outputs": 1, "class_names": list(BINARY_NAMES)})
             notes.append("ensemble members disagree on classes: evaluated as tumor / no tumor")
             break
-    w = np.asarray(weights if weights is not None else [1.0] * len(members), dtype=np.float64)
-    if len(w) != len(members) or (w < 0).any() or w.sum() <= 0:
-        raise DatasetError("ensemble weights: one non-negative weight per run, not all zero")
-    w = w / w.sum()
+    try:
+        w = ensemble_weights(weights, len(members))
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from exc
     views = [_to_task(m.probs, m.card, task) for m in members]
     ensemble = np.tensordot(w, np.stack(views), axes=1)
-    decision = None
-    if task == "binary":
-        rules = [m.card.get("extra", {}).get("calibration", {}).get("decision") for m in members]
-        if all(rules):
-            # The ensemble averages calibrated probabilities; its operating point averages the members'.
-            decision = DecisionRule(
-                threshold=float(np.dot(w, [r["threshold"] for r in rules])),
-                refer_low=float(np.dot(w, [r["refer_low"] for r in rules])),
-                refer_high=float(np.dot(w, [r["refer_high"] for r in rules])),
-                target_sensitivity=float(rules[0]["target_sensitivity"]),
-            )
-    ev = Evaluation(task, class_names, y, [r.key for r in records], members, ensemble, decision, notes, excluded)
+    # The ensemble averages calibrated probabilities; its operating point averages the members' rules.
+    decision = ensemble_decision([member_rule(m.card) for m in members], w)
+    ev = Evaluation(task, class_names, y, [r.key for r in records], members, ensemble, decision, notes, excluded,
+                    datasets=[r.dataset for r in records])  # fmt: skip
     score(ev, n_boot=n_boot, seed=seed)
     return ev
 
@@ -238,6 +261,9 @@ def score(ev: Evaluation, *, n_boot: int = 2000, seed: int = 0) -> None:
         else:
             ev.results[name] = bootstrap(multiclass_metrics, ev.y, probs, n=n_boot, seed=seed)
         ev.ece[name] = reliability(probs, ev.y).ece
+    view = ev.binary_view()
+    if view is not None and ev.datasets:
+        ev.by_dataset = figures_by_dataset(ev.datasets, *view, ev.decision or DecisionRule(), n_boot=n_boot, seed=seed)
 
 
 def write_evaluation(ev: Evaluation, out_dir: str | Path, *, title: str = "Evaluation") -> Path:
@@ -267,6 +293,14 @@ def write_evaluation(ev: Evaluation, out_dir: str | Path, *, title: str = "Evalu
         )
     lines += [f"- {n}" for n in ev.notes]
     lines += ["", ev.table(), ""]
+    if ev.by_dataset:
+        lines += [
+            f"Per dataset ({ev.main}, tumor vs no tumor; refer share and the accuracy of the answers outside the "
+            "band use the refer band; ECE of p(tumor)):",
+            "",
+            markdown_table(ev.by_dataset),
+            "",
+        ]
     lines += ["![ROC](roc.png) ![PR](pr.png)", "", "![confusion](confusion.png) ![calibration](calibration.png)", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))

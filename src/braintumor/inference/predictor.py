@@ -27,7 +27,7 @@ from braintumor.data.datasets import NEGATIVE_LABELS
 from braintumor.data.io import ImageMeta, LoadedImage
 from braintumor.data.transforms import Placement, letterbox, to_rgb
 from braintumor.errors import BrainTumorError, NotAnMRIError
-from braintumor.evaluation.calibration import DecisionRule
+from braintumor.evaluation.calibration import DecisionRule, ensemble_decision, ensemble_weights
 
 BINARY_CLASSES = ("no_tumor", "tumor")
 
@@ -54,8 +54,9 @@ class Member:
         return list(self.card["class_names"])
 
     @property
-    def decision(self) -> DecisionRule:
-        return DecisionRule.from_dict(self.card.get("extra", {}).get("calibration", {}).get("decision"))
+    def decision(self) -> DecisionRule | None:
+        d = self.card.get("extra", {}).get("calibration", {}).get("decision")
+        return DecisionRule.from_dict(d) if d else None
 
     def p_tumor(self, probs: np.ndarray) -> np.ndarray:
         return tumor_probability(probs, self.class_names)
@@ -163,7 +164,14 @@ class Predictor:
             raise ModelLoadError(f"{root} is not a model folder (no ensemble.json or card.json)")
         if not members:
             raise ModelLoadError(f"{root}: the ensemble has no members")
-        decision = DecisionRule.from_dict(decision_dict) if decision_dict else _mean_decision(members)
+        try:
+            weights = ensemble_weights([m.weight for m in members], len(members))
+        except ValueError as exc:
+            raise ModelLoadError(f"{root}: {exc}") from exc
+        for member, w in zip(members, weights, strict=True):
+            member.weight = float(w)
+        decision = DecisionRule.from_dict(decision_dict) if decision_dict else None
+        decision = decision or ensemble_decision([m.decision for m in members], weights) or DecisionRule()
         class_names = _ensemble_classes(members)
         gate = None
         if spec.get("gate"):
@@ -226,7 +234,7 @@ class Predictor:
             names = member.class_names
             if tuple(names) == self.class_names:
                 class_vectors.append(p)
-            label = "tumor" if pt >= member.decision.threshold else "no_tumor"
+            label = "tumor" if pt >= (member.decision or DecisionRule()).threshold else "no_tumor"
             results.append(
                 MemberResult(member.name, member.card["arch"], dict(zip(names, map(float, p), strict=True)), pt,
                              label, cams[i])
@@ -335,18 +343,6 @@ def _load_member(folder: Path, name: str | None, weight: float, threads: int | N
     export["loaded_precision"] = wanted
     card.setdefault("extra", {})["export"] = export
     return Member(name or folder.name, card, _session(path, threads), weight)
-
-
-def _mean_decision(members: Sequence[Member]) -> DecisionRule:
-    w = np.array([m.weight for m in members], dtype=np.float64)
-    w = w / w.sum()
-    ds = [m.decision for m in members]
-    return DecisionRule(
-        float(np.dot(w, [d.threshold for d in ds])),
-        float(np.dot(w, [d.refer_low for d in ds])),
-        float(np.dot(w, [d.refer_high for d in ds])),
-        ds[0].target_sensitivity,
-    )
 
 
 def _ensemble_classes(members: Sequence[Member]) -> tuple[str, ...]:
