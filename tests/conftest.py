@@ -155,6 +155,18 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_typed_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``typed/glioma`` and ``typed/notumor`` (16 synthetic slices each): a second source with tumor types."""
+    root = tmp_path_factory.mktemp("data") / "typed"
+    for label in ("glioma", "notumor"):
+        (root / label).mkdir(parents=True)
+        for i in range(16):
+            seed = 500 + i if label == "glioma" else 600 + i
+            Image.fromarray(make_labelled_slice(seed, label == "glioma")).save(root / label / f"{label}{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
 def smoke_config() -> Any:
     """A training config that runs the whole loop in seconds (random init, tiny backbone)."""
     from braintumor.training.config import TrainConfig

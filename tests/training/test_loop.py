@@ -142,3 +142,29 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown config key"):
         load_config(bad)
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--config", str(bad)]) == 2
+
+
+def test_every_labelled_image_trains_with_balanced_sampling_and_fresh_fine_tuning(
+    smoke_config: TrainConfig, tiny_dataset: Path, tiny_typed_dataset: Path, tmp_path: Path
+) -> None:
+    """yes/no tumors without a type join a typed dataset as partial labels; phase 2 on fresh augmentations."""
+    cfg = TrainConfig.from_dict(
+        {
+            **smoke_config.to_dict(),
+            "task": "multiclass",
+            "label_map": {"no": "notumor", "yes": "tumor"},
+            "sampling": "balanced",
+            "cache_fine_tune": False,
+            "augment": {**smoke_config.augment.__dict__, "brightness": 0.2, "gamma": 0.2, "blur": 0.5},
+        }
+    )
+    result = train(cfg, [str(tiny_dataset), str(tiny_typed_dataset)], tmp_path / "run", progress=False,
+                   log=lambda _: None)  # fmt: skip
+    card = result.card
+    assert card["class_names"] == ["glioma", "notumor"]  # "tumor" (untyped) is no class of its own
+    training = card["extra"]["training"]
+    assert training["untyped_tumors"] > 0 and training["datasets"] == ["tiny", "typed"]
+    assert [e.phase for e in result.history][-1] == "fine-tune"
+    assert all(math.isfinite(e.loss) and math.isfinite(e.val_loss) for e in result.history)
+    calibration = card["extra"]["calibration"]
+    assert calibration["ece_of"] == "p_tumor" and "decision" in calibration

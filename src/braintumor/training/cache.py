@@ -88,7 +88,7 @@ def _ort_session(module: nn.Module, size: int) -> Any:
 
 
 def cache_views(
-    lower: LowerBlocks,
+    lower: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
@@ -97,7 +97,8 @@ def cache_views(
     *,
     progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Lower-block activations (V × N × C × h × w, float16) for ``views`` views of ``images`` (uint8 N×3×S×S)."""
+    """``lower``'s outputs (V × N × …, float16: lower-block activations, or pooled features) for ``views`` views
+    of ``images`` (uint8 N×3×S×S); view 0 is the plain image."""
     n = len(images)
     out: torch.Tensor | None = None
     for v in range(views):

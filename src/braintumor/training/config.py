@@ -57,7 +57,9 @@ class TrainConfig:
     lr_factor: float = 0.2
     min_lr: float = 1e-7
     cached_views: int = 8  # augmented views per image whose frozen activations are computed once
-    cache_fine_tune: bool = True  # phase 2 also trains on the cached views (False: fresh augmentation, slow)
+    # Phase 2 trains on the cached views (True), or on fresh augmentations every epoch (False: the frozen
+    # lower blocks run per batch in ONNX Runtime; slower per epoch, harder to overfit).
+    cache_fine_tune: bool = True
     cache_max_gb: float = 6.0  # above this the phase-2 cache is skipped (fresh augmentation instead)
     feature_engine: str = "auto"  # "auto" (ONNX Runtime when installed), "onnxruntime" or "torch"
     class_weights: bool = True  # weight the loss by inverse class frequency (with sampling = "shuffle")

@@ -6,8 +6,10 @@ epoch then trains only the head, drawing one cached view per image. That is the 
 training with on-the-fly augmentation, at a fraction of the cost (the backbone is not re-run per epoch).
 
 Phase 2 (fine-tuning, on by default): the top of the backbone is unfrozen and trained end to end at a
-lower rate, on the cached lower-block activations of the same views (or on freshly augmented images with
-``cache_fine_tune = false``); it keeps its weights only where validation loss improves on phase 1.
+lower rate, on the cached lower-block activations of the same views, or — ``cache_fine_tune = false`` — on
+a fresh augmentation of every image each epoch, the frozen lower blocks run by the same engine (ONNX
+Runtime) without autograd: costlier per epoch, but the top blocks cannot memorise a few fixed views. It keeps
+its weights only where validation loss improves on phase 1.
 
 Both phases run the same loop (:func:`_run_phase`): Adam, (binary) cross-entropy with class weights or
 source-balanced sampling, untyped tumors through the partial-label loss (:mod:`~braintumor.training.loss`),
@@ -256,34 +258,37 @@ def train(
             and estimate_bytes(model, n_frozen, size, len(train_set), cfg.cached_views) > cfg.cache_max_gb * 2**30
         ):
             log(f"activation cache would exceed {cfg.cache_max_gb} GB: fine-tuning on fresh augmentations instead")
-            cache_phase2, n_frozen = False, len(blocks)
-        elif not cache_phase2:
-            n_frozen = len(blocks)
+            cache_phase2 = False
         lower = LowerBlocks(model, n_frozen, size, engine=cfg.feature_engine)
         upper = nn.Sequential(*blocks[n_frozen:])  # shares its modules with the model
-        log(f"caching activations of {n_frozen}/{len(blocks)} backbone blocks for {cfg.cached_views} views per "
-            f"training image ({lower.engine})")  # fmt: skip
         from tqdm import tqdm
-
-        with tqdm(total=len(train_set) * cfg.cached_views, desc="caching", unit="img", disable=not progress) as cbar:
-            train_low = cache_views(lower, train_set.images, card.mean, card.std, cfg.cached_views, augment,
-                                    progress=cbar.update)  # fmt: skip
-        val_low = cache_views(lower, val_set.images, card.mean, card.std, 1, augment)[0] if len(val_set) else None
-        del lower
 
         def pooled(low: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
                 return _chunked(lambda a: upper(a.float()).mean(dim=(2, 3)), low)
 
+        train_low = torch.empty(0)
+        what = "activations" if cache_phase2 else "pooled features"
+        log(f"caching {what} of {n_frozen}/{len(blocks)} frozen backbone blocks ({lower.engine}) for "
+            f"{cfg.cached_views} views per training image")  # fmt: skip
+        with tqdm(total=len(train_set) * cfg.cached_views, desc="caching", unit="img", disable=not progress) as cbar:
+            if cache_phase2:
+                train_low = cache_views(lower, train_set.images, card.mean, card.std, cfg.cached_views, augment,
+                                        progress=cbar.update)  # fmt: skip
+                feats = torch.stack([pooled(train_low[v]) for v in range(cfg.cached_views)])  # V × N × C
+            else:  # only the pooled features are kept; phase 2 runs the lower blocks on fresh augmentations
+                feats = cache_views(lambda x: pooled(lower(x)), train_set.images, card.mean, card.std,
+                                    cfg.cached_views, augment, progress=cbar.update)  # fmt: skip
+        val_low = cache_views(lower, val_set.images, card.mean, card.std, 1, augment)[0] if len(val_set) else None
+
         # -- phase 1: frozen backbone, head on cached pooled features ----------------------------------------
-        feats = torch.stack([pooled(train_low[v]) for v in range(cfg.cached_views)])  # V × N × C
         val_feats = pooled(val_low) if val_low is not None else None
         frozen = _Phase(
             "frozen",
             cfg.epochs,
             cfg.lr,
             [p for p in model.parameters() if p.requires_grad],
-            lambda idx, views: model.forward_head(feats[views, torch.from_numpy(idx)][:, :, None, None]),
+            lambda idx, views: model.forward_head(feats[views, torch.from_numpy(idx)].float()[:, :, None, None]),
             lambda: model.forward_head(val_feats[:, :, None, None]) if val_feats is not None else None,
             # The head's ops are tiny: one thread avoids thread-pool synchronisation that costs more than the
             # math (100× slower steps measured on a loaded 2-core machine).
@@ -294,29 +299,25 @@ def train(
         best_loss = stopper.best
         phase1_state = copy.deepcopy(model.state_dict())
         feats = torch.empty(0)  # free the pooled cache
-        if not cache_phase2:
-            del train_low
 
         # -- phase 2: fine-tune the top of the backbone ---------------------------------------------------
         if fine_tune:
             unfrozen = model.unfreeze_top(fraction=cfg.unfreeze_fraction)
-            if cache_phase2 and len(unfrozen) != len(blocks) - n_frozen:
-                raise RuntimeError("the cached blocks and the unfrozen blocks disagree")  # a bug, not user error
+            if len(unfrozen) != len(blocks) - n_frozen:
+                raise RuntimeError("the frozen blocks and the unfrozen blocks disagree")  # a bug, not user error
 
             def step_logits(idx: np.ndarray, views: torch.Tensor) -> torch.Tensor:
                 if cache_phase2:
-                    return model.forward_head(upper(train_low[views, torch.from_numpy(idx)].float()))
-                x = normalise(augment_batch(train_set.images[idx], augment), card.mean, card.std)
-                if cfg.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                return model(x)  # type: ignore[no-any-return]
+                    low = train_low[views, torch.from_numpy(idx)].float()
+                else:  # a fresh augmentation of every image, every epoch; the frozen part runs without autograd
+                    x = normalise(augment_batch(train_set.images[idx], augment), card.mean, card.std)
+                    low = lower(x).clone()  # a normal tensor: autograd saves it for the first unfrozen block
+                return model.forward_head(upper(low))
 
             def val_logits() -> torch.Tensor | None:
-                if not len(val_set):
+                if val_low is None:
                     return None
-                if cache_phase2 and val_low is not None:
-                    return model.forward_head(_chunked(lambda a: upper(a.float()), val_low))
-                return torch.from_numpy(predict_logits(model, val_set.images, card, cfg.channels_last))
+                return model.forward_head(_chunked(lambda a: upper(a.float()), val_low))
 
             tune = _Phase("fine-tune", cfg.fine_tune_epochs, cfg.fine_tune_lr,
                           [p for p in model.parameters() if p.requires_grad], step_logits, val_logits)  # fmt: skip
