@@ -920,6 +920,50 @@ def latency_section(model_dir: Path, scans: Sequence[Path], start: float) -> Lat
     return LatencyResult(total, parts)
 
 
+def compare_section(
+    models: dict[str, Path], scans: Sequence[Path], settings: Settings, start: float
+) -> dict[str, dict[str, Timing]]:
+    """Two (or more) model folders side by side, interleaved in the same rounds: one scan end to end
+    (``predict(load_image(path))`` with the heatmap) and a batch of 64 decoded scans without heatmaps."""
+    predictors = {name: Predictor.load(folder, threads=THREADS) for name, folder in models.items()}
+    images = [load_image(p) for p in scans[:64]]
+    single = interleaved(
+        {name: functools.partial(lambda pr, ps: [_predict_path(pr, q) for q in ps], pr, scans[:16])
+         for name, pr in predictors.items()}, settings)  # fmt: skip
+    batch = interleaved(
+        {name: functools.partial(pr.predict_batch, images, cam=False) for name, pr in predictors.items()}, settings
+    )
+    for name in models:
+        log(f"{name}: {single[name].median / 16 * 1e3:.1f} ms/scan single, {batch[name].median / 64 * 1e3:.1f} "
+            "ms/scan batch", start)  # fmt: skip
+    return {"single scan (16 scans, heatmaps)": single, "batch of 64 (no heatmaps)": batch}
+
+
+def report_compare(models: dict[str, Path], result: dict[str, dict[str, Timing]], command: str) -> list[str]:
+    names = list(models)
+    base = names[0]
+    lines = [
+        "# Serving cost: models side by side",
+        "",
+        f"Command: `{command}`. Interleaved rounds in one run (ratios are medians of per-round ratios against "
+        f"`{base}`); {THREADS} ONNX Runtime threads; real Br35H scans; the input gate of each model included.",
+        "",
+        "| workload | "
+        + " | ".join(f"{n} ms/scan" for n in names)
+        + " | "
+        + " | ".join(f"{n} / {base}" for n in names[1:])
+        + " |",
+        "|---|" + "---|" * (2 * len(names) - 1),
+    ]
+    per = {"single scan (16 scans, heatmaps)": 16, "batch of 64 (no heatmaps)": 64}
+    for workload, timings in result.items():
+        cells = [f"{timings[n].median / per[workload] * 1e3:.1f}" for n in names]
+        ratios = [f"{timings[n].ratio(timings[base]):.2f}×" for n in names[1:]]
+        lines.append(f"| {workload} | " + " | ".join(cells + ratios) + " |")
+    lines += ["", "Folders: " + "; ".join(f"{n} = `{models[n]}`" for n in names), ""]
+    return lines
+
+
 # -- report ------------------------------------------------------------------------------------------------
 def _verdict(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
@@ -1304,9 +1348,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="mobilenet_v2 and resnet50 only, fewer repeats")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file (default: bench/results.md)")
+    parser.add_argument("--compare", nargs="+", type=Path, metavar="MODEL_DIR",
+                        help="only compare the serving cost of the bundled model with these model folders "
+                        "(writes bench/results-serving.md unless --out is given)")  # fmt: skip
     args = parser.parse_args(argv)
     settings = Settings.make(args.quick)
     start = time.perf_counter()
+    if args.compare:
+        bundled = bundled_model_dir()
+        if bundled is None:
+            raise SystemExit("--compare needs the bundled default model in this checkout")
+        models = {"bundled": bundled, **{folder.name: folder for folder in args.compare}}
+        with tempfile.TemporaryDirectory(prefix="braintumor-bench-") as tmp:
+            scans = copy_scans(Path(tmp) / "scans")
+            result = compare_section(models, scans, settings, start)
+        out = args.out if args.out != RESULTS else RESULTS.with_name("results-serving.md")
+        out.write_text("\n".join(report_compare(models, result, _command())))
+        log(f"wrote {out}", start)
+        return 0
     started = dt.datetime.now().astimezone()
     torch.set_num_threads(THREADS)
     command = _command()
