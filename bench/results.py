@@ -11,8 +11,9 @@
    the other datasets), tested on all of Br35H.
 5. The seed's own question: grouped 5-fold CV on the seed dataset with Br35H and the 4-class data as extra
    training data (copies of held-out images left out), the bundled model's recipe.
-6. Shortcut probe: can a linear probe on each member's features tell Br35H from the 4-class set within one
-   class — for the previous bundled model (from git history) and the current one.
+6. The bundled model, previous (from git history) against current, on the default split's test part: figures
+   per dataset, and a shortcut probe — can a linear probe on each member's features tell Br35H from the
+   4-class set within one class?
 
 Takes about an hour on 2 CPU cores. Runs land in runs/results/ (not committed); plots are copied to
 docs/results/.
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 SEED, BR35H, FOUR = DATA / "brain_tumor_dataset", DATA / "br35h", DATA / "brain_tumor_mri_4class"
 BIN_METRICS = ["accuracy", "sensitivity", "specificity", "roc_auc", "ece"]
-ORDER = ("cv", "external", "4class", "cross", "seedcv", "probe")
+ORDER = ("cv", "external", "4class", "cross", "seedcv", "default")
 
 
 def _cv_section(work: Path, repeats: int, with_extra: bool, archs: list[str] | None) -> list[str]:
@@ -251,7 +252,7 @@ def _seed_extra_cv_section(work: Path, repeats: int) -> list[str]:
 PREVIOUS_DEFAULT = "b123275"
 
 
-def _probe_section(work: Path) -> list[str]:
+def _default_section(work: Path) -> list[str]:
     import subprocess
     import tarfile
 
@@ -259,7 +260,10 @@ def _probe_section(work: Path) -> list[str]:
     from braintumor.training.data import records_for_split
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from train_default import shortcut_probe
+    from train_default import _scores, shortcut_probe
+
+    from braintumor.evaluation.by_dataset import figures_by_dataset
+    from braintumor.evaluation.calibration import DecisionRule
 
     before = work / "previous-default"
     if not (before / "ensemble.json").is_file():
@@ -276,12 +280,28 @@ def _probe_section(work: Path) -> list[str]:
     rows, _ = read_split(split)
     groups = {r.key: r.group for r in rows}
     test = records_for_split([str(SEED), str(BR35H), str(FOUR)], rows)["test"]
-    probes = {}
+    probes, tables = {}, []
+    y = [int(is_tumor_label(r.label)) for r in test]
     for label, folder in ((f"previous ({PREVIOUS_DEFAULT})", before), ("current", current)):
-        for member, result in shortcut_probe(folder, test, groups).items():
+        spec = json.loads((folder / "ensemble.json").read_text())
+        p_tumor, _, status = _scores(folder, test)
+        keep = [i for i, st in enumerate(status) if st == "ok"]
+        rows_ = figures_by_dataset([test[i].dataset for i in keep], [y[i] for i in keep], p_tumor[keep],
+                                   DecisionRule.from_dict(spec["decision"]))  # fmt: skip
+        d = spec["decision"]
+        tables += [f"**{label}** ({spec.get('version')}): threshold {d['threshold']:.3f}, refer band "
+                   f"[{d['refer_low']:.3f}, {d['refer_high']:.3f}); {len(test) - len(keep)} rejected by its gate.",
+                   "", markdown_table(rows_), ""]  # fmt: skip
+        for member, result in shortcut_probe(folder, [test[i] for i in keep], groups).items():
             probes[f"{label}: {member}"] = result
     return [
-        "## 6. Shortcut probe: do the features tell the source?",
+        "## 6. The bundled model: previous against current, per dataset",
+        "",
+        f"Both models on the test part of the default split (seed 42, n = {len(test)}; neither trained on it), "
+        "each with its own validation-fitted decision rule.",
+        "",
+        *tables,
+        "### Shortcut probe: do the features tell the source?",
         "",
         "A linear probe (logistic regression, grouped 5-fold, out of fold) on each member's pooled features "
         "predicts the dataset — Br35H or the 4-class set — among the default split's *test* images of one "
@@ -324,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         "4class": lambda: _four_class_section(args.work),
         "cross": lambda: _cross_dataset_section(args.work),
         "seedcv": lambda: _seed_extra_cv_section(args.work, args.repeats),
-        "probe": lambda: _probe_section(args.work),
+        "default": lambda: _default_section(args.work),
     }
     for name in args.sections:  # in the order given: cheap sections first when time is short
         parts[name] = sections[name]()

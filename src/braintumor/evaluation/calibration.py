@@ -242,8 +242,9 @@ def decision_rule(
 
     Threshold: among the thresholds keeping sensitivity ≥ ``target_sensitivity``, the one with the best
     balanced accuracy (ties: the highest). With ``groups`` (each image's dataset), the sensitivity target
-    must hold in every group with at least ``min_group_positives`` tumors and the *worst* group's balanced
-    accuracy is maximised — a pooled optimum would favour the largest dataset. Band: :func:`refer_band` — the
+    must hold in every group with at least ``min_group_positives`` tumors, and the *worst* such group's
+    balanced accuracy is maximised — a pooled optimum would favour the largest dataset, and a group of a
+    dozen tumors would make the choice on noise. Band: :func:`refer_band` — the
     narrowest band outside which ``outside_accuracy`` of the scans are right.
     """
     p = np.asarray(p_tumor, dtype=np.float64)
@@ -258,9 +259,10 @@ def decision_rule(
             pos, neg = p[yb & (names == g)], p[~yb & (names == g)]
             sens = (pos[None, :] >= candidates[:, None]).mean(1) if pos.size else np.ones(len(candidates))
             spec = (neg[None, :] < candidates[:, None]).mean(1) if neg.size else np.ones(len(candidates))
-            if pos.size >= min(min_group_positives, int(yb.sum())):
-                sens_ok &= sens >= target_sensitivity - 1e-12
-            if pos.size and neg.size:
+            if pos.size < min(min_group_positives, int(yb.sum())):
+                continue  # too few tumors to say anything about this group
+            sens_ok &= sens >= target_sensitivity - 1e-12
+            if neg.size:
                 worst = np.minimum(worst, (sens + spec) / 2)
         worst[~np.isfinite(worst)] = 0.0
         if sens_ok.any():

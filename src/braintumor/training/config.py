@@ -68,6 +68,9 @@ class TrainConfig:
     # tumors and non-tumors, so no dataset's look can stand in for a class.
     sampling: str = "shuffle"
     balance_power: float = 1.0
+    # "dataset": a cell is (dataset folder, class); "sources": (the datasets the image's duplicate group spans,
+    # class), so images one collection borrowed from another are balanced apart from its own.
+    balance_by: str = "dataset"
     # In a multi-class task, this label means "a tumor of unknown type" (the yes/no datasets' positives after
     # a label map such as yes=tumor): such images train the tumor / no-tumor decision through a partial-label
     # loss, −log(1 − p(no tumor)), and no type.
@@ -117,6 +120,8 @@ class TrainConfig:
             raise ConfigError(f"feature_engine must be auto, onnxruntime or torch, not {self.feature_engine!r}")
         if self.sampling not in ("shuffle", "balanced"):
             raise ConfigError(f"sampling must be shuffle or balanced, not {self.sampling!r}")
+        if self.balance_by not in ("dataset", "sources"):
+            raise ConfigError(f"balance_by must be dataset or sources, not {self.balance_by!r}")
         if not 0 <= self.balance_power <= 1:
             raise ConfigError("balance_power must be in [0, 1]")
         if self.task not in ("auto", "binary", "multiclass"):

@@ -97,6 +97,17 @@ def _resolve_split(
     return rows, digest
 
 
+def _sources_by_key(rows: Sequence[SplitRow]) -> dict[str, str]:
+    """Each image's *sources*: the datasets its duplicate group spans ("br35h+brain_tumor_mri_4class" for a
+    slice both collections published). Balancing over sources rather than folders gives the few images that
+    exist in one collection only their own share, instead of letting a folder's borrowed majority stand for
+    the folder."""
+    spans: dict[int, set[str]] = {}
+    for row in rows:
+        spans.setdefault(row.group, set()).add(row.dataset)
+    return {row.key: "+".join(sorted(spans[row.group])) for row in rows}
+
+
 @dataclass
 class _Phase:
     """One training phase: which parameters learn, and how a batch and the validation set are scored."""
@@ -231,13 +242,14 @@ def train(
         log(f"{untyped} training image(s) of untyped tumors train the tumor / no-tumor decision (partial labels)")
     balanced = cfg.sampling == "balanced"
     crit = Criterion(binary, train_set.targets, len(classes), cfg.class_weights and not balanced, negative)
-    draw_probs = (
-        sampling_weights(train_set.datasets, train_set.targets.tolist(), cfg.balance_power) if balanced else None
-    )
-    val_weights = None
-    if balanced and len(val_set):
-        w = sampling_weights(val_set.datasets, val_set.targets.tolist(), cfg.balance_power)
-        val_weights = torch.from_numpy(w * len(w)).float()
+    draw_probs, val_weights = None, None
+    if balanced:
+        source = _sources_by_key(rows) if cfg.balance_by == "sources" else {}
+        cells = [[source.get(r.key, r.dataset) for r in s.records] for s in (train_set, val_set)]
+        draw_probs = sampling_weights(cells[0], train_set.targets.tolist(), cfg.balance_power)
+        if len(val_set):
+            w = sampling_weights(cells[1], val_set.targets.tolist(), cfg.balance_power)
+            val_weights = torch.from_numpy(w * len(w)).float()
     fit = _Fit(model, crit, cfg, train_set.targets, val_set.targets, val_weights, draw_probs, rng, progress)
     augment = build_augment(cfg.augment)
     best_loss = math.inf
