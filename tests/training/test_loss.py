@@ -71,3 +71,23 @@ def test_intensity_augmentation_keeps_padding_black_and_changes_the_foreground()
     outs = [aug(img) for _ in range(5)]
     assert all(o.dtype == torch.uint8 and int(o[:, :8].max()) == 0 for o in outs)
     assert any(not torch.equal(o, img) for o in outs)
+
+
+def test_sources_of_an_image_are_the_datasets_its_duplicate_group_spans() -> None:
+    from braintumor.data.splits import SplitRow
+    from braintumor.training.loop import _sources_by_key
+
+    rows = [
+        SplitRow("a/no/1.jpg", "a", "no/1.jpg", "no", 0, "train", None),
+        SplitRow("b/notumor/1.jpg", "b", "notumor/1.jpg", "notumor", 0, "train", None),  # b re-published a's slice
+        SplitRow("b/notumor/2.jpg", "b", "notumor/2.jpg", "notumor", 1, "train", None),  # b's own
+    ]
+    assert _sources_by_key(rows) == {"a/no/1.jpg": "a+b", "b/notumor/1.jpg": "a+b", "b/notumor/2.jpg": "b"}
+
+
+def test_balance_by_is_validated() -> None:
+    from braintumor.training.config import ConfigError, TrainConfig
+
+    assert TrainConfig(balance_by="sources").validated().balance_by == "sources"
+    with pytest.raises(ConfigError, match="balance_by"):
+        TrainConfig(balance_by="folder").validated()
