@@ -35,6 +35,25 @@ class NoPixelDataError(ImageError):
     """A DICOM object without pixel data (a structured report, an RT plan …)."""
 
 
+class DicomStructureError(CorruptImageError):
+    """A DICOM whose element stream is malformed or nested deeper than the cap (refused before pydicom parses it)."""
+
+
+class DecodeLimitError(ImageError):
+    """Decoding an upload ran past its time or memory budget and was stopped (the file is not processed)."""
+
+
+class ServiceBusyError(BrainTumorError):
+    """A bounded resource (password-hashing slots) is saturated; the client should retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[type[ServiceBusyError], tuple[str, int]]:
+        return type(self), (str(self), self.retry_after)
+
+
 class DatasetError(BrainTumorError):
     """A dataset folder or split file is missing, empty or inconsistent."""
 

@@ -4,6 +4,13 @@ The datasets we serve lie about their extensions (``.jpg`` files that are PNG, R
 16-bit PNGs), and clinical users upload DICOM. :func:`load_image` turns all of them into 8-bit pixels plus
 an :class:`ImageMeta` that later stages (letterbox, heatmap mapping, reports) read instead of guessing.
 
+Uploads are hostile input, so every cost is bounded by :class:`ImageLimits` *before* anything is decoded: the
+pixels of the frame we decode, its decoded bytes (width × height × channels × bytes per sample), the number of
+frames, and for DICOM the nesting depth, element count and declared lengths (see
+:func:`braintumor.data.dicom.check_structure`). Only one frame is ever decoded: the middle one, except for
+animated PNGs, where reaching a later frame means decoding every frame before it, so the default image (the
+first) is used.
+
 Example:
     >>> from braintumor.data import load_image
     >>> img = load_image("scan.dcm")  # doctest: +SKIP
@@ -33,6 +40,47 @@ from braintumor.errors import (
 #: Default cap on decoded pixels (width × height of the frame we decode): 40 MP is far beyond any MRI slice
 #: and keeps a hostile upload (a "decompression bomb") from exhausting memory.
 DEFAULT_MAX_PIXELS = 40_000_000
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What one image may cost to decode; checked from headers before any pixel is decoded.
+
+    ``max_pixels`` and ``max_frame_bytes`` bound the one frame we decode (``max_frame_bytes``: width × height ×
+    channels × bytes per sample, as stored); ``max_frames`` bounds the frame count a file may declare;
+    ``max_dicom_depth``, ``max_dicom_elements`` and ``max_inflated_bytes`` bound the DICOM structure (sequence
+    nesting, data elements including sequence items, and a deflated data set once inflated). The defaults suit
+    local files; the API passes tighter ones from its settings.
+    """
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_frame_bytes: int = 256 * 1024 * 1024
+    max_frames: int = 10_000
+    max_dicom_depth: int = 16
+    max_dicom_elements: int = 100_000
+    max_inflated_bytes: int = 256 * 1024 * 1024
+
+    def check_frame(self, what: str, width: int, height: int, channels: int, bytes_per_sample: int) -> None:
+        """Refuse a frame whose size or decoded bytes pass the caps (``what`` names the format in messages)."""
+        if width <= 0 or height <= 0:
+            raise CorruptImageError(f"{what} declares an empty image ({width}×{height})")
+        if width * height > self.max_pixels:
+            raise ImageTooLargeError(
+                f"image too large: {width}×{height} = {width * height:,} pixels exceeds the cap of {self.max_pixels:,}"
+            )
+        decoded = width * height * max(1, channels) * max(1, bytes_per_sample)
+        if decoded > self.max_frame_bytes:
+            raise ImageTooLargeError(
+                f"image too large: {width}×{height}×{channels}×{bytes_per_sample} bytes = {decoded / 1048576:.1f} MB "
+                f"decoded exceeds the cap of {self.max_frame_bytes / 1048576:g} MB"
+            )
+
+    def check_frames(self, what: str, frames: int) -> None:
+        if frames < 1:
+            raise CorruptImageError(f"{what} declares {frames} frames")
+        if frames > self.max_frames:
+            raise ImageTooLargeError(f"too many frames: {what} declares {frames:,}, the cap is {self.max_frames:,}")
+
 
 ImageSource = str | Path | bytes | bytearray | memoryview
 
@@ -118,12 +166,16 @@ def read_bytes(source: ImageSource) -> bytes:
         raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
-def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+def load_image(
+    source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, limits: ImageLimits | None = None
+) -> LoadedImage:
     """Decode ``source`` into 8-bit pixels and metadata.
 
-    Raises a subclass of :class:`~braintumor.errors.ImageError` with a one-line reason for empty,
-    truncated, unsupported, oversized or pixel-less input.
+    ``limits`` bounds the work (default: :class:`ImageLimits` with ``max_pixels``). Raises a subclass of
+    :class:`~braintumor.errors.ImageError` with a one-line reason for empty, truncated, unsupported, oversized,
+    over-complex or pixel-less input.
     """
+    limits = limits or ImageLimits(max_pixels=max_pixels)
     data = read_bytes(source)
     if not data:
         raise EmptyImageError("empty input: 0 bytes")
@@ -135,11 +187,36 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     if fmt == "dicom":
         from braintumor.data.dicom import decode_dicom
 
-        return decode_dicom(data, max_pixels=max_pixels)
-    return _decode_raster(data, fmt, max_pixels=max_pixels)
+        return decode_dicom(data, limits=limits)
+    return _decode_raster(data, fmt, limits=limits)
 
 
-def _decode_raster(data: bytes, fmt: str, *, max_pixels: int) -> LoadedImage:
+#: Channels and bytes per sample of each PIL mode (what one decoded pixel costs).
+_MODE_COST = {
+    "1": (1, 1),
+    "L": (1, 1),
+    "P": (1, 1),
+    "LA": (2, 1),
+    "PA": (2, 1),
+    "La": (2, 1),
+    "RGB": (3, 1),
+    "YCbCr": (3, 1),
+    "LAB": (3, 1),
+    "HSV": (3, 1),
+    "RGBA": (4, 1),
+    "RGBa": (4, 1),
+    "RGBX": (4, 1),
+    "CMYK": (4, 1),
+    "I;16": (1, 2),
+    "I;16B": (1, 2),
+    "I;16L": (1, 2),
+    "I;16N": (1, 2),
+    "I": (1, 4),
+    "F": (1, 4),
+}
+
+
+def _decode_raster(data: bytes, fmt: str, *, limits: ImageLimits) -> LoadedImage:
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with warnings.catch_warnings():
@@ -151,20 +228,29 @@ def _decode_raster(data: bytes, fmt: str, *, max_pixels: int) -> LoadedImage:
     except Exception as exc:  # PIL raises many types for damaged headers
         raise CorruptImageError(f"damaged {fmt.upper()} header: {_reason(exc)}") from exc
     width, height = im.size
-    n_frames = int(getattr(im, "n_frames", 1))
-    _check_size(fmt, width, height, max_pixels)
+    what = fmt.upper()
+    _check_frame(im, what, limits)
+    try:
+        # An animated PNG declares its frame count up front (acTL); a TIFF walks its page chain here.
+        n_frames = int(getattr(im, "n_frames", 1))
+    except Exception as exc:
+        raise CorruptImageError(f"damaged {what} frame list: {_reason(exc)}") from exc
+    limits.check_frames(what, n_frames)
     notes: list[str] = []
     frame_index = 0
-    if n_frames > 1:
+    if n_frames > 1 and fmt == "png":
+        # APNG frames build on one another: frame k costs decoding frames 0..k, so take the default image.
+        notes.append(f"animated PNG: used frame 1 of {n_frames} (the default image)")
+    elif n_frames > 1:
         frame_index = n_frames // 2
         try:
             im.seek(frame_index)
         except Exception as exc:
-            raise CorruptImageError(f"damaged {fmt.upper()} frame {frame_index + 1}: {_reason(exc)}") from exc
+            raise CorruptImageError(f"damaged {what} frame {frame_index + 1}: {_reason(exc)}") from exc
         # Frames may differ in size (a TIFF with a thumbnail page): cap and report the frame we decode.
         width, height = im.size
-        _check_size(fmt, width, height, max_pixels)
-        notes.append(f"multi-frame {fmt.upper()}: used frame {frame_index + 1} of {n_frames} (the middle)")
+        _check_frame(im, what, limits)
+        notes.append(f"multi-frame {what}: used frame {frame_index + 1} of {n_frames} (the middle)")
     mode = im.mode
     try:
         im.load()
@@ -185,13 +271,10 @@ def _decode_raster(data: bytes, fmt: str, *, max_pixels: int) -> LoadedImage:
     )
 
 
-def _check_size(fmt: str, width: int, height: int, max_pixels: int) -> None:
-    if width <= 0 or height <= 0:
-        raise CorruptImageError(f"{fmt.upper()} declares an empty image ({width}×{height})")
-    if width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"image too large: {width}×{height} = {width * height:,} pixels exceeds the cap of {max_pixels:,}"
-        )
+def _check_frame(im: Image.Image, what: str, limits: ImageLimits) -> None:
+    width, height = im.size
+    channels, sample_bytes = _MODE_COST.get(im.mode, (4, 4))  # an unlisted mode is costed as the widest
+    limits.check_frame(what, width, height, channels, sample_bytes)
 
 
 def _to_uint8(im: Image.Image, notes: list[str]) -> tuple[np.ndarray, int]:

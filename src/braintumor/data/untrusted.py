@@ -1,0 +1,114 @@
+"""Run the parsing of untrusted bytes in a child process with a deadline and a memory ceiling.
+
+Why: header checks (:class:`~braintumor.data.io.ImageLimits`) bound what a file *declares*, but a decoder can still
+spend unbounded time or memory on what it *contains* (a progressive JPEG with thousands of scans, a bug in a C
+decoder). A thread cannot be stopped; a process can. :func:`run_isolated` runs one call in a process forked from a
+clean, single-threaded fork server (``multiprocessing`` "forkserver", with the decoders imported once), under an
+address-space limit (``RLIMIT_AS``), and kills it at the deadline. The caller gets the result, the call's own typed
+error, or a typed error saying which budget ran out — never a hung worker, a half-written result or a crashed
+server.
+
+The cost is a fork per call (a few milliseconds once the fork server runs) and pickling the input and the result.
+
+Example:
+    >>> from braintumor.data.io import load_image
+    >>> image = run_isolated(load_image, b"...", timeout_s=10, memory_mb=1024)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import resource
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, TypeVar
+
+from braintumor.errors import BrainTumorError, CorruptImageError, DecodeLimitError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Imported once in the fork server, so that each child starts with the decoders loaded.
+PRELOAD = ("numpy", "PIL.Image", "PIL.PngImagePlugin", "PIL.JpegImagePlugin", "pydicom", "braintumor.data.io")
+_context_lock = threading.Lock()
+_context: Any = None
+
+
+def _forkserver(extra_preload: tuple[str, ...]) -> Any:
+    global _context
+    with _context_lock:
+        if _context is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(list(dict.fromkeys((*PRELOAD, *extra_preload))))
+            _context = ctx
+        return _context
+
+
+def run_isolated(
+    func: Callable[..., T],
+    *args: Any,
+    timeout_s: float,
+    memory_mb: int | None = None,
+    preload: tuple[str, ...] = (),
+) -> T:
+    """``func(*args)`` in a child process; ``func`` must be importable by name (a module-level function).
+
+    Raises what ``func`` raised when that is a :class:`~braintumor.errors.BrainTumorError`;
+    :class:`~braintumor.errors.DecodeLimitError` when the call ran past ``timeout_s`` or needed more than
+    ``memory_mb`` MiB beyond what the child started with; :class:`~braintumor.errors.CorruptImageError` when the
+    child died or ``func`` raised anything else (the details go to the server log, not to the client).
+    """
+    ctx = _forkserver((*preload, func.__module__))
+    receiver, sender = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(sender, func, args, memory_mb), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout_s):
+            raise DecodeLimitError(f"decoding took longer than {timeout_s:g} s (the limit); the file was not processed")
+        try:
+            status, payload = receiver.recv()
+        except (EOFError, OSError):
+            child.join(5)
+            log.error("isolated %s died with exit code %s", getattr(func, "__name__", func), child.exitcode)
+            raise CorruptImageError("cannot decode this file: the decoder stopped abnormally") from None
+    finally:
+        receiver.close()
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+    if status == "ok":
+        result: T = payload
+        return result
+    if status == "error":
+        raise payload
+    if status == "memory":
+        raise DecodeLimitError(f"decoding needed more than {memory_mb} MB (the limit); the file was not processed")
+    log.error("isolated %s raised %s", getattr(func, "__name__", func), payload)
+    raise CorruptImageError("cannot decode this file")
+
+
+def _child(sender: Connection, func: Callable[..., Any], args: tuple[Any, ...], memory_mb: int | None) -> None:
+    if memory_mb is not None:
+        # The budget counts from what the child already maps (interpreter, numpy, decoders).
+        mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        limit = mapped + memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        message: tuple[str, Any] = ("ok", func(*args))
+    except MemoryError:
+        message = ("memory", None)
+    except BrainTumorError as exc:
+        message = ("error", exc)
+    except Exception as exc:
+        message = ("crash", f"{type(exc).__name__}: {str(exc)[:300]}")
+    try:
+        sender.send(message)
+    except MemoryError:
+        sender.send(("memory", None))
+    finally:
+        sender.close()
