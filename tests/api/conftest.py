@@ -18,7 +18,7 @@ from braintumor.api import Settings, create_app
 from braintumor.inference.predictor import Predictor
 
 PASSWORD = "correct-horse-battery"
-SECRET = "test-secret-" + "x" * 40
+SECRET = "tJ4nV9qXe2LwB7sKd0RzP5mYc8HgUa3FoT6iNb1EyQk"  # random: weak secrets are refused
 #: Cheap argon2 for tests (production keeps pwdlib's strong defaults).
 FAST = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1, "auth_rate_per_minute": 100_000}
 _DEFAULT: Any = object()

@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from braintumor.api import ConfigError, Settings, create_app
 from braintumor.api.config import ensure_secret
 
+SECRET = "kR5tY8uW2qZ7xN4vB1mC9sL3dH6gJ0fPaEoIiUtQwKn"
+
 
 def test_there_is_no_default_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BRAINTUMOR_SECRET_KEY", raising=False)
@@ -23,10 +25,47 @@ def test_there_is_no_default_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         create_app(settings)
 
 
-@pytest.mark.parametrize("value", ["changethis", "secret", "short-but-random-ish"])
+@pytest.mark.parametrize(
+    "value",
+    ["changethis", "secret", "short-but-random-ish", "k" * 40, "test-secret-" + "x" * 40, "0123456789abcdef" * 4],
+)
 def test_weak_secrets_are_refused(value: str) -> None:
-    with pytest.raises(ValidationError, match="at least 32 characters"):
+    with pytest.raises(ValidationError, match="at least 32 random bytes"):
         Settings(secret_key=value)
+
+
+def _example_values() -> dict[str, str]:
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "env.example").read_text()
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+
+
+def test_the_example_secret_does_not_start_production(tmp_path: Path) -> None:
+    """Replays issue 13 item 6: the placeholder of deploy/env.example passed validation and signed tokens."""
+    example = _example_values()
+    with pytest.raises(ValidationError, match="example or a placeholder"):
+        Settings(env="production", secret_key=example["BRAINTUMOR_SECRET_KEY"], data_dir=tmp_path)
+    for weak in ("x" * 31, "short", "ab" * 30):
+        with pytest.raises(ValidationError, match="BRAINTUMOR_SECRET_KEY is refused"):
+            Settings(env="production", secret_key=weak, data_dir=tmp_path)
+    good = "pQ8rT3vX6zB1nM4kW7cY0sL2dH5gJ9fAeUoIiRtEwZn"
+    assert Settings(env="production", secret_key=good, data_dir=tmp_path).secret_key is not None
+
+
+def test_the_example_mongo_password_is_refused(tmp_path: Path) -> None:
+    """The compose file builds BRAINTUMOR_MONGO_URI from MONGO_ROOT_PASSWORD: its example value must not pass."""
+    example = _example_values()
+    user, password = example["MONGO_ROOT_USER"], example["MONGO_ROOT_PASSWORD"]
+    uri = f"mongodb://{user}:{password}@mongo:27017/?authSource=admin"
+    base = {"secret_key": SECRET, "data_dir": tmp_path, "storage": "mongodb"}
+    for env in ("development", "production"):
+        with pytest.raises(ValidationError, match="example value"):
+            Settings(**base, env=env, mongo_uri=uri)
+    with pytest.raises(ValidationError, match="refused in production"):
+        Settings(**base, env="production", mongo_uri="mongodb://braintumor:hunter2hunter2@mongo:27017/")
+    with pytest.raises(ValidationError, match="there is none"):
+        Settings(**base, env="production", mongo_uri="mongodb://mongo:27017/")
+    strong = "mongodb://braintumor:Vb7Qp2Xz9Lr4Tn6Kc1Wm8Sd3Hf5Gj0AeUoIiRtEwYqPs@mongo:27017/?authSource=admin"
+    assert Settings(**base, env="production", mongo_uri=strong).mongo_uri is not None
 
 
 def test_production_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
@@ -51,7 +90,7 @@ def test_development_generates_and_keeps_a_private_secret(tmp_path: Path) -> Non
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("BRAINTUMOR_SECRET_KEY", "e" * 40)
+    monkeypatch.setenv("BRAINTUMOR_SECRET_KEY", "eQ3vL8pZ1xN6cT9rB4kW7sD2mY5hG0fJaUoIiRtEwKn")
     monkeypatch.setenv("BRAINTUMOR_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("BRAINTUMOR_STORAGE", "mongodb")
     monkeypatch.setenv("BRAINTUMOR_MONGO_URI", "mongodb://user:pw@127.0.0.1:1")
@@ -71,7 +110,7 @@ def test_unreachable_mongodb_is_a_clear_error(tmp_path: Path) -> None:
     from braintumor.storage import StorageError
 
     settings = Settings(
-        secret_key="k" * 40,
+        secret_key=SECRET,
         data_dir=tmp_path,
         storage="mongodb",
         mongo_uri="mongodb://u:topsecret@127.0.0.1:1",
@@ -155,7 +194,7 @@ def test_api_never_imports_torch(smoke_export: Path) -> None:
         "from braintumor.api import Settings, create_app\n"
         "import tempfile\n"
         f"model = {str(smoke_export)!r}\n"
-        "app = create_app(Settings(secret_key='k' * 40, data_dir=tempfile.mkdtemp(), model_dir=model))\n"
+        f"app = create_app(Settings(secret_key={SECRET!r}, data_dir=tempfile.mkdtemp(), model_dir=model))\n"
         "assert app.state.predictor is not None\n"
         "import braintumor.api.reports, braintumor.api.analysis\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"

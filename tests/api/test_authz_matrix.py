@@ -19,7 +19,7 @@ from braintumor.api import Settings, create_app
 
 PASSWORD = "correct-horse-battery"
 NEW_PASSWORD = "another-long-secret"
-SECRET = "matrix-secret-" + "z" * 40
+SECRET = "mX7cR2pLq9VzK4tBw6NsJ1hYd8GfEa3UoW5iTb0CxQn"
 ROLES = ("anonymous", "other", "owner", "admin")
 FAST = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1, "auth_rate_per_minute": 100_000}
 _counter = itertools.count()

@@ -8,6 +8,8 @@ import pytest
 from braintumor.api.config import Settings
 from braintumor.api.security import LoginGuard, Security, new_recovery_key, normalise_recovery_key
 
+SECRET = "sK2mW8qZ4xR7vN1cT5bY9hL3dG6fJ0pAeUoIiQtEwBn"
+
 
 def test_rate_window_slides() -> None:
     guard = LoginGuard(rate_per_minute=2, attempts=3, lockout_s=60)
@@ -52,14 +54,14 @@ def test_recovery_keys() -> None:
 
 
 def test_tokens_need_the_access_type_and_a_version() -> None:
-    settings = Settings(secret_key="s" * 40, argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1)
+    settings = Settings(secret_key=SECRET, argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1)
     sec = Security(settings)
     token, lifetime = sec.create_token("uid", 3)
     claims = sec.decode_token(token)
     assert claims["sub"] == "uid" and claims["tv"] == 3 and lifetime == 3600
     other = jwt.encode(
         {"sub": "uid", "tv": 3, "iat": claims["iat"], "exp": claims["exp"], "typ": "refresh"},
-        "s" * 40,
+        SECRET,
         algorithm="HS256",
     )
     with pytest.raises(jwt.InvalidTokenError):

@@ -33,6 +33,9 @@ def _identified(name: str = "MR_small.dcm") -> bytes:
     item.PatientName = "Nested^Name"
     item.ReferencedSOPInstanceUID = "1.2.3.4"
     ds.ReferencedStudySequence = Sequence([item])
+    series = Dataset()
+    series.SeriesInstanceUID = "1.2.3.5"
+    ds.ReferencedSeriesSequence = Sequence([series])  # not in the profile's table: kept, its items cleaned
     buf = io.BytesIO()
     ds.save_as(buf)
     return buf.getvalue()
@@ -60,7 +63,9 @@ def test_identifiers_removed_pixels_kept(name: str) -> None:
     assert ds.PatientIdentityRemoved == "YES" and ds.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
     assert "PatientAge" not in ds and str(ds.PatientName) == ""
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
-    assert ds.ReferencedStudySequence[0].ReferencedSOPInstanceUID.startswith("2.25.")
+    # PS3.15 says X/Z for Referenced Study Sequence (emptied); a sequence the table keeps has its UIDs replaced.
+    assert "ReferencedStudySequence" not in ds or not ds.ReferencedStudySequence[0].ReferencedSOPInstanceUID
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID.startswith("2.25.")
     before, after = load_image(raw), load_image(clean.data)
     assert np.array_equal(before.pixels, after.pixels)
     assert not set(after.meta.dicom) & set(IDENTIFYING_TAGS) - {"StudyInstanceUID", "SeriesInstanceUID"}

@@ -1,8 +1,12 @@
-"""One upload in, everything to store out: sniff, decode, predict, de-identify, render heatmaps.
+"""One upload in, everything to store out: sniff, decode, de-identify, predict, render heatmaps.
 
 Why a module of its own: the route only reads the upload and stores what this returns, so the whole CPU-bound
 path runs in one worker thread, and nothing is stored unless every step succeeded (an image that is not an MRI,
 or a DICOM that cannot be de-identified, leaves no trace).
+
+Everything that touches the uploaded bytes — decoding under :class:`~braintumor.data.io.ImageLimits`, DICOM
+de-identification, stripping JPEG/PNG metadata — is :func:`parse_upload`, which runs in a child process with a
+deadline and a memory ceiling (:func:`braintumor.data.untrusted.run_isolated`); the model only ever sees pixels.
 
 Example:
     >>> analysis = analyse(png_bytes, "scan.png", predictor, settings, salt=b"k")  # doctest: +SKIP
@@ -21,18 +25,30 @@ import numpy as np
 from PIL import Image
 
 from braintumor.api.config import Settings
-from braintumor.data.io import LoadedImage, load_image, sniff_format
+from braintumor.data.io import ImageLimits, LoadedImage, load_image, sniff_format
 from braintumor.data.transforms import resize_float
+from braintumor.data.untrusted import run_isolated
 from braintumor.errors import EmptyImageError, UnsupportedImageError
 from braintumor.explain.overlay import colorize, normalise_map, overlay
 from braintumor.inference.predictor import Prediction, Predictor
 from braintumor.storage import Blob, NewScan
-from braintumor.storage.deid import deidentified_tags, deidentify
+from braintumor.storage.deid import deidentified_tags, deidentify, strip_metadata
 
 ACCEPTED = {"jpeg": "image/jpeg", "png": "image/png", "dicom": "application/dicom"}
 PREVIEW_SIDE = 32
 CAM_BLOB_SIDE = 256
 DISCLAIMER = "Decision support, not a diagnosis: every result must be reviewed by a qualified clinician."
+
+
+@dataclass(frozen=True)
+class ParsedUpload:
+    """What :func:`parse_upload` returns: the pixels, and the bytes to store (cleaned) with their tags."""
+
+    image: LoadedImage
+    original: bytes
+    tags: dict[str, str]
+    deidentified: bool
+    burned_in_annotation: bool
 
 
 @dataclass(frozen=True)
@@ -58,18 +74,26 @@ def analyse(data: bytes, filename: str | None, predictor: Predictor, settings: S
     if fmt not in ACCEPTED:
         what = fmt.upper() if fmt else "not an image"
         raise UnsupportedImageError(f"only JPEG, PNG and DICOM are accepted (decided by content); this is {what}")
-    image = load_image(data, max_pixels=settings.max_pixels)
+    args = (data, fmt, settings.image_limits, salt, settings.keep_dicom_identifiers)
+    if settings.isolate_decoding:
+        parsed = run_isolated(
+            parse_upload,
+            *args,
+            timeout_s=settings.decode_timeout_s,
+            memory_mb=settings.decode_memory_mb,
+            preload=("braintumor.data.dicom", "braintumor.storage.deid", "dicomanonymizer"),
+        )
+    else:
+        parsed = parse_upload(*args)
+    image = parsed.image
     prediction = predictor.predict(image)
 
-    original, tags, notes = data, dict(image.meta.dicom), list(image.meta.notes) + list(prediction.notes)
-    deidentified = False
-    if fmt == "dicom" and not settings.keep_dicom_identifiers:
-        clean = deidentify(data, salt=salt)
-        original, tags, deidentified = clean.data, deidentified_tags(tags), True
-        if clean.burned_in_annotation:
-            notes.append("the DICOM declares burned-in annotations: identifying text may remain in the pixels")
+    tags, notes = parsed.tags, list(image.meta.notes) + list(prediction.notes)
+    if parsed.burned_in_annotation:
+        notes.append("the DICOM declares burned-in annotations: identifying text may remain in the pixels")
+    deidentified = parsed.deidentified
 
-    blobs = [Blob("original", original, ACCEPTED[fmt])]
+    blobs = [Blob("original", parsed.original, ACCEPTED[fmt])]
     preview = None
     if prediction.cam is not None:
         heat_png, overlay_png, cam_npy, preview = render(image, prediction.cam, settings)
@@ -92,6 +116,19 @@ def analyse(data: bytes, filename: str | None, predictor: Predictor, settings: S
         result=result,
     )
     return Analysis(scan, blobs)
+
+
+def parse_upload(data: bytes, fmt: str, limits: ImageLimits, salt: bytes, keep_identifiers: bool) -> ParsedUpload:
+    """Decode an upload and make the copy to store: DICOM de-identified (unless the site keeps identifiers), JPEG
+    and PNG without metadata. Raises typed image errors only; meant to run in :func:`run_isolated`."""
+    image = load_image(data, limits=limits)
+    tags = dict(image.meta.dicom)
+    if fmt == "dicom":
+        if keep_identifiers:
+            return ParsedUpload(image, data, tags, False, False)
+        clean = deidentify(data, salt=salt, limits=limits)
+        return ParsedUpload(image, clean.data, deidentified_tags(tags), True, clean.burned_in_annotation)
+    return ParsedUpload(image, strip_metadata(data, fmt), tags, False, False)
 
 
 def build_result(

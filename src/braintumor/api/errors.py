@@ -8,13 +8,15 @@ id to quote. Validation errors never echo the submitted values (they may be pass
 =============================== ====== =============================================
 error                            status body
 =============================== ====== =============================================
-ImageTooLargeError                413    the reason (size and cap)
+ImageTooLargeError                413    the reason (size, decoded bytes, frames, elements and cap)
 UnsupportedImageError             415    the reason (formats accepted)
-other ImageError                  422    the reason (empty, truncated, no pixels …)
+other ImageError                  422    the reason (empty, truncated, no pixels, nested too
+                                         deep, decoding past its time or memory budget …)
 NotAnMRIError                     422    the input gate's reason
 InvalidRequestError, PolicyError  400    the reason
 UserExistsError, LastAdminError   409    the reason
 UserNotFoundError                 404    "not found"
+ServiceBusyError                  503    the reason, with ``Retry-After``
 StorageError                      503    "storage unavailable" + request id
 ModelLoadError                    503    "model unavailable" + request id
 anything else                     500    "internal error" + request id
@@ -39,6 +41,7 @@ from braintumor.errors import (
     ImageTooLargeError,
     InvalidRequestError,
     NotAnMRIError,
+    ServiceBusyError,
     UnsupportedImageError,
 )
 from braintumor.inference.predictor import ModelLoadError
@@ -57,6 +60,7 @@ ERROR_STATUS: tuple[tuple[type[BaseException], int, bool], ...] = (
     (UserExistsError, 409, True),
     (LastAdminError, 409, True),
     (UserNotFoundError, 404, False),
+    (ServiceBusyError, 503, True),
     (StorageError, 503, False),
     (ModelLoadError, 503, False),
 )
@@ -84,6 +88,9 @@ def _body(detail: object) -> dict[str, object]:
 
 async def _typed(request: Request, exc: Exception) -> JSONResponse:
     status, show = status_for(exc)
+    if isinstance(exc, ServiceBusyError):
+        headers = {"Retry-After": str(exc.retry_after)}
+        return JSONResponse(_body(public_message(exc)), status_code=status, headers=headers)
     if status >= 500:
         log.error("%s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
         detail = _GENERIC.get(status, "internal error")
