@@ -717,3 +717,39 @@ def test_error_hierarchy() -> None:
         assert issubclass(cls, ImageError)
         assert issubclass(cls, BrainTumorError)
         assert issubclass(cls, ValueError)
+
+
+# -- decode limits (issue 13 item 4) -----------------------------------------------------------------------------
+def _apng(values: list[int], size: int = 32) -> bytes:
+    frames = [Image.new("L", (size, size), v) for v in values]
+    buf = io.BytesIO()
+    frames[0].save(buf, "PNG", save_all=True, append_images=frames[1:], duration=10)
+    return buf.getvalue()
+
+
+def test_animated_png_uses_the_default_image_without_decoding_later_frames() -> None:
+    """Reaching the middle frame of an APNG decodes every frame before it (56 s of CPU for 4000 frames)."""
+    image = load_image(_apng([10, 128, 250]))
+    assert image.meta.frames == 3 and image.meta.frame_index == 0
+    assert int(image.pixels[0, 0]) == 10
+    assert "animated PNG: used frame 1 of 3 (the default image)" in image.meta.notes
+
+
+def test_frame_count_is_checked_from_the_header() -> None:
+    from braintumor.data.io import ImageLimits
+
+    data = _apng([0, 255] * 2000, size=16)
+    with pytest.raises(ImageTooLargeError, match="PNG declares 4,000, the cap is 1,000") as info:
+        load_image(data, limits=ImageLimits(max_frames=1000))
+    assert_one_line(info.value)
+
+
+def test_decoded_bytes_are_checked_before_decoding(encoder: Callable[..., bytes]) -> None:
+    from braintumor.data.io import ImageLimits
+
+    rgb = encoder(np.zeros((600, 800, 3), np.uint8), "PNG")
+    limits = ImageLimits(max_frame_bytes=1024 * 1024)
+    with pytest.raises(ImageTooLargeError, match=r"800×600×3×1 bytes = 1\.4 MB decoded exceeds the cap of 1 MB"):
+        load_image(rgb, limits=limits)
+    gray = encoder(np.zeros((600, 800), np.uint8), "PNG")
+    assert load_image(gray, limits=limits).pixels.shape == (600, 800)  # 0.46 MB: one byte a pixel
