@@ -51,6 +51,18 @@ def scan(store: Storage, owner: str, filename: str = "a.png", label: str = "tumo
     return store.add_scan(NewScan(owner, filename, label, **fields), blobs(tag))
 
 
+# -- revoked tokens (sign-out, issue 13 item 8) ------------------------------------------------------------
+def test_revoked_tokens_stay_revoked_until_they_expire(store: Storage) -> None:
+    now = utcnow()
+    assert not store.is_token_revoked("jti-1")
+    store.revoke_token("jti-1", now + dt.timedelta(hours=1))
+    store.revoke_token("jti-1", now + dt.timedelta(hours=1))  # revoking twice is fine
+    store.revoke_token("old", now - dt.timedelta(seconds=1))
+    assert store.is_token_revoked("jti-1") and not store.is_token_revoked("jti-2")
+    store.revoke_token("jti-3", now + dt.timedelta(minutes=5))  # purges what has expired
+    assert not store.is_token_revoked("old") and store.is_token_revoked("jti-3")
+
+
 # -- users -----------------------------------------------------------------------------------------------
 def test_users_are_unique_case_insensitively(store: Storage) -> None:
     alice = user(store, "Alice")

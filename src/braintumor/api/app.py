@@ -257,6 +257,8 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
         rate_per_minute=settings.auth_rate_per_minute,
         attempts=settings.login_attempts,
         lockout_s=settings.lockout_minutes * 60,
+        backoff_after=settings.account_backoff_after,
+        backoff_max_s=settings.account_backoff_max_s,
     )
     app.state.audit = AuditLog(settings.audit_log_path)
     app.state.deid_salt = scans.deid_salt(settings.secret_key.get_secret_value())

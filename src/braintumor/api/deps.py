@@ -86,7 +86,10 @@ def get_current_user(request: Request, token: TokenDep, storage: StorageDep, sec
     user = storage.get_user_by_id(str(claims["sub"]))
     if user is None or user.token_version != claims["tv"]:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or expired token", headers=_UNAUTHORIZED)
+    if storage.is_token_revoked(str(claims.get("jti", ""))):  # signed out
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or expired token", headers=_UNAUTHORIZED)
     request.state.username = user.username
+    request.state.token_claims = claims
     return user
 
 
@@ -104,5 +107,6 @@ AdminUser = Annotated[UserRecord, Depends(get_admin)]
 
 
 def client_address(request: Request) -> str:
-    """The peer address used for rate limits (uvicorn resolves trusted proxy headers)."""
+    """The peer address used for rate limits and lockouts: the TCP peer, or the address a configured proxy
+    reported (``BRAINTUMOR_TRUSTED_PROXIES``, resolved by :class:`~braintumor.api.app.TrustedProxyMiddleware`)."""
     return request.client.host if request.client else "unknown"

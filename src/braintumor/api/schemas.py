@@ -173,6 +173,22 @@ class UserPage(BaseModel):
     pages: int
 
 
+class LockPublic(BaseModel):
+    """A sign-in lock or back-off. ``username`` is the account, or ``unknown:<hash>`` for a name that is not one
+    (it may be a password typed into the wrong field); ``client`` is ``None`` for the account-wide back-off."""
+
+    username: str
+    client: str | None
+    scope: Literal["client", "account"]
+    failures: int
+    locked_for_s: float
+
+
+class LocksCleared(BaseModel):
+    username: str
+    cleared: int
+
+
 class UserScans(BaseModel):
     username: str
     scans: int

@@ -13,6 +13,7 @@ Guarantees every backend gives:
 * Usernames are unique (case-insensitive: they are stored lowercased) and the last admin cannot be demoted or
   deleted.
 * Filename search is plain text (a substring, case-insensitive), never a pattern.
+* A revoked token stays revoked until it expires, across restarts and processes (sign-out is stored, not cached).
 
 Example:
     >>> from braintumor.storage import open_storage
@@ -252,6 +253,13 @@ class Storage(Protocol):
         ...
 
     def count_admins(self) -> int: ...
+
+    # revoked tokens (sign-out)
+    def revoke_token(self, token_id: str, expires_at: dt.datetime) -> None:
+        """Refuse the token ``token_id`` (its ``jti``) from now until ``expires_at``; expired entries are purged."""
+        ...
+
+    def is_token_revoked(self, token_id: str) -> bool: ...
 
     # scans and blobs
     def add_scan(self, scan: NewScan, blobs: Sequence[Blob]) -> ScanRecord:

@@ -96,12 +96,14 @@ class MongoStorage:
             self._users = self._db["users"]
             self._history = self._db["history"]
             self._files = self._db["fs.files"]
+            self._revoked = self._db["revoked_tokens"]
             self._bucket = gridfs.GridFSBucket(self._db)
             self._users.create_index([("username", ASCENDING)], unique=True, name="username_unique")
             # (owner, time) only: SecantusDB mis-applies inclusive range bounds on a third key (_id) of this index.
             self._history.create_index([("owner_id", ASCENDING), ("created_at", DESCENDING)], name="owner_time")
             self._history.create_index([("created_at", ASCENDING)], name="time")
             self._files.create_index([("metadata.scan_id", ASCENDING)], name="scan")
+            self._revoked.create_index([("expires_at", ASCENDING)], name="expiry")
         except ConfigurationError as exc:
             raise StorageError("invalid MongoDB URI or options") from exc
         except PyMongoError as exc:
@@ -217,6 +219,16 @@ class MongoStorage:
     @_mongo_errors
     def count_admins(self) -> int:
         return int(self._users.count_documents({"role": "admin"}))
+
+    # -- revoked tokens ----------------------------------------------------------------------------------
+    @_mongo_errors
+    def revoke_token(self, token_id: str, expires_at: dt.datetime) -> None:
+        self._revoked.delete_many({"expires_at": {"$lt": utcnow()}})
+        self._revoked.replace_one({"_id": token_id}, {"_id": token_id, "expires_at": _utc(expires_at)}, upsert=True)
+
+    @_mongo_errors
+    def is_token_revoked(self, token_id: str) -> bool:
+        return self._revoked.find_one({"_id": token_id}, {"_id": 1}) is not None
 
     # -- scans -------------------------------------------------------------------------------------------
     @_mongo_errors

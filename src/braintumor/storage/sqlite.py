@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS files (
     UNIQUE (scan_id, kind)
 );
 CREATE INDEX IF NOT EXISTS files_sha ON files (sha256);
+CREATE TABLE IF NOT EXISTS revoked_tokens (jti TEXT PRIMARY KEY, expires_at TEXT NOT NULL);
 """
 
 
@@ -359,6 +360,18 @@ class EmbeddedStorage:
 
     def count_admins(self) -> int:
         return _count_admins(self._conn())
+
+    # -- revoked tokens ----------------------------------------------------------------------------------
+    def revoke_token(self, token_id: str, expires_at: dt.datetime) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (_ts(utcnow()),))
+            conn.execute(
+                "INSERT OR REPLACE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)", (token_id, _ts(expires_at))
+            )
+
+    def is_token_revoked(self, token_id: str) -> bool:
+        row = self._conn().execute("SELECT 1 FROM revoked_tokens WHERE jti = ?", (token_id,)).fetchone()
+        return row is not None
 
     # -- scans -------------------------------------------------------------------------------------------
     def add_scan(self, scan: NewScan, blobs: Sequence[Blob]) -> ScanRecord:

@@ -1,8 +1,10 @@
-"""Administration: statistics, the user list, roles and account deletion.
+"""Administration: statistics, the user list, roles, account deletion, and sign-in locks.
 
 Why these rules: an admin cannot demote or delete themselves here (no accidental lock-out; self-deletion goes
 through ``DELETE /users/me`` with a password), and the storage refuses any change that would leave zero admins
-(also under concurrent requests). Admins see aggregate numbers, not other users' scans.
+(also under concurrent requests). Admins see aggregate numbers, not other users' scans. They see every running
+sign-in lock and back-off and can clear an account's (a user locked out by someone else's guesses); names that
+are not accounts are shown as keyed hashes only.
 """
 
 from __future__ import annotations
@@ -13,8 +15,18 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi import Path as PathParam
 
-from braintumor.api.deps import AdminUser, AuditDep, StorageDep
-from braintumor.api.schemas import DayCount, RoleUpdate, StatsPublic, UserAdminView, UserPage, UserPublic, UserScans
+from braintumor.api.deps import AdminUser, AuditDep, GuardDep, SecurityDep, StorageDep
+from braintumor.api.schemas import (
+    DayCount,
+    LockPublic,
+    LocksCleared,
+    RoleUpdate,
+    StatsPublic,
+    UserAdminView,
+    UserPage,
+    UserPublic,
+    UserScans,
+)
 from braintumor.storage import UserNotFoundError, normalise_username
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -89,3 +101,35 @@ def delete_user(username: Username, admin: AdminUser, storage: StorageDep, audit
         raise HTTPException(status.HTTP_404_NOT_FOUND, "user not found")
     audit.record("admin.delete_user", actor=admin.username, target=name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/locks", response_model=list[LockPublic])
+def locks(
+    admin: AdminUser, storage: StorageDep, security: SecurityDep, guard: GuardDep, audit: AuditDep
+) -> list[LockPublic]:
+    """Running sign-in locks (per account and address) and account back-offs, longest first."""
+    known: dict[str, bool] = {}
+    out = []
+    for lock in guard.locks():
+        if lock.username not in known:
+            known[lock.username] = storage.get_user(lock.username) is not None
+        out.append(
+            LockPublic(
+                username=security.audit_name(lock.username, known[lock.username]),
+                client=lock.client,
+                scope="client" if lock.client is not None else "account",
+                failures=lock.failures,
+                locked_for_s=round(lock.locked_for_s, 1),
+            )
+        )
+    audit.record("admin.locks", actor=admin.username)
+    return out
+
+
+@router.delete("/locks/{username}", response_model=LocksCleared)
+def clear_locks(username: Username, admin: AdminUser, guard: GuardDep, audit: AuditDep) -> LocksCleared:
+    """Clear every sign-in lock and back-off of an account (from all addresses)."""
+    name = normalise_username(username)
+    cleared = guard.clear(name)
+    audit.record("admin.clear_locks", actor=admin.username, target=name, cleared=cleared)
+    return LocksCleared(username=name, cleared=cleared)

@@ -1,15 +1,20 @@
-"""Accounts: register (with a recovery key), sign in, change or reset a password, delete the account.
+"""Accounts: register (with a recovery key), sign in and out, change or reset a password, delete the account.
 
 Why it looks like this: no user enumeration (sign-in and reset answer the same for an unknown user and a wrong
-secret, after the same amount of hashing work), attempt limits per client and per username, and every password
-change revokes the tokens issued before it.
+secret, after the same amount of hashing work, through the same bounded hashing slots), attempt limits per client
+and per (account, client) so nobody can lock an owner out from elsewhere (see :class:`LoginGuard`), a warning one
+attempt before a lock, and every password change revokes the tokens issued before it. ``POST /logout`` revokes
+the token it is called with (or every token of the account). In production self-registration opens only once an
+administrator exists, so nobody can squat the name ``admin`` before the operator. The audit log never records a
+name that is not an account (someone may have typed a password there), only its keyed hash.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from braintumor.api.deps import (
@@ -51,15 +56,26 @@ def _throttle(guard: LoginGuard, request: Request) -> None:
         )
 
 
-def _refuse_if_locked(guard: LoginGuard, username: str) -> None:
-    wait = guard.locked_for(username)
+def _refuse_if_locked(guard: LoginGuard, username: str, client: str) -> None:
+    wait = guard.locked_for(username, client)
     if wait:
-        minutes = max(1, round(wait / 60))
+        when = f"about {max(1, round(wait / 60))} minute(s)" if wait >= 90 else f"{int(wait) + 1} second(s)"
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            f"too many failed attempts for this account; try again in about {minutes} minute(s)",
+            f"too many failed attempts for this account; try again in {when}",
             headers={"Retry-After": str(int(wait) + 1)},
         )
+
+
+def _failed(guard: LoginGuard, username: str, client: str, reason: str) -> str:
+    """Count a failure and say, one attempt before it, that the next one locks this account from this address."""
+    left = guard.failure(username, client)
+    minutes = f"{guard.lockout_s / 60:g} minutes"
+    if left == 1:
+        return f"{reason}; one more failed attempt locks sign-in to this account from your address for {minutes}"
+    if left == 0:
+        return f"{reason}; sign-in to this account from your address is now locked for {minutes}"
+    return reason
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=Registered)
@@ -76,6 +92,11 @@ def register(
     _throttle(guard, request)
     if not settings.allow_registration:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "self-registration is disabled on this server")
+    if not settings.registration_before_admin and storage.count_admins() == 0:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "registration opens once the server has an administrator (the operator runs 'braintumor admin create')",
+        )
     check_password_policy(body.password, body.username, settings.password_min_length)
     key = new_recovery_key()
     try:
@@ -100,22 +121,39 @@ def login(
 ) -> Token:
     """OAuth2 password flow: a bearer token for a username and password."""
     _throttle(guard, request)
+    client = client_address(request)
     name = normalise_username(form.username)[:64]
-    _refuse_if_locked(guard, name)
+    _refuse_if_locked(guard, name, client)
     user = storage.get_user(name)
     ok, new_hash = security.verify_password(form.password, user.password_hash if user else None)
     if user is None or not ok:
-        guard.failure(name)
-        audit.record("account.login", actor=name, outcome="failed")
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "incorrect username or password", headers={"WWW-Authenticate": "Bearer"}
-        )
-    guard.success(name)
+        detail = _failed(guard, name, client, "incorrect username or password")
+        audit.record("account.login", actor=security.audit_name(name, user is not None), outcome="failed")
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+    guard.success(name, client)
     if new_hash:  # parameters were raised since this hash was made
         user = storage.update_credentials(user.id, password_hash=new_hash)
     token, lifetime = security.create_token(user.id, user.token_version)
     audit.record("account.login", actor=user.username)
     return Token(access_token=token, expires_in=lifetime)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def logout(
+    request: Request,
+    user: CurrentUser,
+    storage: StorageDep,
+    audit: AuditDep,
+    everywhere: Annotated[bool, Query(description="revoke every token of this account, not only this one")] = False,
+) -> Response:
+    """Sign out: this token stops working at once (``everywhere=true``: every token issued to the account)."""
+    claims = request.state.token_claims
+    if everywhere:
+        storage.update_credentials(user.id, bump_token_version=True)
+    else:
+        storage.revoke_token(str(claims["jti"]), dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC))
+    audit.record("account.logout", actor=user.username, everywhere=everywhere)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/users/me", response_model=UserPublic)
@@ -127,6 +165,7 @@ def me(user: CurrentUser) -> UserPublic:
 @router.post("/change-password", response_model=Token)
 def change_password(
     body: PasswordChange,
+    request: Request,
     user: CurrentUser,
     settings: SettingsDep,
     storage: StorageDep,
@@ -135,12 +174,13 @@ def change_password(
     audit: AuditDep,
 ) -> Token:
     """Change the password (the current one is required). Older tokens stop working; use the one returned."""
-    _refuse_if_locked(guard, user.username)
+    client = client_address(request)
+    _refuse_if_locked(guard, user.username, client)
     ok, _ = security.verify_password(body.current_password, user.password_hash)
     if not ok:
-        guard.failure(user.username)
+        detail = _failed(guard, user.username, client, "the current password is not correct")
         audit.record("account.change_password", actor=user.username, outcome="failed")
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the current password is not correct")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail)
     check_password_policy(body.new_password, user.username, settings.password_min_length)
     updated = storage.update_credentials(
         user.id, password_hash=security.hash_password(body.new_password), bump_token_version=True
@@ -161,15 +201,15 @@ def reset_password(
     audit: AuditDep,
 ) -> RecoveryKeyIssued:
     """Set a new password with the recovery key. Answers the same for an unknown user and a wrong key; on
-    success returns a new recovery key (the one used is spent) and revokes older tokens."""
+    success returns a new recovery key (the one used is spent), revokes older tokens and clears the account's
+    sign-in locks. Never locked by failed sign-ins: a valid key always resets (160 random bits cannot be guessed;
+    the per-address rate limit bounds the cost of trying)."""
     _throttle(guard, request)
     name = normalise_username(body.username)[:64]
-    _refuse_if_locked(guard, name)
     user = storage.get_user(name)
     ok, _ = security.verify_password(normalise_recovery_key(body.recovery_key), user.recovery_hash if user else None)
     if user is None or not ok:
-        guard.failure(name)
-        audit.record("account.reset_password", actor=name, outcome="failed")
+        audit.record("account.reset_password", actor=security.audit_name(name, user is not None), outcome="failed")
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid username or recovery key")
     check_password_policy(body.new_password, user.username, settings.password_min_length)
     guard.success(name)
@@ -187,6 +227,7 @@ def reset_password(
 @router.delete("/users/me", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 def delete_me(
     body: PasswordConfirm,
+    request: Request,
     user: CurrentUser,
     storage: StorageDep,
     security: SecurityDep,
@@ -194,12 +235,13 @@ def delete_me(
     audit: AuditDep,
 ) -> Response:
     """Delete the account with all of its scans and files (the password is required)."""
-    _refuse_if_locked(guard, user.username)
+    client = client_address(request)
+    _refuse_if_locked(guard, user.username, client)
     ok, _ = security.verify_password(body.password, user.password_hash)
     if not ok:
-        guard.failure(user.username)
+        detail = _failed(guard, user.username, client, "the password is not correct")
         audit.record("account.delete", actor=user.username, outcome="failed")
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the password is not correct")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail)
     try:
         storage.delete_user(user.username)
     except LastAdminError:
