@@ -556,8 +556,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = ensure_secret(settings)
     app = create_app(settings)
     where = settings.data_dir if settings.storage == "embedded" else "MongoDB"
-    print(f"braintumor API on http://{args.host}:{args.port} (docs at /docs; storage: {where})", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, server_header=False)
+    docs = "docs at /docs" if settings.docs_enabled else "docs off"
+    print(f"braintumor API on http://{args.host}:{args.port} ({docs}; storage: {where})", file=sys.stderr)
+    # X-Forwarded-For is resolved by the app, from BRAINTUMOR_TRUSTED_PROXIES only (uvicorn trusts loopback).
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+    )
     return 0
 
 
@@ -575,8 +585,15 @@ def _cmd_admin_create(args: argparse.Namespace) -> int:
     try:
         existing = storage.get_user(username)
         if existing is not None:
+            if existing.role == "admin":
+                raise BrainTumorError(f"user {username!r} already exists and is an admin")
+            owner = _describe_account(storage, existing)
             if not args.promote:
-                raise BrainTumorError(f"user {username!r} already exists (add --promote to make them an admin)")
+                raise BrainTumorError(
+                    f"user {username!r} already exists and was not made by this command ({owner}); it may not be "
+                    "yours: choose another --username, or review it with --promote"
+                )
+            _confirm_promotion(username, owner, storage.count_admins(), args.confirm)
             storage.set_role(username, "admin")
             AuditLog(settings.audit_log_path).record("admin.promote", actor="cli", target=username)
             print(f"{username} is now an admin")
@@ -603,6 +620,43 @@ def _cmd_admin_create(args: argparse.Namespace) -> int:
     print(f"created admin {username}")
     print(f"recovery key (shown once; store it safely): {key}")
     return 0
+
+
+def _describe_account(storage: Any, user: Any) -> str:
+    """Who owns an existing account, as far as the server knows: when it was registered and what it holds."""
+    scans = next((s.scans for s in storage.list_users(user.username, 0, 100).items if s.user.id == user.id), 0)
+    return f"registered {user.created_at:%Y-%m-%d %H:%M} UTC through the API, role {user.role}, {scans} scan(s)"
+
+
+def _confirm_promotion(username: str, owner: str, admins: int, confirm: str | None) -> None:
+    """Promoting hands admin to whoever knows that account's password: show the account, then ask."""
+    print(f"account {username!r}: {owner}.", file=sys.stderr)
+    print(
+        "Promoting gives administrator rights to whoever holds this account's password and recovery key.",
+        file=sys.stderr,
+    )
+    if admins == 0:
+        print(
+            "There is no administrator yet: if you did not register this account yourself, someone else may have "
+            "registered the name to be promoted; create your admin under another name instead.",
+            file=sys.stderr,
+        )
+    if confirm is not None:
+        if normalise_confirm(confirm) != username:
+            raise BrainTumorError(f"--confirm {confirm!r} does not name the account {username!r}; nothing changed")
+        return
+    if not sys.stdin.isatty():
+        raise BrainTumorError(
+            f"not promoting {username!r} without confirmation: run in a terminal, or add --confirm {username}"
+        )
+    answer = input(f"type the account name ({username}) to make it an admin, anything else to stop: ")
+    if normalise_confirm(answer) != username:
+        raise BrainTumorError(f"not confirmed; {username!r} was not promoted")
+
+
+def normalise_confirm(text: str) -> str:
+    """Account names compare case-insensitively, as everywhere."""
+    return text.strip().lower()
 
 
 def _cmd_backup(args: argparse.Namespace) -> int:
@@ -663,7 +717,16 @@ def _add_server_parsers(sub: Any) -> None:
     )
     create.add_argument("--username", help="account name (asked when missing; default admin)")
     create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    create.add_argument("--promote", action="store_true", help="if the user exists, make them an admin")
+    create.add_argument(
+        "--promote",
+        action="store_true",
+        help="if the account exists, show who registered it and ask before making it an admin",
+    )
+    create.add_argument(
+        "--confirm",
+        metavar="USERNAME",
+        help="with --promote and no terminal: the account name again, to confirm the promotion",
+    )
     create.add_argument("--data-dir", type=Path, help="data directory (default: BRAINTUMOR_DATA_DIR or ./data)")
     create.set_defaults(func=_cmd_admin_create)
 

@@ -233,3 +233,57 @@ def test_every_log_line_carries_the_request_id(api: Any) -> None:
         logger.removeHandler(handler)
         logger.setLevel(old)
     assert seen == ["trace-42"]
+
+
+def test_api_answers_carry_a_content_security_policy(api: Any) -> None:
+    r = api.client.get("/health")
+    assert r.headers["content-security-policy"].startswith("default-src 'none'")
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+
+
+def test_docs_are_local_with_a_strict_csp_and_there_is_no_redoc(api: Any) -> None:
+    """Issue 13 item 8: /docs and /redoc loaded scripts from a CDN without integrity."""
+    assert api.client.get("/redoc").status_code == 404
+    page = api.client.get("/docs")
+    assert page.status_code == 200 and "cdn" not in page.text.lower()
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self' 'sha256-" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+    assert api.client.get("/docs/oauth2-redirect").headers["content-security-policy"].count("'sha256-") >= 1
+
+
+def test_production_serves_no_docs(make_api: Any) -> None:
+    api = make_api(env="production")
+    for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect", "/docs-assets/swagger-ui-bundle.js"):
+        assert api.client.get(path).status_code == 404, path
+    assert make_api(env="production", docs=True).client.get("/docs").status_code == 200
+
+
+def test_forwarded_for_is_believed_only_from_configured_proxies(make_api: Any) -> None:
+    """Issue 13 item 8: X-Forwarded-For from loopback was trusted, so one client could rotate its address past the
+    rate limit and the per-address lockout."""
+    from fastapi.testclient import TestClient
+
+    api = make_api(auth_rate_per_minute=3)
+    local = TestClient(api.app, client=("127.0.0.1", 40000))
+    codes = [
+        local.post("/token", data={"username": "a", "password": "b"}, headers={"X-Forwarded-For": f"10.0.0.{i}"})
+        for i in range(5)
+    ]
+    assert [r.status_code for r in codes] == [401, 401, 401, 429, 429]
+
+    proxied = make_api(auth_rate_per_minute=3, trusted_proxies="127.0.0.1")
+    via_proxy = TestClient(proxied.app, client=("127.0.0.1", 40000))
+    spread = [
+        via_proxy.post("/token", data={"username": "a", "password": "b"}, headers={"X-Forwarded-For": f"10.0.0.{i}"})
+        for i in range(5)
+    ]
+    assert [r.status_code for r in spread] == [401] * 5  # five real clients behind the proxy
+    spoofed = [  # a client that prepends its own "address" is still counted by the one the proxy saw
+        via_proxy.post(
+            "/token", data={"username": "a", "password": "b"}, headers={"X-Forwarded-For": f"6.6.6.{i}, 10.0.0.99"}
+        )
+        for i in range(5)
+    ]
+    assert [r.status_code for r in spoofed] == [401, 401, 401, 429, 429]
+    with pytest.raises(ValidationError, match="not an IP address"):
+        Settings(secret_key=SECRET, trusted_proxies="proxy.example")

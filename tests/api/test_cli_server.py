@@ -96,7 +96,9 @@ def test_admin_create(
 
     store.create_user(NewUser("alice", "h", "r"))
     store.close()
-    code, out, _ = run(capsys, "admin", "create", "--username", "alice", "--promote", "--data-dir", data)
+    code, out, _ = run(
+        capsys, "admin", "create", "--username", "alice", "--promote", "--confirm", "alice", "--data-dir", data
+    )
     assert code == 0 and "alice is now an admin" in out
     assert '"action":"admin.create"' in (data / "audit.log").read_text()
 
@@ -127,3 +129,99 @@ def test_backup_and_restore_commands(
     found = store.get_file(scan["files"]["original"]["id"])
     assert found is not None and found[1] == scan_png
     store.close()
+
+
+def _squat(data: Path) -> None:
+    """An attacker registers 'admin' through the API before the operator runs admin create."""
+    from fastapi.testclient import TestClient
+
+    from braintumor.api import Settings, create_app
+
+    settings = Settings(
+        secret_key="nS4vB8qW1xZ6cR3tY9mK2pL7dH5gJ0fAeUoIiQtEwXr",
+        data_dir=data,
+        argon2_time_cost=1,
+        argon2_memory_kib=1024,
+        argon2_parallelism=1,
+    )
+    with TestClient(create_app(settings, predictor=None)) as client:
+        assert client.post("/register", json={"username": "admin", "password": "attacker-owns-this"}).status_code == 201
+
+
+def test_admin_create_never_promotes_a_squatted_name_silently(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fast_env: None
+) -> None:
+    """Issue 13 item 7: 'admin create --username admin' suggested --promote, which handed admin to the account (and
+    password) of whoever had registered 'admin' first."""
+    from braintumor.storage.sqlite import EmbeddedStorage
+
+    data = tmp_path / "data"
+    _squat(data)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PASSWORD + "\n"))
+    code, _, err = run(capsys, "admin", "create", "--username", "admin", "--password-stdin", "--data-dir", data)
+    assert code == 2 and "was not made by this command" in err and "registered " in err and "0 scan(s)" in err
+    assert "may not be yours" in err
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal, no --confirm
+    code, _, err = run(capsys, "admin", "create", "--username", "admin", "--promote", "--data-dir", data)
+    assert code == 2 and "without confirmation" in err and "There is no administrator yet" in err
+
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr("builtins.input", lambda _prompt: "yes")  # a terminal, but not the account's name
+    code, _, err = run(capsys, "admin", "create", "--username", "admin", "--promote", "--data-dir", data)
+    assert code == 2 and "not confirmed" in err
+    code, _, err = run(
+        capsys, "admin", "create", "--username", "admin", "--promote", "--confirm", "root", "--data-dir", data
+    )
+    assert code == 2 and "does not name the account" in err
+
+    store = EmbeddedStorage(data)
+    user = store.get_user("admin")
+    assert user is not None and user.role == "user" and store.count_admins() == 0
+    store.close()
+
+    monkeypatch.setattr("builtins.input", lambda _prompt: "Admin")  # typed the name: a deliberate promotion
+    code, out, err = run(capsys, "admin", "create", "--username", "admin", "--promote", "--data-dir", data)
+    assert code == 0 and "admin is now an admin" in out and "registered " in err
+
+
+def test_serve_ignores_forwarded_for_from_loopback(tmp_path: Path) -> None:
+    """Issue 13 item 8: uvicorn believed X-Forwarded-For from 127.0.0.1, so rotating it dodged the rate limit."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BRAINTUMOR_")},
+        **FAST_ENV,
+        "BRAINTUMOR_AUTH_RATE_PER_MINUTE": "3",
+        "BRAINTUMOR_MODEL_DIR": str(tmp_path / "no-model"),
+    }
+    log = (tmp_path / "server.log").open("wb")
+    cmd = [sys.executable, "-m", "braintumor.cli", "serve", "--port", str(port), "--data-dir", str(tmp_path / "d")]
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(url + "/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+                time.sleep(0.2)
+        codes = [
+            httpx.post(
+                url + "/token", data={"username": "a", "password": "b"}, headers={"X-Forwarded-For": f"10.1.1.{i}"}
+            ).status_code
+            for i in range(5)
+        ]
+        assert codes == [401, 401, 401, 429, 429]
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        log.close()

@@ -120,3 +120,37 @@ def test_restore_rejects_damaged_archives(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="does not match its checksum"):
         restore(tampered, tmp_path / "c")
     assert not (tmp_path / "c" / "braintumor.db").exists()
+
+
+def test_database_files_are_private(tmp_path: Path) -> None:
+    """Issue 13 item 8: braintumor.db, -wal and -shm were created 0644 (readable by every local account)."""
+    data = tmp_path / "data"
+    store = EmbeddedStorage(data)
+    _fill(store)
+    files = [data / "braintumor.db", data / "braintumor.db-wal", data / "braintumor.db-shm", data / "storage.lock"]
+    assert all(path.exists() for path in files)
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in files} == {path.name: 0o600 for path in files}
+    archive = tmp_path / "backup.tar.gz"
+    store.backup(archive)
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+    store.close()
+    (data / "braintumor.db").chmod(0o644)  # made by an older version
+    EmbeddedStorage(data).close()
+    assert stat.S_IMODE((data / "braintumor.db").stat().st_mode) == 0o600
+
+
+def test_a_deleted_scan_leaves_no_trace_in_the_database_files(tmp_path: Path) -> None:
+    """Issue 13 item 8: a deleted scan's filename lingered in the write-ahead log (and free pages)."""
+    data = tmp_path / "data"
+    store = EmbeddedStorage(data)
+    alice = store.create_user(NewUser("alice", "h", "r"))
+    secret = "DOE^JOHN-MRN-777-brain.png"
+    rec = store.add_scan(NewScan(alice.id, secret, "tumor", "tumor", 0.9), [Blob("original", b"x", "image/png")])
+    store.add_scan(NewScan(alice.id, "kept.png", "tumor", "tumor", 0.9), [Blob("original", b"y", "image/png")])
+    on_disk = b"".join(p.read_bytes() for p in data.glob("braintumor.db*"))
+    assert secret.encode() in on_disk
+    assert store.delete_scans(alice.id, [rec.id]) == [rec.id]
+    on_disk = b"".join(p.read_bytes() for p in data.glob("braintumor.db*"))
+    assert secret.encode() not in on_disk and b"kept.png" in on_disk
+    assert store.list_scans(alice.id, ScanQuery()).total == 1
+    store.close()

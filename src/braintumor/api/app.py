@@ -3,8 +3,12 @@ security and audit log — nothing is built at import time (the FastAPI template
 
 Why the pieces: the model is loaded once here (not per request) and, when none is available, the app still
 serves accounts and history while ``/health`` says why and ``/predict`` answers 503. Middleware, outermost
-first: request id + access log (and a last-resort 500 without exception text), body-size cap (413 before a
-huge upload is parsed), CORS for the UI's origin only, security headers.
+first: the client address (``X-Forwarded-For`` believed only from ``BRAINTUMOR_TRUSTED_PROXIES``), request id +
+access log (and a last-resort 500 without exception text), body-size cap (413 before a huge upload is parsed),
+CORS for the UI's origin only, security headers (with a Content-Security-Policy that allows nothing on API
+answers). ``/docs`` exists in development only (``BRAINTUMOR_DOCS`` overrides) and is served from the bundled
+Swagger UI (``swagger-ui-bundle``), never from a CDN; there is no ``/redoc``; in production ``/openapi.json`` is
+off with the docs.
 
 Example:
     >>> from braintumor.api.config import Settings
@@ -14,10 +18,14 @@ Example:
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib
+import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -126,8 +134,44 @@ class BodyLimitMiddleware:
                 await _send_json(send, 413, str(exc.detail))
 
 
+class TrustedProxyMiddleware:
+    """Believe ``X-Forwarded-For`` only when the TCP peer is a configured proxy; then the client is the right-most
+    address in the header that is not itself a trusted proxy. Without configured proxies the header is ignored."""
+
+    def __init__(self, app: ASGIApp, trusted: Sequence[str]) -> None:
+        self.app = app
+        self.trusted = [ipaddress.ip_network(t, strict=False) for t in trusted]
+
+    def _is_trusted(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        if scope["type"] in ("http", "websocket") and client and self.trusted and self._is_trusted(client[0]):
+            header = b",".join(v for k, v in scope.get("headers") or [] if k == b"x-forwarded-for").decode("latin-1")
+            hops = [h.strip() for h in header.split(",") if h.strip()]
+            for hop in reversed(hops):
+                if not self._is_trusted(hop):
+                    try:
+                        ipaddress.ip_address(hop)
+                    except ValueError:
+                        break  # garbage: keep the proxy's own address
+                    scope = {**scope, "client": (hop, 0)}
+                    break
+        await self.app(scope, receive, send)
+
+
+#: API answers are JSON, files and PDFs: nothing in them may run, load or be framed.
+API_CSP = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+
 class SecurityHeadersMiddleware:
-    """No sniffing, no framing, no referrer, no caching of responses that may hold patient data."""
+    """No sniffing, no framing, no referrer, no caching of responses that may hold patient data, and a CSP (a
+    response that sets its own, the docs page, keeps it)."""
 
     HEADERS = (
         (b"x-content-type-options", b"nosniff"),
@@ -146,7 +190,10 @@ class SecurityHeadersMiddleware:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+                headers = [*message.get("headers", []), *self.HEADERS]
+                if not any(k.lower() == b"content-security-policy" for k, _ in headers):
+                    headers.append((b"content-security-policy", API_CSP))
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, with_headers)
@@ -188,25 +235,20 @@ async def _send_json(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def install_docs(app: FastAPI) -> None:
-    """``/docs`` (Swagger UI) served from the installed ``swagger-ui-bundle-v2`` package when present, so the
-    page works on machines without internet; otherwise FastAPI's default page (assets from a CDN)."""
+def install_docs(app: FastAPI) -> bool:
+    """``/docs`` (Swagger UI) from the installed ``swagger-ui-bundle`` package, with a CSP that lets only its own
+    files and its one inline start-up script run. Returns ``False`` (and serves nothing) when the bundle is
+    missing: the page is never loaded from a CDN."""
     try:
         swagger_ui_path = importlib.import_module("swagger_ui_bundle").swagger_ui_path
     except ImportError:
         swagger_ui_path = None
     if swagger_ui_path is None or not (Path(str(swagger_ui_path)) / "swagger-ui-bundle.js").is_file():
-        app.add_api_route("/docs", _cdn_docs, include_in_schema=False)
-    else:
-        from fastapi.staticfiles import StaticFiles
+        log.warning("swagger-ui-bundle is not installed: /docs is off (it is never loaded from a CDN)")
+        return False
+    from fastapi.staticfiles import StaticFiles
 
-        app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
-        app.add_api_route("/docs", _local_docs, include_in_schema=False)
-    app.add_api_route("/docs/oauth2-redirect", _oauth2_redirect, include_in_schema=False)
-
-
-async def _local_docs() -> HTMLResponse:
-    return get_swagger_ui_html(
+    docs = get_swagger_ui_html(
         openapi_url="/openapi.json",
         title="braintumor API",
         swagger_js_url="/docs-assets/swagger-ui-bundle.js",
@@ -214,16 +256,34 @@ async def _local_docs() -> HTMLResponse:
         swagger_favicon_url="/docs-assets/favicon-32x32.png",
         oauth2_redirect_url="/docs/oauth2-redirect",
     )
+    redirect = get_swagger_ui_oauth2_redirect_html()
+
+    async def local_docs() -> HTMLResponse:
+        return _with_csp(docs)
+
+    async def oauth2_redirect() -> HTMLResponse:
+        return _with_csp(redirect)
+
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+    app.add_api_route("/docs", local_docs, include_in_schema=False)
+    app.add_api_route("/docs/oauth2-redirect", oauth2_redirect, include_in_schema=False)
+    return True
 
 
-async def _cdn_docs() -> HTMLResponse:
-    return get_swagger_ui_html(
-        openapi_url="/openapi.json", title="braintumor API", oauth2_redirect_url="/docs/oauth2-redirect"
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+
+def _with_csp(page: HTMLResponse) -> HTMLResponse:
+    """A copy of ``page`` whose CSP allows same-origin files plus exactly its inline scripts (by SHA-256)."""
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(body).digest()).decode() + "'"
+        for body in _INLINE_SCRIPT.findall(bytes(page.body))
     )
-
-
-async def _oauth2_redirect() -> HTMLResponse:
-    return get_swagger_ui_oauth2_redirect_html()
+    csp = (
+        f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "connect-src 'self'; font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
+    return HTMLResponse(bytes(page.body), headers={"Content-Security-Policy": csp})
 
 
 def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAPI:
@@ -247,7 +307,15 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
         yield
         app.state.storage.close()
 
-    app = FastAPI(title="braintumor", version=__version__, description=_DESCRIPTION, lifespan=lifespan, docs_url=None)
+    app = FastAPI(
+        title="braintumor",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs_enabled or settings.env != "production" else None,
+    )
     app.state.settings = settings
     app.state.storage = storage
     app.state.predictor = predictor
@@ -267,7 +335,8 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
     install_error_handlers(app)
     for module in (auth, scans, admin, health):
         app.include_router(module.router)
-    install_docs(app)
+    if settings.docs_enabled:
+        install_docs(app)
 
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(
@@ -281,4 +350,5 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + (1 << 20))
     app.add_middleware(LastResortMiddleware)
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies)
     return app

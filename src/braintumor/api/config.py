@@ -162,6 +162,18 @@ class Settings(BaseSettings):
             raise ValueError("CORS origins must be listed explicitly (the UI's origin), not '*'")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (BRAINTUMOR_TRUSTED_PROXIES)") from None
+        return value
+
     @field_validator("secret_key")
     @classmethod
     def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:

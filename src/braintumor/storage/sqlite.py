@@ -9,6 +9,11 @@ Layout of ``data_dir``::
     tmp/ trash/           staging areas (empty when idle)
     storage.lock          held (shared) by every process that has the store open
 
+Privacy on disk: the database and its ``-wal``/``-shm`` files are created (and on open re-set to) mode 0600, every
+connection runs with ``secure_delete`` (deleted rows are overwritten with zeros), and a delete ends with a
+``wal_checkpoint(TRUNCATE)``, so a deleted scan's filename does not linger in the write-ahead log. Backups are
+written 0600 too.
+
 Atomicity without a server: every write runs inside SQLite's write lock (``BEGIN IMMEDIATE``), which also
 serialises writers across processes. ``add_scan`` writes missing blob files (temp file, fsync, rename) and
 then commits the rows; a crash in between leaves unreferenced files and no record. Deleting moves the files
@@ -132,6 +137,7 @@ class EmbeddedStorage:
         except OSError as exc:
             raise StorageError(f"cannot create the data directory {self.data_dir}: {exc.strerror}") from exc
         self._db_path = self.data_dir / DB_NAME
+        _private_files(self.data_dir)
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
@@ -141,7 +147,7 @@ class EmbeddedStorage:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        self._lock_fh = (self.data_dir / "storage.lock").open("a+")
+        self._lock_fh = os.fdopen(os.open(self.data_dir / "storage.lock", os.O_RDWR | os.O_CREAT, 0o600), "a+")
         self._recover_if_alone()
 
     # -- connections and locks ---------------------------------------------------------------------------
@@ -160,6 +166,7 @@ class EmbeddedStorage:
             raise StorageError(f"cannot open the database in {self.data_dir}") from exc
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA secure_delete=ON")
         conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
@@ -343,6 +350,7 @@ class EmbeddedStorage:
             trashed = self._delete_scan_rows(conn, ids)
             conn.execute("DELETE FROM users WHERE id = ?", (user.id,))
         _unlink_all(trashed)
+        self._truncate_wal()
         return True
 
     def list_users(self, search: str | None = None, offset: int = 0, limit: int = 20) -> Page[UserSummary]:
@@ -515,7 +523,15 @@ class EmbeddedStorage:
             ]
             trashed = self._delete_scan_rows(conn, ids)
         _unlink_all(trashed)
+        if ids:
+            self._truncate_wal()
         return ids
+
+    def _truncate_wal(self) -> None:
+        """Copy the log into the (zero-filled) database and empty it: deleted values leave the ``-wal`` file too.
+        Best effort: a reader still inside an old snapshot keeps the log for the next delete to truncate."""
+        with self._write_lock, contextlib.suppress(sqlite3.Error):
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
     def _delete_scan_rows(self, conn: sqlite3.Connection, ids: Sequence[str]) -> list[Path]:
         """Delete scans and their file rows; move blobs that lost their last reference to trash."""
@@ -626,6 +642,7 @@ class EmbeddedStorage:
                 "blobs": len(shas),
             }
             partial = out.with_name(out.name + ".partial")
+            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # the archive holds the database
             with tarfile.open(partial, "w:gz") as tar:
                 data = json.dumps(manifest, indent=2).encode()
                 info = tarfile.TarInfo("manifest.json")
@@ -694,6 +711,7 @@ def restore(archive: str | Path, data_dir: str | Path, *, force: bool = False) -
                 shutil.move(str(folder), target / "blobs" / folder.name)
         if (staging / "audit.log").is_file():
             shutil.move(str(staging / "audit.log"), target / "audit.log")
+            (target / "audit.log").chmod(0o600)
     store = EmbeddedStorage(target)
     try:
         report = store.check()
@@ -702,6 +720,19 @@ def restore(archive: str | Path, data_dir: str | Path, *, force: bool = False) -
     if report.missing_blobs:
         raise StorageError(f"the backup is incomplete: {len(report.missing_blobs)} blob(s) missing")
     return dict(manifest)
+
+
+def _private_files(data_dir: Path) -> None:
+    """Create the database file 0600 before SQLite does (its ``-wal`` and ``-shm`` take the database's mode) and
+    tighten files an older version created 0644."""
+    db = data_dir / DB_NAME
+    try:
+        os.close(os.open(db, os.O_RDWR | os.O_CREAT, 0o600))
+        for path in (db, data_dir / f"{DB_NAME}-wal", data_dir / f"{DB_NAME}-shm", data_dir / "storage.lock"):
+            if path.exists() and path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+    except OSError as exc:
+        raise StorageError(f"cannot create the database in {data_dir}: {exc.strerror}") from exc
 
 
 def _count_admins(conn: sqlite3.Connection) -> int:
