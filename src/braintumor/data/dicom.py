@@ -30,7 +30,13 @@ from braintumor.data.io import (
     collapse_gray,
     scale_to_uint8,
 )
-from braintumor.errors import CorruptImageError, DicomStructureError, ImageTooLargeError, NoPixelDataError
+from braintumor.errors import (
+    CorruptImageError,
+    DicomStructureError,
+    ImageError,
+    ImageTooLargeError,
+    NoPixelDataError,
+)
 
 #: Tags copied into :attr:`ImageMeta.dicom` (all as strings) when present.
 DESCRIPTIVE_TAGS = (
@@ -69,11 +75,20 @@ def decode_dicom(
     data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, limits: ImageLimits | None = None
 ) -> LoadedImage:
     """Decode a DICOM file's bytes into an 8-bit :class:`LoadedImage` (see the module docstring)."""
+    limits = limits or ImageLimits(max_pixels=max_pixels)
+    check_structure(data, limits)
+    try:
+        return _decode(data, limits)
+    except (ImageError, MemoryError):
+        raise
+    except Exception as exc:  # pydicom converts values lazily: an unknown VR or a bad number surfaces anywhere
+        raise CorruptImageError(f"damaged DICOM: {_reason(exc)}") from exc
+
+
+def _decode(data: bytes, limits: ImageLimits) -> LoadedImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    limits = limits or ImageLimits(max_pixels=max_pixels)
-    check_structure(data, limits)
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, RecursionError) as exc:

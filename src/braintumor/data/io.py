@@ -188,7 +188,12 @@ def load_image(
         from braintumor.data.dicom import decode_dicom
 
         return decode_dicom(data, limits=limits)
-    return _decode_raster(data, fmt, limits=limits)
+    try:
+        return _decode_raster(data, fmt, limits=limits)
+    except (ImageError, MemoryError):
+        raise
+    except Exception as exc:  # a PIL plugin failing past the checks below (mode conversion, EXIF parsing …)
+        raise CorruptImageError(f"damaged {fmt.upper()}: {_reason(exc)}") from exc
 
 
 #: Channels and bytes per sample of each PIL mode (what one decoded pixel costs).
