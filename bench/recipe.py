@@ -10,7 +10,9 @@ model card. Variants add one ingredient at a time to the previous default recipe
 2. ``+ partial labels`` — untyped tumors train the tumor / no-tumor decision, −log(1 − p(no tumor));
 3. ``+ balanced sampling`` — draws ∝ n_cell^-0.5 over (dataset, class) cells (and ^-1.0);
 4. ``+ intensity/blur augmentation``;
-5. ``+ fine-tuning`` — the top 30% of the backbone on cached activations of 8 views.
+5. ``+ balanced over sources`` — cells are (the datasets an image's duplicate group spans, class);
+6. ``+ fine-tuning`` — the bundled recipe: the top half of the backbone on cached activations of 12 views
+   (the default model's own MobileNetV2 run, reused from ``runs/default`` when present).
 
 The table shows, per variant, the validation figures per dataset (tumor vs no tumor at the validation
 threshold): what each step changes where.
@@ -22,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +33,14 @@ from braintumor.data.datasets import discover_many
 from braintumor.data.splits import make_split, write_split
 from braintumor.evaluation.by_dataset import COLUMNS
 from braintumor.evaluation.evaluate import evaluate_runs
-from braintumor.training.config import AugmentConfig, TrainConfig
+from braintumor.training.config import BUNDLED_RECIPE, AugmentConfig, TrainConfig
 from braintumor.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DIRS = [str(DATA / "brain_tumor_dataset"), str(DATA / "br35h"), str(DATA / "brain_tumor_mri_4class")]
-AUG = AugmentConfig(brightness=0.2, contrast=0.2, gamma=0.3, blur=0.3)
-BASE = {"arch": "mobilenet_v2", "task": "multiclass", "cached_views": 4, "fine_tune": False}
+AUG: AugmentConfig = BUNDLED_RECIPE.augment
+BASE = {"arch": "mobilenet_v2", "task": "multiclass", "cached_views": 4, "fine_tune": False, "lr": 3e-4}
 VARIANTS: dict[str, dict[str, Any]] = {
     "typed only (old recipe)": {"label_map": {"no": "notumor", "yes": ""}},
     "+ partial labels": {"label_map": {"no": "notumor", "yes": "tumor"}},
@@ -45,12 +48,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                         "balance_power": 0.5},
     "+ balanced sampling (power 1.0)": {"label_map": {"no": "notumor", "yes": "tumor"}, "sampling": "balanced",
                                         "balance_power": 1.0},
-    "+ intensity/blur augmentation (power 0.5)": {"label_map": {"no": "notumor", "yes": "tumor"},
-                                                  "sampling": "balanced", "balance_power": 0.5, "augment": AUG},
-    "+ fine-tuning (8 views, top 30%)": {"label_map": {"no": "notumor", "yes": "tumor"}, "sampling": "balanced",
-                                         "balance_power": 0.5, "augment": AUG, "cached_views": 8, "fine_tune": True,
-                                         "fine_tune_epochs": 10, "fine_tune_lr": 1e-4},
+    "+ balanced over sources (power 0.5)": {"label_map": {"no": "notumor", "yes": "tumor"}, "sampling": "balanced",
+                                            "balance_power": 0.5, "balance_by": "sources"},
+    "+ intensity/blur augmentation": {"label_map": {"no": "notumor", "yes": "tumor"}, "sampling": "balanced",
+                                      "balance_power": 0.5, "balance_by": "sources", "augment": AUG},
 }  # fmt: skip
+#: The last row: the bundled recipe itself (fine-tuning the top half on 12 cached views), MobileNetV2.
+FULL = "+ fine-tuning (the bundled recipe)"
 
 
 def _slug(name: str) -> str:
@@ -69,17 +73,21 @@ def main(argv: list[str] | None = None) -> int:
         write_split(make_split(audit_records(discover_many(DIRS)), seed=42), split)
     results: dict[str, Any] = json.loads((args.work / "results.json").read_text()) if (
         args.work / "results.json").is_file() else {}  # fmt: skip
-    for k, (name, overrides) in enumerate(VARIANTS.items(), start=1):
-        run = args.work / _slug(name)
+    plans = [(name, TrainConfig(**{**BASE, **overrides}), args.work / _slug(name)) for name, overrides in
+             VARIANTS.items()]  # fmt: skip
+    bundled = ROOT / "runs" / "default" / "mobilenet_v2"  # the default model's own member, when built here
+    plans.append((FULL, replace(BUNDLED_RECIPE, arch="mobilenet_v2"),
+                  bundled if (bundled / "checkpoint.pt").is_file() else args.work / _slug(FULL)))  # fmt: skip
+    for k, (name, cfg, run) in enumerate(plans, start=1):
         if args.only and k not in args.only:
             continue
         if not (run / "checkpoint.pt").is_file() or args.only:
-            cfg = TrainConfig(**{**BASE, **overrides})
             t0 = time.perf_counter()
             train(cfg, DIRS, run, split=split, progress=False, log=lambda _: None)
             seconds = time.perf_counter() - t0
         else:
-            seconds = results.get(name, {}).get("seconds", float("nan"))
+            card = json.loads((run / "card.json").read_text())
+            seconds = results.get(name, {}).get("seconds", card["extra"]["training"]["metrics"]["seconds"])
         ev = evaluate_runs([run], DIRS, split=split, part="val", n_boot=500)
         results[name] = {"seconds": seconds, "rows": [r.as_dict() for r in ev.by_dataset],
                          "decision": ev.decision.as_dict() if ev.decision else None}  # fmt: skip
@@ -105,7 +113,7 @@ def write(results: dict[str, Any], out: Path) -> None:
         "| variant | dataset | " + " | ".join(COLUMNS) + " | train s |",
         "|---|---|" + "---|" * (len(COLUMNS) + 1),
     ]
-    for name in VARIANTS:
+    for name in [*VARIANTS, FULL]:
         if name not in results:
             continue
         for row in results[name]["rows"]:

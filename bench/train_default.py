@@ -7,8 +7,9 @@ test image has a copy (exact or near) in training. Task: one softmax over glioma
 pituitary. Every labelled image trains: the 4-class images by their type, the yes/no datasets' negatives as
 notumor, and their tumors — which have no type — through the partial-label loss −log(1 − p(notumor)), so the
 tumor / no-tumor decision is learnt on every source (see ``bench/recipe.py`` for the ablation that chose this).
-Sampling is balanced over (dataset, class) cells, augmentation adds intensity and blur, and the top half of
-each backbone is fine-tuned on cached activations of 8 augmented views. Members: the offline-pretrained
+Sampling is balanced over (sources, class) cells — an image's sources being the datasets its duplicate group
+spans —, augmentation adds intensity and blur, and the top half of each backbone is fine-tuned on cached
+activations of 12 augmented views. Members: the offline-pretrained
 backbones (MobileNetV2, EfficientNet-Lite0), averaged.
 
 The decision rule (threshold + refer band) and the input gate are fitted on the validation part; the test
@@ -229,7 +230,8 @@ def write_model_card(folder: Path, spec: dict[str, Any], parts: dict[str, list[A
         "per member, fitted on the validation images of all three sources together.",
         "- Every labelled image trains: typed tumors by their type, untyped tumors (the yes/no datasets' `yes`) "
         "through a partial-label loss −log(1 − p(notumor)), negatives as notumor. Sampling is balanced over "
-        f"(dataset, class) cells (draws ∝ n^-{r.balance_power:g}); augmentation: the seed's geometry plus "
+        f"(sources, class) cells, an image's sources being the datasets its duplicate group spans (draws ∝ "
+        f"n^-{r.balance_power:g}); augmentation: the seed's geometry plus "
         f"brightness ±{r.augment.brightness:g}, contrast ±{r.augment.contrast:g}, gamma ±{r.augment.gamma:g}, "
         f"blur p={r.augment.blur:g}.",
         f"- Decision (fitted on validation): tumor when p(tumor) ≥ {d['threshold']:.3f} (the threshold keeping "

@@ -154,14 +154,15 @@ def load_config(path: str | Path) -> TrainConfig:
 
 #: The bundled default model's recipe (``bench/train_default.py``; chosen on validation data, see
 #: ``bench/results-recipe.md``): every labelled image (untyped tumors through the partial-label loss),
-#: source-balanced sampling, intensity/blur augmentation, the top half of the backbone fine-tuned on cached
-#: activations of 8 augmented views.
+#: sampling balanced over sources, intensity/blur augmentation, the top half of the backbone fine-tuned on
+#: cached activations of 12 augmented views.
 BUNDLED_RECIPE = TrainConfig(
     task="multiclass",
     label_map={"no": "notumor", "yes": "tumor"},
     sampling="balanced",
     balance_power=0.5,
-    cached_views=8,
+    balance_by="sources",
+    cached_views=12,
     epochs=30,
     lr=3e-4,
     fine_tune_epochs=15,
