@@ -79,9 +79,11 @@ def decode_dicom(
     check_structure(data, limits)
     try:
         return _decode(data, limits)
-    except (ImageError, MemoryError):
+    except (ImageError, MemoryError, KeyboardInterrupt, SystemExit):
         raise
-    except Exception as exc:  # pydicom converts values lazily: an unknown VR or a bad number surfaces anywhere
+    except BaseException as exc:
+        # pydicom converts values lazily (an unknown VR or a bad number surfaces anywhere), and the Rust RLE
+        # decoder panics on some damaged segments with a PanicException, which is a BaseException.
         raise CorruptImageError(f"damaged DICOM: {_reason(exc)}") from exc
 
 
@@ -122,7 +124,9 @@ def _decode(data: bytes, limits: ImageLimits) -> LoadedImage:
             if index is not None
             else ds.pixel_array
         )
-    except Exception as exc:  # decoders raise ValueError, RuntimeError, NotImplementedError …
+    except (MemoryError, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # ValueError, RuntimeError, NotImplementedError … and pyo3's PanicException
         raise CorruptImageError(f"cannot decode DICOM pixel data: {_reason(exc)}") from exc
     if index is not None:
         notes.append(f"multi-frame DICOM: used frame {index + 1} of {frames} (the middle)")

@@ -190,9 +190,9 @@ def load_image(
         return decode_dicom(data, limits=limits)
     try:
         return _decode_raster(data, fmt, limits=limits)
-    except (ImageError, MemoryError):
+    except (ImageError, MemoryError, KeyboardInterrupt, SystemExit):
         raise
-    except Exception as exc:  # a PIL plugin failing past the checks below (mode conversion, EXIF parsing …)
+    except BaseException as exc:  # a decoder failing past the checks below (mode conversion, EXIF parsing …)
         raise CorruptImageError(f"damaged {fmt.upper()}: {_reason(exc)}") from exc
 
 

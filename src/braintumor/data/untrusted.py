@@ -104,7 +104,7 @@ def _child(sender: Connection, func: Callable[..., Any], args: tuple[Any, ...], 
         message = ("memory", None)
     except BrainTumorError as exc:
         message = ("error", exc)
-    except Exception as exc:
+    except BaseException as exc:  # anything else, a native extension's panic included, is reported, not raised
         message = ("crash", f"{type(exc).__name__}: {str(exc)[:300]}")
     try:
         sender.send(message)
