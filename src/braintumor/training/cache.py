@@ -84,6 +84,10 @@ def _ort_session(module: nn.Module, size: int) -> Any:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads() or os.cpu_count() or 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No spin-waiting after a run: training alternates ONNX Runtime with torch (augmentation, the top blocks)
+        # in one process, and spinning pool threads would take the cores torch needs next (and starve any other
+        # job on a small machine).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
