@@ -168,8 +168,6 @@ class Predictor:
             weights = ensemble_weights([m.weight for m in members], len(members))
         except ValueError as exc:
             raise ModelLoadError(f"{root}: {exc}") from exc
-        for member, w in zip(members, weights, strict=True):
-            member.weight = float(w)
         decision = DecisionRule.from_dict(decision_dict) if decision_dict else None
         decision = decision or ensemble_decision([m.decision for m in members], weights) or DecisionRule()
         class_names = _ensemble_classes(members)
