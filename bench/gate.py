@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from braintumor.data.io import LoadedImage, load_image
+from braintumor.imaging.io import load_image
+from braintumor.imaging.types import LoadedImage
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

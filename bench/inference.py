@@ -65,13 +65,14 @@ from PIL import Image
 from torch import nn
 
 from braintumor.data.datasets import ImageRecord
-from braintumor.data.io import LoadedImage, load_image
-from braintumor.data.transforms import letterbox, to_rgb
 from braintumor.errors import BrainTumorError
 from braintumor.explain.cam import GradCAM
-from braintumor.explain.overlay import overlay
 from braintumor.export.onnx import CARD_FILE, MODEL_FILE, OPSET, ServingGraph
 from braintumor.export.quantize import INT8_FILE, quantize_export
+from braintumor.imaging.io import load_image
+from braintumor.imaging.overlay import overlay
+from braintumor.imaging.transforms import letterbox, to_rgb
+from braintumor.imaging.types import LoadedImage
 from braintumor.inference.batch import iter_scores
 from braintumor.inference.bundled import bundled_model_dir
 from braintumor.inference.predictor import Predictor, preprocess_batch

@@ -69,7 +69,7 @@ def _scores(model_dir: Path, records: list[Any]) -> tuple[np.ndarray, np.ndarray
 
 def shortcut_probe(model_dir: Path, records: list[Any], groups: dict[str, int]) -> dict[str, Any]:
     """The source probe on each member's pooled features of ``records`` (Br35H vs the 4-class set)."""
-    from braintumor.data.io import load_image
+    from braintumor.imaging.io import load_image
     from braintumor.inference.gate import extract_features
 
     images = [load_image(r.path) for r in records]

@@ -30,7 +30,7 @@ def _progress(total: int, desc: str) -> Any:
 
 # -- data ------------------------------------------------------------------------------------------------
 def _cmd_data_info(args: argparse.Namespace) -> int:
-    from braintumor.data.io import describe, load_image
+    from braintumor.imaging.io import describe, load_image
 
     status = 0
     for path in args.images:
@@ -339,8 +339,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from braintumor.data.io import load_image
     from braintumor.explain.explainer import explain_image
+    from braintumor.imaging.io import load_image
     from braintumor.training.checkpoint import load_checkpoint
 
     if args.run is None:

@@ -205,7 +205,7 @@ def matrix_clients(
     """One app per backend for the whole module (cells isolate themselves with fresh users)."""
     import secrets
 
-    from braintumor.data.io import load_image  # noqa: F401  (the PNG below must decode)
+    from braintumor.imaging.io import load_image  # noqa: F401  (the PNG below must decode)
 
     clients: dict[str, TestClient] = {}
     dbs: list[tuple[str, str]] = []

@@ -15,7 +15,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from braintumor.data.io import load_image
+from braintumor.imaging.io import load_image
 
 from .conftest import animated_png, nested_dicom, rle_bomb
 

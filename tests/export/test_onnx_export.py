@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from braintumor.data.io import load_image
-from braintumor.data.transforms import letterbox, to_rgb
 from braintumor.export.onnx import export_run, torch_reference
+from braintumor.imaging.io import load_image
+from braintumor.imaging.transforms import letterbox, to_rgb
 
 
 def _batch(folder: Path, size: int, n: int = 6) -> np.ndarray:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from braintumor.api.analysis import parse_upload
-from braintumor.data.io import sniff_format
-from braintumor.data.untrusted import run_isolated
 from braintumor.errors import ImageError
+from braintumor.imaging.io import sniff_format
+from braintumor.imaging.untrusted import run_isolated
 
 from .conftest import CORPUS
 from .test_fuzz_decoders import LIMITS, check_input

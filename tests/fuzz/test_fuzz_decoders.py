@@ -22,8 +22,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from braintumor.data.io import ImageLimits, load_image, sniff_format
 from braintumor.errors import ImageError
+from braintumor.imaging.io import load_image, sniff_format
+from braintumor.imaging.types import ImageLimits
 from braintumor.storage.deid import deidentify, strip_metadata
 
 from .conftest import build_seeds

@@ -18,9 +18,10 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from braintumor.data.datasets import discover
-from braintumor.data.io import ImageMeta, LoadedImage, load_image
 from braintumor.data.splits import SplitRow, write_split
 from braintumor.errors import BrainTumorError, NotAnMRIError
+from braintumor.imaging.io import load_image
+from braintumor.imaging.types import ImageMeta, LoadedImage
 from braintumor.inference.gate import GATE_FILE, InputGate, extract_features, fit_gate, image_statistics
 from braintumor.inference.predictor import Prediction, Predictor, Rejection
 
@@ -263,7 +264,7 @@ def test_gate_never_imports_torch(gate_file: Path) -> None:
         "import sys\n"
         "import numpy as np\n"
         "from braintumor.inference.gate import InputGate\n"
-        "from braintumor.data.io import load_image\n"
+        "from braintumor.imaging.io import load_image\n"
         f"gate = InputGate.load({str(gate_file)!r})\n"
         "from pydicom.data import get_testdata_file\n"
         "assert gate.check_image(load_image(get_testdata_file('CT_small.dcm')))\n"

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from braintumor.data.io import load_image
 from braintumor.errors import BrainTumorError
+from braintumor.imaging.io import load_image
 from braintumor.inference.predictor import Prediction, Predictor
 
 
@@ -85,7 +85,7 @@ def test_inference_never_imports_torch(smoke_export: Path, tiny_dataset: Path) -
     code = (
         "import sys\n"
         "from braintumor.inference.predictor import Predictor\n"
-        "from braintumor.data.io import load_image\n"
+        "from braintumor.imaging.io import load_image\n"
         f"p = Predictor.load({str(smoke_export)!r}, threads=1)\n"
         f"p.predict(load_image({str(_images(tiny_dataset)[0])!r}))\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"

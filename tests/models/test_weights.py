@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 
 from braintumor.cli import main
-from braintumor.data.transforms import letterbox
 from braintumor.errors import WeightsInvalidError, WeightsNotAvailableError
+from braintumor.imaging.transforms import letterbox
 from braintumor.models import (
     KNOWN_SHA256,
     cache_path,

@@ -12,9 +12,9 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from braintumor.data.dicom import IDENTIFYING_TAGS
-from braintumor.data.io import load_image
 from braintumor.errors import CorruptImageError
+from braintumor.imaging.dicom import IDENTIFYING_TAGS
+from braintumor.imaging.io import load_image
 from braintumor.storage.deid import SAFE_TAGS, deidentified_tags, deidentify
 
 
@@ -217,7 +217,7 @@ def test_png_text_chunks_are_dropped_losslessly(brain_gray: np.ndarray) -> None:
 
 
 def test_real_jpegs_and_pngs_strip_without_changing_a_pixel(shared_data: Any) -> None:
-    from braintumor.data.io import sniff_format
+    from braintumor.imaging.io import sniff_format
     from braintumor.storage.deid import strip_metadata
 
     files = (

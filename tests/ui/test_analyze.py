@@ -153,7 +153,7 @@ def test_clear_empties_the_page(ui, mri) -> None:
 
 def test_blend_matches_the_servers_overlay() -> None:
     """The slider's default reproduces the server's overlay formula exactly."""
-    from braintumor.explain.overlay import overlay
+    from braintumor.imaging.overlay import overlay
     from braintumor.ui import imaging
 
     rng = np.random.default_rng(0)

@@ -4,9 +4,9 @@ Why a module of its own: the route only reads the upload and stores what this re
 path runs in one worker thread, and nothing is stored unless every step succeeded (an image that is not an MRI,
 or a DICOM that cannot be de-identified, leaves no trace).
 
-Everything that touches the uploaded bytes — decoding under :class:`~braintumor.data.io.ImageLimits`, DICOM
+Everything that touches the uploaded bytes — decoding under :class:`~braintumor.imaging.types.ImageLimits`, DICOM
 de-identification, stripping JPEG/PNG metadata — is :func:`parse_upload`, which runs in a child process with a
-deadline and a memory ceiling (:func:`braintumor.data.untrusted.run_isolated`); the model only ever sees pixels.
+deadline and a memory ceiling (:func:`braintumor.imaging.untrusted.run_isolated`); the model only ever sees pixels.
 
 Example:
     >>> analysis = analyse(png_bytes, "scan.png", predictor, settings, salt=b"k")  # doctest: +SKIP
@@ -25,11 +25,12 @@ import numpy as np
 from PIL import Image
 
 from braintumor.api.config import Settings
-from braintumor.data.io import ImageLimits, LoadedImage, load_image, sniff_format
-from braintumor.data.transforms import resize_float
-from braintumor.data.untrusted import run_isolated
 from braintumor.errors import EmptyImageError, UnsupportedImageError
-from braintumor.explain.overlay import colorize, normalise_map, overlay
+from braintumor.imaging.io import load_image, sniff_format
+from braintumor.imaging.overlay import colorize, normalise_map, overlay
+from braintumor.imaging.transforms import resize_float
+from braintumor.imaging.types import ImageLimits, LoadedImage
+from braintumor.imaging.untrusted import run_isolated
 from braintumor.inference.predictor import Prediction, Predictor
 from braintumor.storage import Blob, NewScan
 from braintumor.storage.deid import deidentified_tags, deidentify, strip_metadata
@@ -81,7 +82,7 @@ def analyse(data: bytes, filename: str | None, predictor: Predictor, settings: S
             *args,
             timeout_s=settings.decode_timeout_s,
             memory_mb=settings.decode_memory_mb,
-            preload=("braintumor.data.dicom", "braintumor.storage.deid", "dicomanonymizer"),
+            preload=("braintumor.imaging.dicom", "braintumor.storage.deid", "dicomanonymizer"),
         )
     else:
         parsed = parse_upload(*args)

@@ -33,8 +33,8 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from braintumor.data.io import ImageLimits
 from braintumor.errors import BrainTumorError
+from braintumor.imaging.types import ImageLimits
 
 log = logging.getLogger(__name__)
 

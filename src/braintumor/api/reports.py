@@ -22,8 +22,8 @@ from fpdf.enums import XPos, YPos
 from PIL import Image
 
 from braintumor.api.analysis import DISCLAIMER
-from braintumor.data.io import load_image
 from braintumor.errors import ImageError
+from braintumor.imaging.io import load_image
 from braintumor.storage import ScanRecord
 from braintumor.storage.deid import deidentified_tags
 

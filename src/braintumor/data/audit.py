@@ -35,9 +35,9 @@ import numpy as np
 from PIL import Image
 
 from braintumor.data.datasets import ImageRecord
-from braintumor.data.io import load_image
-from braintumor.data.transforms import to_gray
 from braintumor.errors import ImageError
+from braintumor.imaging.io import load_image
+from braintumor.imaging.transforms import to_gray
 
 THUMB = 32
 DEFAULT_MAX_HAMMING = 10

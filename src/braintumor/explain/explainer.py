@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from braintumor.data.io import LoadedImage
-from braintumor.data.transforms import Placement, letterbox, to_rgb
 from braintumor.errors import InvalidRequestError
 from braintumor.explain.cam import METHODS
-from braintumor.explain.overlay import overlay
+from braintumor.imaging.overlay import overlay
+from braintumor.imaging.transforms import Placement, letterbox, to_rgb
+from braintumor.imaging.types import LoadedImage
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from braintumor.data.datasets import ImageRecord
-from braintumor.data.io import load_image
-from braintumor.data.transforms import letterbox, to_rgb
+from braintumor.imaging.io import load_image
+from braintumor.imaging.transforms import letterbox, to_rgb
 
 INT8_FILE = "model.int8.onnx"
 

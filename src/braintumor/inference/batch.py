@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from braintumor.data.io import LoadedImage, load_image
 from braintumor.errors import BrainTumorError
+from braintumor.imaging.io import load_image
+from braintumor.imaging.types import LoadedImage
 from braintumor.inference.predictor import Prediction, Predictor, Rejection
 
 Row = dict[str, Any]
@@ -100,7 +101,7 @@ def _row(
 def _save_overlay(target: Path, image: LoadedImage, result: Prediction) -> Path:
     from PIL import Image
 
-    from braintumor.explain.overlay import overlay
+    from braintumor.imaging.overlay import overlay
 
     assert result.cam is not None
     # compress_level 1: 4× faster than PIL's default for a file that is read once by a person.

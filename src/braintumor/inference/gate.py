@@ -48,9 +48,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from braintumor.data.io import LoadedImage, load_image
-from braintumor.data.transforms import to_gray
 from braintumor.errors import DatasetError, ImageError
+from braintumor.imaging.io import load_image
+from braintumor.imaging.transforms import to_gray
+from braintumor.imaging.types import LoadedImage
 
 if TYPE_CHECKING:
     from braintumor.inference.predictor import Member
@@ -129,7 +130,7 @@ STATISTICS = (
 def image_statistics(image: LoadedImage) -> dict[str, float]:
     """The statistics :data:`STATISTICS` bounds, measured on small thumbnails (a few milliseconds).
 
-    >>> from braintumor.data.io import ImageMeta
+    >>> from braintumor.imaging.types import ImageMeta
     >>> blank = LoadedImage(np.zeros((100, 100), np.uint8), ImageMeta("png", (100, 100), "L", 8))
     >>> image_statistics(blank)["contrast"]
     0.0

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from braintumor.data.datasets import NEGATIVE_LABELS
-from braintumor.data.io import ImageMeta, LoadedImage
-from braintumor.data.transforms import Placement, letterbox, to_rgb
 from braintumor.errors import BrainTumorError, NotAnMRIError
 from braintumor.evaluation.calibration import DecisionRule, ensemble_decision, ensemble_weights
+from braintumor.imaging.transforms import Placement, letterbox, to_rgb
+from braintumor.imaging.types import ImageMeta, LoadedImage
 
 BINARY_CLASSES = ("no_tumor", "tumor")
 

@@ -23,7 +23,7 @@ from PS3.15 Table E.1-1), not from a list of our own. On top of it, recursively 
 
 Pixel data is kept byte for byte. Burned-in text in the pixels themselves cannot be removed here: the result
 says so (``burned_in_annotation``) when the file declares it. The element stream is checked by
-:func:`braintumor.data.dicom.check_structure` before pydicom parses or writes anything.
+:func:`braintumor.imaging.dicom_structure.check_structure` before pydicom parses or writes anything.
 
 JPEG and PNG are rewritten losslessly (same compressed pixel data, same decoded pixels): JPEG keeps only the
 frame, scan, table and restart segments, a JFIF header without thumbnail and Adobe's colour-transform marker
@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from braintumor.errors import CorruptImageError, ImageError
 
 if TYPE_CHECKING:
-    from braintumor.data.io import ImageLimits
+    from braintumor.imaging.types import ImageLimits
 
 #: The PS3.15 edition of dicom-anonymizer's attribute table that we apply.
 PROFILE_TABLE = "dicomfields_2026c"
@@ -128,13 +128,13 @@ def deidentify(data: bytes, *, salt: bytes, limits: ImageLimits | None = None) -
     """Return a de-identified copy of a DICOM file (see the module docstring).
 
     ``salt`` keys the UID mapping (the same salt maps the same UID to the same replacement); ``limits`` bounds the
-    structure accepted (see :func:`braintumor.data.dicom.check_structure`). Raises
+    structure accepted (see :func:`braintumor.imaging.dicom_structure.check_structure`). Raises
     :class:`~braintumor.errors.ImageError` (``CorruptImageError`` …) when the file cannot be parsed, is too
     complex, or cannot be written back: an upload that cannot be cleaned must not be stored.
     """
     import pydicom
 
-    from braintumor.data.dicom import check_structure
+    from braintumor.imaging.dicom_structure import check_structure
 
     check_structure(data, limits)
     try:

@@ -19,10 +19,10 @@ import torch
 from torchvision.transforms import v2
 
 from braintumor.data.datasets import ImageRecord, discover_many, is_tumor_label
-from braintumor.data.io import load_image
 from braintumor.data.splits import SplitRow
-from braintumor.data.transforms import letterbox, to_rgb
 from braintumor.errors import DatasetError
+from braintumor.imaging.io import load_image
+from braintumor.imaging.transforms import letterbox, to_rgb
 from braintumor.training.config import AugmentConfig
 
 BINARY_CLASSES = ("no_tumor", "tumor")

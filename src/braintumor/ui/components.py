@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 
+from braintumor.imaging.overlay import colorize, normalise_map
 from braintumor.ui import imaging, state
 from braintumor.ui.client import ApiError, FileLink, Scan
 
@@ -228,7 +229,7 @@ def member_heatmaps(scan: Scan) -> None:
         columns = st.columns(min(len(maps), 3))
         for i, (name, link) in enumerate(sorted(maps.items())):
             cam = imaging.load_cam(file_bytes(link))
-            shown = imaging.blend(pixels, cam, 0.5) if pixels is not None else imaging.colorize(imaging.normalise(cam))
+            shown = imaging.blend(pixels, cam, 0.5) if pixels is not None else colorize(normalise_map(cam))
             columns[i % len(columns)].image(imaging.enlarge(shown, 320), caption=name, width="stretch")
     elif len(scan.members) <= 1:
         st.caption("Single-model ensemble: the heatmap above is this member's own Grad-CAM map.")

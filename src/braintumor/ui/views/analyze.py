@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from braintumor.ui import components, imaging, state
+from braintumor.imaging.io import sniff_format
+from braintumor.ui import components, state
 from braintumor.ui.client import ApiError, Health, Scan
 
 #: The API's upload cap (the same ``BRAINTUMOR_MAX_UPLOAD_MB`` setting, default 20 MB), so the uploader says it.
@@ -132,7 +133,7 @@ def analyse(uploads: list[tuple[str, bytes]]) -> None:
             outcomes.append(Outcome(name, None, title, message))
             continue
         original = scan.files.get("original")
-        if original is not None and not imaging.is_dicom(data):  # stored as uploaded: no need to fetch it back
+        if original is not None and sniff_format(data[:256]) != "dicom":  # stored as uploaded: no need to fetch it back
             state.put("files", original.id, data)
         outcomes.append(Outcome(name, scan))
     bar.empty()

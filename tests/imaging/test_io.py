@@ -19,8 +19,6 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from braintumor.data.dicom import DESCRIPTIVE_TAGS, IDENTIFYING_TAGS
-from braintumor.data.io import DEFAULT_MAX_PIXELS, describe, load_image, sniff_format
 from braintumor.errors import (
     BrainTumorError,
     CorruptImageError,
@@ -30,6 +28,9 @@ from braintumor.errors import (
     NoPixelDataError,
     UnsupportedImageError,
 )
+from braintumor.imaging.dicom import DESCRIPTIVE_TAGS, IDENTIFYING_TAGS
+from braintumor.imaging.io import describe, load_image, sniff_format
+from braintumor.imaging.types import DEFAULT_MAX_PIXELS
 
 # -- helpers ---------------------------------------------------------------------------------------------
 
@@ -736,7 +737,7 @@ def test_animated_png_uses_the_default_image_without_decoding_later_frames() -> 
 
 
 def test_frame_count_is_checked_from_the_header() -> None:
-    from braintumor.data.io import ImageLimits
+    from braintumor.imaging.types import ImageLimits
 
     data = _apng([0, 255] * 2000, size=16)
     with pytest.raises(ImageTooLargeError, match="PNG declares 4,000, the cap is 1,000") as info:
@@ -745,7 +746,7 @@ def test_frame_count_is_checked_from_the_header() -> None:
 
 
 def test_decoded_bytes_are_checked_before_decoding(encoder: Callable[..., bytes]) -> None:
-    from braintumor.data.io import ImageLimits
+    from braintumor.imaging.types import ImageLimits
 
     rgb = encoder(np.zeros((600, 800, 3), np.uint8), "PNG")
     limits = ImageLimits(max_frame_bytes=1024 * 1024)

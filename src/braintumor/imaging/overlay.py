@@ -1,4 +1,5 @@
-"""Render a raw class-activation map onto the original scan (NumPy + Pillow only: usable without torch).
+"""Render a raw class-activation map onto the original scan (NumPy + Pillow only: the server, batch scoring and
+the UI all draw heatmaps with this one jet table and this one blend).
 
 Example:
     >>> import numpy as np
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from braintumor.data.transforms import resize_float, to_rgb
+from braintumor.imaging.transforms import resize_float, to_rgb
 
 
 def normalise_map(cam: np.ndarray) -> np.ndarray:
@@ -28,7 +29,8 @@ def _jet_lut() -> np.ndarray:
     return (np.stack(channels, axis=1) * 255).round().astype(np.uint8)
 
 
-_LUTS = {"jet": _jet_lut(), "gray": np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)}
+JET = _jet_lut()
+_LUTS = {"jet": JET, "gray": np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)}
 
 
 def colorize(cam01: np.ndarray, colormap: str = "jet") -> np.ndarray:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from braintumor.data.io import load_image
-from braintumor.data.untrusted import run_isolated
 from braintumor.errors import CorruptImageError, DecodeLimitError
+from braintumor.imaging.io import load_image
+from braintumor.imaging.untrusted import run_isolated
 
 
 def _children() -> set[int]:

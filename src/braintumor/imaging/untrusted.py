@@ -1,7 +1,7 @@
 """Run the parsing of untrusted bytes in a child process with a deadline and a memory ceiling.
 
-Why: header checks (:class:`~braintumor.data.io.ImageLimits`) bound what a file *declares*, but a decoder can still
-spend unbounded time or memory on what it *contains* (a progressive JPEG with thousands of scans, a bug in a C
+Why: header checks (:class:`~braintumor.imaging.types.ImageLimits`) bound what a file *declares*, but a decoder can
+still spend unbounded time or memory on what it *contains* (a progressive JPEG with thousands of scans, a bug in a C
 decoder). A thread cannot be stopped; a process can. :func:`run_isolated` runs one call in a process forked from a
 clean, single-threaded fork server (``multiprocessing`` "forkserver", with the decoders imported once), under an
 address-space limit (``RLIMIT_AS``), and kills it at the deadline. The caller gets the result, the call's own typed
@@ -11,7 +11,7 @@ server.
 The cost is a fork per call (a few milliseconds once the fork server runs) and pickling the input and the result.
 
 Example:
-    >>> from braintumor.data.io import load_image
+    >>> from braintumor.imaging.io import load_image
     >>> image = run_isolated(load_image, b"...", timeout_s=10, memory_mb=1024)  # doctest: +SKIP
 """
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Imported once in the fork server, so that each child starts with the decoders loaded.
-PRELOAD = ("numpy", "PIL.Image", "PIL.PngImagePlugin", "PIL.JpegImagePlugin", "pydicom", "braintumor.data.io")
+PRELOAD = ("numpy", "PIL.Image", "PIL.PngImagePlugin", "PIL.JpegImagePlugin", "pydicom", "braintumor.imaging.io")
 _context_lock = threading.Lock()
 _context: Any = None
 

@@ -22,9 +22,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import MRImageStorage, RLELossless, generate_uid
 
-from braintumor.data.dicom import check_structure
-from braintumor.data.io import ImageLimits, load_image
 from braintumor.errors import CorruptImageError, DicomStructureError, ImageTooLargeError
+from braintumor.imaging.dicom_structure import check_structure
+from braintumor.imaging.io import load_image
+from braintumor.imaging.types import ImageLimits
 from braintumor.storage.deid import deidentify
 
 MR_VARIANTS = [
@@ -117,7 +118,7 @@ def test_nesting_attack_in_a_fresh_process_stays_small(tmp_path: Path) -> None:
     path.write_bytes(nested_dicom(3000, defined=True))
     code = (
         "import json, sys, time\n"
-        "from braintumor.data.io import load_image\n"
+        "from braintumor.imaging.io import load_image\n"
         "from braintumor.storage.deid import deidentify\n"
         "data = open(sys.argv[1], 'rb').read()\n"
         "out = {}\n"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braintumor.data.transforms import Placement, letterbox, resize_float, to_gray, to_rgb
+from braintumor.imaging.transforms import Placement, letterbox, resize_float, to_gray, to_rgb
 
 
 def nonzero_box(arr: np.ndarray) -> tuple[int, int, int, int]:

@@ -7,7 +7,7 @@ an :class:`ImageMeta` that later stages (letterbox, heatmap mapping, reports) re
 Uploads are hostile input, so every cost is bounded by :class:`ImageLimits` *before* anything is decoded: the
 pixels of the frame we decode, its decoded bytes (width × height × channels × bytes per sample), the number of
 frames, and for DICOM the nesting depth, element count and declared lengths (see
-:func:`braintumor.data.dicom.check_structure`). Only one frame is ever decoded: the middle one, except for
+:func:`braintumor.imaging.dicom_structure.check_structure`). Only one frame is ever decoded: the middle one, except for
 animated PNGs, where reaching a later frame means decoding every frame before it, so the default image (the
 first) is used.
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,51 +35,15 @@ from braintumor.errors import (
     ImageTooLargeError,
     UnsupportedImageError,
 )
-
-#: Default cap on decoded pixels (width × height of the frame we decode): 40 MP is far beyond any MRI slice
-#: and keeps a hostile upload (a "decompression bomb") from exhausting memory.
-DEFAULT_MAX_PIXELS = 40_000_000
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """What one image may cost to decode; checked from headers before any pixel is decoded.
-
-    ``max_pixels`` and ``max_frame_bytes`` bound the one frame we decode (``max_frame_bytes``: width × height ×
-    channels × bytes per sample, as stored); ``max_frames`` bounds the frame count a file may declare;
-    ``max_dicom_depth``, ``max_dicom_elements`` and ``max_inflated_bytes`` bound the DICOM structure (sequence
-    nesting, data elements including sequence items, and a deflated data set once inflated). The defaults suit
-    local files; the API passes tighter ones from its settings.
-    """
-
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_frame_bytes: int = 256 * 1024 * 1024
-    max_frames: int = 10_000
-    max_dicom_depth: int = 16
-    max_dicom_elements: int = 100_000
-    max_inflated_bytes: int = 256 * 1024 * 1024
-
-    def check_frame(self, what: str, width: int, height: int, channels: int, bytes_per_sample: int) -> None:
-        """Refuse a frame whose size or decoded bytes pass the caps (``what`` names the format in messages)."""
-        if width <= 0 or height <= 0:
-            raise CorruptImageError(f"{what} declares an empty image ({width}×{height})")
-        if width * height > self.max_pixels:
-            raise ImageTooLargeError(
-                f"image too large: {width}×{height} = {width * height:,} pixels exceeds the cap of {self.max_pixels:,}"
-            )
-        decoded = width * height * max(1, channels) * max(1, bytes_per_sample)
-        if decoded > self.max_frame_bytes:
-            raise ImageTooLargeError(
-                f"image too large: {width}×{height}×{channels}×{bytes_per_sample} bytes = {decoded / 1048576:.1f} MB "
-                f"decoded exceeds the cap of {self.max_frame_bytes / 1048576:g} MB"
-            )
-
-    def check_frames(self, what: str, frames: int) -> None:
-        if frames < 1:
-            raise CorruptImageError(f"{what} declares {frames} frames")
-        if frames > self.max_frames:
-            raise ImageTooLargeError(f"too many frames: {what} declares {frames:,}, the cap is {self.max_frames:,}")
-
+from braintumor.imaging.types import (
+    DEFAULT_MAX_PIXELS,
+    ImageLimits,
+    ImageMeta,
+    LoadedImage,
+    collapse_gray,
+    first_line,
+    scale_to_uint8,
+)
 
 ImageSource = str | Path | bytes | bytearray | memoryview
 
@@ -94,44 +57,6 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"MM\x00*", 0, "tiff"),
 )
 _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "tiff": "TIFF"}
-
-
-@dataclass(frozen=True)
-class ImageMeta:
-    """What we know about an image besides its pixels.
-
-    ``original_size`` is ``(width, height)`` of the decoded pixels, before any resizing; ``mode`` is the
-    source's colour model (``"L"``, ``"RGB"``, ``"RGBA"``, ``"P"``, ``"I;16"``, ``"MONOCHROME1"`` …);
-    ``notes`` records every lossy or surprising decision made while reading (alpha dropped, middle frame
-    chosen, VOI window applied …) so that a report can say it.
-    """
-
-    source_format: str
-    original_size: tuple[int, int]
-    mode: str
-    bit_depth: int
-    modality: str | None = None
-    frames: int = 1
-    frame_index: int = 0
-    dicom: dict[str, str] = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class LoadedImage:
-    """Decoded pixels and their metadata.
-
-    ``pixels`` is ``uint8``; shape ``(H, W)`` for grayscale content (including "RGB" files whose three
-    channels are equal, as almost all MRI exports are) or ``(H, W, 3)`` for real colour. Use
-    :func:`braintumor.data.transforms.to_rgb` to get the three channels a backbone expects.
-    """
-
-    pixels: np.ndarray
-    meta: ImageMeta
-
-    @property
-    def is_gray(self) -> bool:
-        return self.pixels.ndim == 2
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -185,7 +110,7 @@ def load_image(
             "unsupported file type: not JPEG, PNG, BMP, TIFF or DICOM (decided by content, not extension)"
         )
     if fmt == "dicom":
-        from braintumor.data.dicom import decode_dicom
+        from braintumor.imaging.dicom import decode_dicom
 
         return decode_dicom(data, limits=limits)
     try:
@@ -193,7 +118,7 @@ def load_image(
     except (ImageError, MemoryError, KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # a decoder failing past the checks below (mode conversion, EXIF parsing …)
-        raise CorruptImageError(f"damaged {fmt.upper()}: {_reason(exc)}") from exc
+        raise CorruptImageError(f"damaged {fmt.upper()}: {first_line(exc)}") from exc
 
 
 #: Channels and bytes per sample of each PIL mode (what one decoded pixel costs).
@@ -231,7 +156,7 @@ def _decode_raster(data: bytes, fmt: str, *, limits: ImageLimits) -> LoadedImage
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"image too large: {exc}") from exc
     except Exception as exc:  # PIL raises many types for damaged headers
-        raise CorruptImageError(f"damaged {fmt.upper()} header: {_reason(exc)}") from exc
+        raise CorruptImageError(f"damaged {fmt.upper()} header: {first_line(exc)}") from exc
     width, height = im.size
     what = fmt.upper()
     _check_frame(im, what, limits)
@@ -239,7 +164,7 @@ def _decode_raster(data: bytes, fmt: str, *, limits: ImageLimits) -> LoadedImage
         # An animated PNG declares its frame count up front (acTL); a TIFF walks its page chain here.
         n_frames = int(getattr(im, "n_frames", 1))
     except Exception as exc:
-        raise CorruptImageError(f"damaged {what} frame list: {_reason(exc)}") from exc
+        raise CorruptImageError(f"damaged {what} frame list: {first_line(exc)}") from exc
     limits.check_frames(what, n_frames)
     notes: list[str] = []
     frame_index = 0
@@ -251,7 +176,7 @@ def _decode_raster(data: bytes, fmt: str, *, limits: ImageLimits) -> LoadedImage
         try:
             im.seek(frame_index)
         except Exception as exc:
-            raise CorruptImageError(f"damaged {what} frame {frame_index + 1}: {_reason(exc)}") from exc
+            raise CorruptImageError(f"damaged {what} frame {frame_index + 1}: {first_line(exc)}") from exc
         # Frames may differ in size (a TIFF with a thumbnail page): cap and report the frame we decode.
         width, height = im.size
         _check_frame(im, what, limits)
@@ -260,7 +185,7 @@ def _decode_raster(data: bytes, fmt: str, *, limits: ImageLimits) -> LoadedImage
     try:
         im.load()
     except Exception as exc:
-        raise CorruptImageError(f"truncated or damaged {fmt.upper()} data: {_reason(exc)}") from exc
+        raise CorruptImageError(f"truncated or damaged {fmt.upper()} data: {first_line(exc)}") from exc
     pixels, bit_depth = _to_uint8(im, notes)
     return LoadedImage(
         pixels=pixels,
@@ -308,30 +233,6 @@ def _to_uint8(im: Image.Image, notes: list[str]) -> tuple[np.ndarray, int]:
         notes.append(f"{mode} converted to RGB")
     arr = np.asarray(im)
     return collapse_gray(arr), 8
-
-
-def collapse_gray(arr: np.ndarray) -> np.ndarray:
-    """Return ``arr`` as ``(H, W)`` when it is gray (2-D, or three equal channels), else unchanged."""
-    if arr.ndim == 3 and arr.shape[2] == 3:
-        first = arr[..., 0]
-        if np.array_equal(first, arr[..., 1]) and np.array_equal(first, arr[..., 2]):
-            return np.ascontiguousarray(first)
-    return arr
-
-
-def scale_to_uint8(arr: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
-    """Linearly map ``[low, high]`` (default: the array's min and max) onto 0–255, clipping outside."""
-    lo = float(np.min(arr)) if low is None else low
-    hi = float(np.max(arr)) if high is None else high
-    if hi <= lo:
-        return np.zeros(arr.shape, dtype=np.uint8)
-    out = (np.asarray(arr, dtype=np.float64) - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
 
 
 def describe(image: LoadedImage) -> dict[str, Any]:
