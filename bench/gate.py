@@ -591,8 +591,10 @@ def main(argv: list[str] | None = None) -> int:
     from braintumor.data.datasets import discover_many
     from braintumor.data.splits import make_split, read_split, write_split
     from braintumor.export.onnx import export_run
-    from braintumor.inference.gate import GATE_FILE, extract_features, fit_gate, image_statistics
+    from braintumor.inference.gate import image_statistics
+    from braintumor.inference.gate_fit import extract_features, fit_gate
     from braintumor.inference.predictor import Predictor, Rejection
+    from braintumor.models.export_dir import GATE_FILE
 
     t_start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -67,16 +67,19 @@ from torch import nn
 from braintumor.data.datasets import ImageRecord
 from braintumor.errors import BrainTumorError
 from braintumor.explain.cam import GradCAM
-from braintumor.export.onnx import CARD_FILE, MODEL_FILE, OPSET, ServingGraph
-from braintumor.export.quantize import INT8_FILE, quantize_export
+from braintumor.export.onnx import OPSET, ServingGraph
+from braintumor.export.quantize import quantize_export
 from braintumor.imaging.io import load_image
 from braintumor.imaging.overlay import overlay
 from braintumor.imaging.transforms import letterbox, to_rgb
 from braintumor.imaging.types import LoadedImage
 from braintumor.inference.batch import iter_scores
 from braintumor.inference.bundled import bundled_model_dir
-from braintumor.inference.predictor import Predictor, preprocess_batch
-from braintumor.models import BrainTumorNet, create_model
+from braintumor.inference.members import preprocess_batch
+from braintumor.inference.predictor import Predictor
+from braintumor.models.export_dir import CARD_FILE, INT8_FILE, MODEL_FILE
+from braintumor.models.factory import create_model
+from braintumor.models.net import BrainTumorNet
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

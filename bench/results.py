@@ -263,7 +263,7 @@ def _default_section(work: Path) -> list[str]:
     from train_default import _scores, shortcut_probe
 
     from braintumor.evaluation.by_dataset import figures_by_dataset
-    from braintumor.evaluation.calibration import DecisionRule
+    from braintumor.models.decision import DecisionRule
 
     before = work / "previous-default"
     if not (before / "ensemble.json").is_file():

@@ -70,7 +70,7 @@ def _scores(model_dir: Path, records: list[Any]) -> tuple[np.ndarray, np.ndarray
 def shortcut_probe(model_dir: Path, records: list[Any], groups: dict[str, int]) -> dict[str, Any]:
     """The source probe on each member's pooled features of ``records`` (Br35H vs the 4-class set)."""
     from braintumor.imaging.io import load_image
-    from braintumor.inference.gate import extract_features
+    from braintumor.inference.gate_fit import extract_features
 
     images = [load_image(r.path) for r in records]
     y = np.array([int(is_tumor_label(r.label)) for r in records])
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     spec.update(version=f"{__version__}+{dt.date.today():%Y%m%d}", decision=rule.as_dict(), classes=CLASSES,
                 split_sha256=split_sha)  # fmt: skip
     try:
-        from braintumor.inference.gate import fit_gate
+        from braintumor.inference.gate_fit import fit_gate
 
         fit_gate(staging / runs[0].name, data, split_path, staging / "gate.npz")
         spec["gate"] = "gate.npz"

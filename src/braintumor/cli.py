@@ -421,7 +421,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     members = [out / r.name for r in runs] if len(runs) > 1 else [out]
     if args.int8 != "off":
         from braintumor.data.splits import read_split
-        from braintumor.export.quantize import quantize_if_it_holds
+        from braintumor.export.quantize import quantize_if_it_holds, set_default_precision
+        from braintumor.models.export_dir import ExportDir
         from braintumor.training.data import records_for_split
 
         if not args.data:
@@ -433,7 +434,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             parts = records_for_split([str(d) for d in args.data], rows)
             verdict = quantize_if_it_holds(member, parts["train"][: args.calibration_images], parts["val"])
             if args.int8 == "on":
-                _force_precision(member, "int8")
+                set_default_precision(ExportDir(member), "int8")
             choice = "int8" if verdict["int8_default"] or args.int8 == "on" else "fp32"
             print(
                 f"{run.name}: val accuracy fp32 {verdict['fp32_val_accuracy']:.3f}, int8 "
@@ -441,12 +442,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
             )
     print(f"exported to {out}")
     return 0
-
-
-def _force_precision(member: Path, precision: str) -> None:
-    card = json.loads((member / "card.json").read_text())
-    card["extra"]["export"]["default_precision"] = precision
-    (member / "card.json").write_text(json.dumps(card, indent=2))
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

@@ -66,6 +66,10 @@ class ModelCardError(BrainTumorError, ValueError):
     """A model card is missing required fields or holds values that contradict each other."""
 
 
+class ModelLoadError(BrainTumorError):
+    """A model folder is missing, incomplete or inconsistent (serving refuses to start on it)."""
+
+
 class WeightsError(BrainTumorError):
     """Base class of pretrained-weight problems."""
 

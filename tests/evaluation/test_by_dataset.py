@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from braintumor.evaluation.by_dataset import POOLED, figures_by_dataset, markdown_table, operating_metrics
-from braintumor.evaluation.calibration import DecisionRule
+from braintumor.models.decision import DecisionRule
 
 
 def test_a_pooled_figure_cannot_hide_a_failing_dataset() -> None:

@@ -61,7 +61,7 @@ def test_hooks_are_released_even_when_the_forward_fails() -> None:
 
 
 def test_no_memory_growth_over_many_calls() -> None:
-    from braintumor.models import create_model
+    from braintumor.models.factory import create_model
 
     model = create_model("mobilenet_v3_small", 1, pretrained=False).eval()
     x = torch.randn(2, 3, 96, 96)

@@ -22,8 +22,10 @@ from braintumor.data.splits import SplitRow, write_split
 from braintumor.errors import BrainTumorError, NotAnMRIError
 from braintumor.imaging.io import load_image
 from braintumor.imaging.types import ImageMeta, LoadedImage
-from braintumor.inference.gate import GATE_FILE, InputGate, extract_features, fit_gate, image_statistics
+from braintumor.inference.gate import InputGate, image_statistics
+from braintumor.inference.gate_fit import extract_features, fit_gate
 from braintumor.inference.predictor import Prediction, Predictor, Rejection
+from braintumor.models.export_dir import GATE_FILE
 
 DATASETS = ("brain_tumor_dataset", "br35h", "brain_tumor_mri_4class")
 FIT_PER_DATASET, VAL_PER_DATASET, HELD_PER_DATASET = 30, 10, 6

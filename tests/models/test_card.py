@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from braintumor.errors import ModelCardError
-from braintumor.models import ModelCard, create_model
+from braintumor.models.card import ModelCard
+from braintumor.models.factory import create_model
 
 
 def card_kwargs(**overrides: Any) -> dict[str, Any]:

@@ -10,7 +10,9 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from braintumor.errors import UnknownModelError
-from braintumor.models import BrainTumorNet, create_model, create_model_from_card, get_spec, list_models
+from braintumor.models.factory import create_model, create_model_from_card
+from braintumor.models.net import BrainTumorNet
+from braintumor.models.registry import get_spec, list_models
 
 ARCHS = list_models()
 BIG = {"vgg16", "resnet50", "inception_v3"}

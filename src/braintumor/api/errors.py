@@ -40,11 +40,11 @@ from braintumor.errors import (
     ImageError,
     ImageTooLargeError,
     InvalidRequestError,
+    ModelLoadError,
     NotAnMRIError,
     ServiceBusyError,
     UnsupportedImageError,
 )
-from braintumor.inference.predictor import ModelLoadError
 from braintumor.storage import LastAdminError, StorageError, UserExistsError, UserNotFoundError
 
 log = logging.getLogger(__name__)

@@ -39,6 +39,8 @@ SPLIT_ALIASES = {
 }
 #: Class names that mean "no tumor" (binary view of any label set).
 NEGATIVE_LABELS = frozenset({"no", "notumor", "no_tumor", "no-tumor", "normal", "healthy", "negative"})
+#: The classes of the binary task, in the order every binary model and export uses.
+BINARY_CLASSES = ("no_tumor", "tumor")
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,21 @@ class ImageRecord:
 
 
 def is_tumor_label(label: str) -> bool:
+    """The one negative-label test: any label that is not a "no tumor" name is a tumor.
+
+    >>> is_tumor_label("glioma"), is_tumor_label("No"), is_tumor_label("notumor")
+    (True, False, False)
+    """
     return label.strip().lower() not in NEGATIVE_LABELS
+
+
+def negative_index(classes: Sequence[str]) -> int | None:
+    """Index of the "no tumor" class among ``classes``, or None.
+
+    >>> negative_index(["glioma", "notumor", "pituitary"]), negative_index(["glioma", "pituitary"])
+    (1, None)
+    """
+    return next((i for i, c in enumerate(classes) if not is_tumor_label(c)), None)
 
 
 def is_image_file(path: Path) -> bool:

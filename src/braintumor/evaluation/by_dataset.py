@@ -9,7 +9,7 @@ stratified bootstrap interval.
 
 Example:
     >>> import numpy as np
-    >>> from braintumor.evaluation.calibration import DecisionRule
+    >>> from braintumor.models.decision import DecisionRule
     >>> y, p = np.array([0, 0, 1, 1, 0, 1]), np.array([0.1, 0.2, 0.9, 0.8, 0.6, 0.4])
     >>> figs = figures_by_dataset(["a", "a", "a", "a", "b", "b"], y, p, DecisionRule(), n_boot=50)
     >>> [(f.dataset, f.n, round(f.metrics["sensitivity"].value, 2)) for f in figs]
@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from braintumor.evaluation.calibration import DecisionRule, reliability
+from braintumor.evaluation.calibration import reliability
 from braintumor.evaluation.metrics import Estimate, binary_metrics, bootstrap
+from braintumor.models.decision import DecisionRule
 
 POOLED = "pooled"
 COLUMNS = ("sensitivity", "specificity", "roc_auc", "refer_share", "outside_accuracy", "ece")

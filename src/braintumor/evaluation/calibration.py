@@ -19,9 +19,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+
+from braintumor.models.decision import DecisionRule
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -120,51 +121,6 @@ def reliability(probs: np.ndarray, y: np.ndarray, *, bins: int = 10) -> Reliabil
         mean_acc = np.where(count > 0, acc_sum / np.maximum(count, 1), np.nan)
     ece = float(np.nansum(np.abs(mean_acc - mean_conf) * count) / max(len(y), 1))
     return Reliability(mean_conf, mean_acc, count, ece)
-
-
-@dataclass(frozen=True)
-class DecisionRule:
-    """How a calibrated p(tumor) becomes a label: threshold plus a "refer for review" band.
-
-    p < ``refer_low`` → no tumor; p ≥ ``refer_high`` → tumor; in between → refer for review (the
-    label still follows ``threshold``). Stored in the model card; every prediction reports it. The default
-    (0.5, no band) is what an uncalibrated model gets.
-    """
-
-    threshold: float = 0.5
-    refer_low: float = 0.5
-    refer_high: float = 0.5
-    target_sensitivity: float | None = None
-    outside_accuracy: float | None = None  # the band's target: share of right answers outside it (validation)
-
-    def band(self, p_tumor: float) -> str:
-        if p_tumor >= self.refer_high:
-            return "tumor"
-        if p_tumor < self.refer_low:
-            return "no_tumor"
-        return "refer"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "threshold": self.threshold,
-            "refer_low": self.refer_low,
-            "refer_high": self.refer_high,
-            "target_sensitivity": self.target_sensitivity,
-            "outside_accuracy": self.outside_accuracy,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> DecisionRule:
-        """Read :meth:`as_dict`'s output (as stored in cards); ``None`` or ``{}`` gives the default rule."""
-        if not d:
-            return cls()
-        return cls(
-            float(d["threshold"]),
-            float(d["refer_low"]),
-            float(d["refer_high"]),
-            d.get("target_sensitivity"),
-            d.get("outside_accuracy"),
-        )
 
 
 def choose_threshold(p_tumor: np.ndarray, y: np.ndarray, *, target_sensitivity: float = 0.95) -> float:
@@ -270,28 +226,3 @@ def decision_rule(
             threshold = float(candidates[np.flatnonzero(score == score.max())[-1]])
     low, high = refer_band(p, yb, threshold, outside_accuracy=outside_accuracy)
     return DecisionRule(threshold, low, high, target_sensitivity, outside_accuracy)
-
-
-def ensemble_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
-    """Normalised member weights (default equal); one non-negative weight per member, not all zero."""
-    w = np.asarray(weights if weights is not None else [1.0] * n, dtype=np.float64)
-    if len(w) != n or (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
-        raise ValueError("ensemble weights: one non-negative weight per member, not all zero")
-    out: np.ndarray = w / w.sum()
-    return out
-
-
-def ensemble_decision(rules: Sequence[DecisionRule | None], weights: np.ndarray) -> DecisionRule | None:
-    """The operating point of an averaging ensemble whose own rule was not fitted: the weighted mean of the
-    members' rules. None when a member has no rule (the caller then uses the default rule, 0.5 and no band),
-    the same for evaluation and serving."""
-    if not rules or any(r is None for r in rules):
-        return None
-    rs = [r for r in rules if r is not None]
-    return DecisionRule(
-        threshold=float(np.dot(weights, [r.threshold for r in rs])),
-        refer_low=float(np.dot(weights, [r.refer_low for r in rs])),
-        refer_high=float(np.dot(weights, [r.refer_high for r in rs])),
-        target_sensitivity=rs[0].target_sensitivity,
-        outside_accuracy=rs[0].outside_accuracy,
-    )

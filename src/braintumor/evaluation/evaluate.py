@@ -22,19 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from braintumor.data.datasets import NEGATIVE_LABELS, ImageRecord, discover_many, is_tumor_label
+from braintumor.data.datasets import BINARY_CLASSES, ImageRecord, discover_many, is_tumor_label, negative_index
 from braintumor.errors import DatasetError
 from braintumor.evaluation.by_dataset import DatasetFigures, figures_by_dataset, markdown_table
-from braintumor.evaluation.calibration import (
-    DecisionRule,
-    ensemble_decision,
-    ensemble_weights,
-    probabilities,
-    reliability,
-)
+from braintumor.evaluation.calibration import probabilities, reliability
 from braintumor.evaluation.metrics import Estimate, binary_metrics, bootstrap, confusion, multiclass_metrics
-
-BINARY_NAMES = ("no_tumor", "tumor")
+from braintumor.models.card import ModelCard, Task
+from braintumor.models.decision import DecisionRule, ensemble_decision, ensemble_weights
 
 
 @dataclass
@@ -42,7 +36,7 @@ class MemberPrediction:
     """One model's calibrated output on the evaluation images."""
 
     name: str
-    card: dict[str, Any]
+    card: ModelCard
     probs: np.ndarray  # (N,) p(tumor) for binary cards, (N, K) for multi-class cards
 
 
@@ -50,7 +44,7 @@ class MemberPrediction:
 class Evaluation:
     """Metrics (with 95% bootstrap intervals) of each member and of the ensemble, on one image set."""
 
-    task: str
+    task: Task
     class_names: tuple[str, ...]
     y: np.ndarray
     keys: list[str]
@@ -74,7 +68,7 @@ class Evaluation:
         probs = self.scored()[self.main]
         if self.task == "binary":
             return self.y, probs
-        neg = _negative_index(self.class_names)
+        neg = negative_index(self.class_names)
         if neg is None:
             return None
         return (self.y != neg).astype(np.int64), 1.0 - probs[:, neg]
@@ -87,7 +81,7 @@ class Evaluation:
         return out
 
     def _view(self, member: MemberPrediction) -> np.ndarray:
-        return _to_task(member.probs, member.card, self.task)
+        return _to_task(member.probs, member.card.class_names, self.task)
 
     def confusion(self, name: str = "ensemble") -> np.ndarray:
         probs = self.scored().get(name, self.ensemble_probs)
@@ -128,18 +122,11 @@ def _fmt(e: Estimate) -> str:
     return f"{e.value:.3f} [{e.low:.3f}–{e.high:.3f}]"
 
 
-def _negative_index(class_names: Sequence[str]) -> int | None:
-    for i, c in enumerate(class_names):
-        if c.lower() in NEGATIVE_LABELS or c.lower() == "no_tumor":
-            return i
-    return None
-
-
-def _to_task(probs: np.ndarray, card: dict[str, Any], task: str) -> np.ndarray:
+def _to_task(probs: np.ndarray, class_names: Sequence[str], task: Task) -> np.ndarray:
     if task == "binary":
         if probs.ndim == 1:
             return probs
-        neg = _negative_index(card["class_names"])
+        neg = negative_index(class_names)
         if neg is None:
             raise DatasetError("a multi-class model without a 'no tumor' class cannot be scored as binary")
         return 1.0 - probs[:, neg]
@@ -147,12 +134,12 @@ def _to_task(probs: np.ndarray, card: dict[str, Any], task: str) -> np.ndarray:
 
 
 def resolve_labels(
-    records: Sequence[ImageRecord], card: dict[str, Any]
-) -> tuple[str, tuple[str, ...], np.ndarray, list[str]]:
-    """Choose the evaluation task and integer labels for ``records`` given a model card."""
+    records: Sequence[ImageRecord], class_names: Sequence[str], num_outputs: int
+) -> tuple[Task, tuple[str, ...], np.ndarray, list[str]]:
+    """Choose the evaluation task and integer labels for ``records`` given a model's classes and outputs."""
     labels = [r.label for r in records]
-    model_classes = list(card["class_names"])
-    binary_model = card["num_outputs"] == 1
+    model_classes = list(class_names)
+    binary_model = num_outputs == 1
     notes: list[str] = []
     if not binary_model and set(labels) <= set(model_classes):
         return "multiclass", tuple(model_classes), np.array([model_classes.index(x) for x in labels]), notes
@@ -160,7 +147,7 @@ def resolve_labels(
         notes.append(f"binary model on labels {sorted(set(labels))}: tumor = any tumor class")
     if not binary_model:
         notes.append(f"{len(model_classes)}-class model on labels {sorted(set(labels))}: p(tumor) = 1 − p(no tumor)")
-    return "binary", BINARY_NAMES, np.array([int(is_tumor_label(x)) for x in labels]), notes
+    return "binary", BINARY_CLASSES, np.array([int(is_tumor_label(x)) for x in labels]), notes
 
 
 def drop_training_duplicates(records: Sequence[ImageRecord], run_dirs: Sequence[Path]) -> tuple[list[ImageRecord], int]:
@@ -177,25 +164,18 @@ def drop_training_duplicates(records: Sequence[ImageRecord], run_dirs: Sequence[
     return keep, len(records) - len(keep)
 
 
-def member_rule(card: dict[str, Any]) -> DecisionRule | None:
-    """The decision rule fitted on a member's validation data, if any."""
-    d = card.get("extra", {}).get("calibration", {}).get("decision")
-    return DecisionRule.from_dict(d) if d else None
-
-
 def predict_run(run_dir: Path, records: Sequence[ImageRecord]) -> MemberPrediction:
     """Calibrated probabilities of one training run on ``records`` (PyTorch path)."""
     from braintumor.training.calibrate import predict_logits
     from braintumor.training.checkpoint import load_checkpoint
     from braintumor.training.data import load_set
 
-    model, payload = load_checkpoint(run_dir / "checkpoint.pt")
-    card = payload["card"]
-    data = load_set(records, card["input_size"], "binary", BINARY_NAMES)
-    logits = predict_logits(model, data.images, model.card)
-    temperature = card.get("extra", {}).get("calibration", {}).get("temperature", 1.0)
-    logits = logits[:, 0] if card["num_outputs"] == 1 else logits
-    return MemberPrediction(run_dir.name, card, probabilities(logits, temperature))
+    model, _ = load_checkpoint(run_dir / "checkpoint.pt")
+    card = model.card
+    data = load_set(records, card.input_size, "binary", BINARY_CLASSES)
+    logits = predict_logits(model, data.images, card)
+    logits = logits[:, 0] if card.num_outputs == 1 else logits
+    return MemberPrediction(run_dir.name, card, probabilities(logits, card.temperature))
 
 
 def evaluate_runs(
@@ -230,22 +210,23 @@ def evaluate_runs(
     if not records:
         raise DatasetError("no images to evaluate")
     members = [predict_run(r, records) for r in runs]
-    task, class_names, y, label_notes = resolve_labels(records, members[0].card)
+    task, class_names, y, label_notes = resolve_labels(records, members[0].card.class_names,
+                                                       members[0].card.num_outputs)  # fmt: skip
     notes += label_notes
     for m in members[1:]:
-        t, names, _, _ = resolve_labels(records, m.card)
+        t, names, _, _ = resolve_labels(records, m.card.class_names, m.card.num_outputs)
         if (t, names) != (task, class_names):
-            task, class_names, y, _ = resolve_labels(records, {"num_outputs": 1, "class_names": list(BINARY_NAMES)})
+            task, class_names, y, _ = resolve_labels(records, BINARY_CLASSES, 1)
             notes.append("ensemble members disagree on classes: evaluated as tumor / no tumor")
             break
     try:
         w = ensemble_weights(weights, len(members))
     except ValueError as exc:
         raise DatasetError(str(exc)) from exc
-    views = [_to_task(m.probs, m.card, task) for m in members]
+    views = [_to_task(m.probs, m.card.class_names, task) for m in members]
     ensemble = np.tensordot(w, np.stack(views), axes=1)
     # The ensemble averages calibrated probabilities; its operating point averages the members' rules.
-    decision = ensemble_decision([member_rule(m.card) for m in members], w)
+    decision = ensemble_decision([m.card.fitted_decision for m in members], w)
     ev = Evaluation(task, class_names, y, [r.key for r in records], members, ensemble, decision, notes, excluded,
                     datasets=[r.dataset for r in records])  # fmt: skip
     score(ev, n_boot=n_boot, seed=seed)

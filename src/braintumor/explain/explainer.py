@@ -7,7 +7,6 @@ original image, so it lines up with the scan a clinician sees.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +16,7 @@ from braintumor.explain.cam import METHODS
 from braintumor.imaging.overlay import overlay
 from braintumor.imaging.transforms import Placement, letterbox, to_rgb
 from braintumor.imaging.types import LoadedImage
+from braintumor.models.card import ModelCard
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Explanation:
 
 def explain_image(
     model: torch.nn.Module,
-    card: Any,
+    card: ModelCard,
     image: LoadedImage,
     *,
     method: str = "gradcam",
@@ -54,13 +54,11 @@ def explain_image(
         target_index = names.index(target)
     with METHODS[method](model, card.cam_layer) as cam:
         result = cam(x, target_index)
-    temperature = float(card.extra.get("calibration", {}).get("temperature", 1.0))
-    logits = result.logits[0].double() / temperature
+    logits = result.logits[0].double() / card.temperature
     if logits.numel() == 1:
         p = float(torch.sigmoid(logits[0]))
         probs = np.array([1 - p, p])
-        threshold = float(card.extra.get("calibration", {}).get("decision", {}).get("threshold", 0.5))
-        predicted = names[int(p >= threshold)]
+        predicted = names[int(p >= card.decision.threshold)]
     else:
         probs = torch.softmax(logits, 0).numpy()
         predicted = names[int(np.argmax(probs))]

@@ -17,23 +17,23 @@ Outputs: ``probs`` (N×K calibrated probabilities; K = 2 for binary models: [p(n
 
 from __future__ import annotations
 
+import copy
 import hashlib
-import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from braintumor.models import BrainTumorNet
+from braintumor.models.card import ExportInfo
+from braintumor.models.export_dir import EnsembleMember, EnsembleSpec, ExportDir
+from braintumor.models.net import BrainTumorNet
 
 OPSET = 18  # what the dynamo exporter writes (it cannot down-convert these graphs)
-MODEL_FILE = "model.onnx"
-CARD_FILE = "card.json"
+OUTPUTS = ("probs", "logits", "cam", "features")
 
 
 class ServingGraph(nn.Module):
@@ -80,6 +80,27 @@ class ServingGraph(nn.Module):
         return probs, logits, cam, pooled
 
 
+def export_onnx(module: nn.Module, path: Path, size: int, outputs: Sequence[str] = OUTPUTS) -> Path:
+    """Export ``module`` (uint8 N×S×S×3 ``image`` in) to ``path`` with a dynamic batch, written to a temporary
+    name and renamed; the dynamo exporter at :data:`OPSET`."""
+    example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
+    tmp = path.with_name(path.name + ".tmp")
+    with torch.inference_mode():
+        torch.onnx.export(
+            module,
+            (example,),
+            str(tmp),
+            dynamo=True,
+            external_data=False,
+            opset_version=OPSET,
+            input_names=["image"],
+            output_names=list(outputs),
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+        )
+    tmp.replace(path)
+    return path
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, *, check: bool = True) -> Path:
     """Export one training run to ``out_dir/model.onnx`` + ``card.json``; returns ``out_dir``.
 
@@ -89,52 +110,33 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, check: bool = True) 
     from braintumor.training.checkpoint import load_checkpoint
 
     run = Path(run_dir)
-    model, payload = load_checkpoint(run / "checkpoint.pt")
-    card: dict[str, Any] = json.loads(json.dumps(payload["card"]))
-    temperature = float(card.get("extra", {}).get("calibration", {}).get("temperature", 1.0))
-    graph = ServingGraph(model, temperature).eval()
-    size = card["input_size"]
-    example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    onnx_path = out / MODEL_FILE
-    tmp = out / (MODEL_FILE + ".tmp")
-    with torch.inference_mode():
-        torch.onnx.export(
-            graph,
-            (example,),
-            str(tmp),
-            dynamo=True,
-            external_data=False,
-            opset_version=OPSET,
-            input_names=["image"],
-            output_names=["probs", "logits", "cam", "features"],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
-        )
-    tmp.replace(onnx_path)
+    model, _ = load_checkpoint(run / "checkpoint.pt")
+    card = copy.deepcopy(model.card)
+    graph = ServingGraph(model, card.temperature).eval()
+    size = card.input_size
+    out = ExportDir(out_dir)
+    out.root.mkdir(parents=True, exist_ok=True)
+    onnx_path = export_onnx(graph, out.model_file("fp32"), size)
     if check:
         import onnx
 
         onnx.checker.check_model(str(onnx_path))
-    class_names = card["class_names"]
-    card.setdefault("extra", {})["export"] = {
-        "format": "onnx",
-        "opset": OPSET,
-        "input": {"name": "image", "dtype": "uint8", "layout": "NHWC", "size": size, "preprocessing": "letterbox-v1"},
-        "outputs": {
-            "probs": f"N×{max(len(class_names), 2)} calibrated probabilities",
+    card.export = ExportInfo(
+        opset=OPSET,
+        input={"name": "image", "dtype": "uint8", "layout": "NHWC", "size": size, "preprocessing": "letterbox-v1"},
+        outputs={
+            "probs": f"N×{max(len(card.class_names), 2)} calibrated probabilities",
             "logits": "raw logits",
             "cam": "N×S×S raw Grad-CAM of the predicted class",
             "features": "N×C pooled backbone features (input gate)",
         },
-        "probs_classes": class_names,
-        "temperature": temperature,
-        "precision": "fp32",
-        "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
-        "source_run": run.name,
-    }
-    (out / CARD_FILE).write_text(json.dumps(card, indent=2))
-    return out
+        probs_classes=list(card.class_names),
+        temperature=card.temperature,
+        sha256=hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        source_run=run.name,
+    )
+    out.write_card(card)
+    return Path(out.root)
 
 
 def export_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, name: str = "ensemble") -> Path:
@@ -147,8 +149,8 @@ def export_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, name: st
     for run in run_dirs:
         member = Path(run).name
         export_run(run, out / member)
-        members.append({"name": member, "path": member, "weight": 1.0})
-    (out / "ensemble.json").write_text(json.dumps({"name": name, "members": members}, indent=2))
+        members.append(EnsembleMember(member, member, 1.0))
+    ExportDir(out).write_ensemble(EnsembleSpec(name, members))
     return out
 
 
@@ -157,14 +159,13 @@ def torch_reference(run_dir: str | Path, images: np.ndarray) -> tuple[np.ndarray
     from braintumor.explain.cam import GradCAM
     from braintumor.training.checkpoint import load_checkpoint
 
-    model, payload = load_checkpoint(Path(run_dir) / "checkpoint.pt")
+    model, _ = load_checkpoint(Path(run_dir) / "checkpoint.pt")
     card = model.card
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     x = (x - torch.tensor(card.mean).view(1, 3, 1, 1)) / torch.tensor(card.std).view(1, 3, 1, 1)
     with GradCAM(model, card.cam_layer) as cam:
         result = cam(x)
-    temperature = float(payload["card"].get("extra", {}).get("calibration", {}).get("temperature", 1.0))
-    logits = result.logits.double() / temperature
+    logits = result.logits.double() / card.temperature
     if logits.shape[1] == 1:
         p = torch.sigmoid(logits[:, 0])
         probs = torch.stack([1 - p, p], dim=1)

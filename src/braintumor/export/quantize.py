@@ -11,7 +11,6 @@ The int8 model becomes the member's default precision only when its validation a
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from braintumor.data.datasets import ImageRecord
+from braintumor.data.datasets import BINARY_CLASSES, ImageRecord, is_tumor_label
 from braintumor.imaging.io import load_image
 from braintumor.imaging.transforms import letterbox, to_rgb
-
-INT8_FILE = "model.int8.onnx"
+from braintumor.models.card import Precision
+from braintumor.models.export_dir import ExportDir
 
 
 def _batches(records: Sequence[ImageRecord], size: int, batch: int = 16) -> Iterator[np.ndarray]:
@@ -48,13 +47,12 @@ def quantize_export(export_dir: str | Path, calibration: Sequence[ImageRecord]) 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    folder = Path(export_dir)
-    card = json.loads((folder / "card.json").read_text())
-    size = int(card["input_size"])
+    folder = ExportDir(export_dir)
+    size = folder.read_card().input_size
     with tempfile.TemporaryDirectory() as tmp:
         prepped = Path(tmp) / "prepped.onnx"
-        quant_pre_process(str(folder / "model.onnx"), str(prepped), skip_symbolic_shape=True)
-        out = folder / INT8_FILE
+        quant_pre_process(str(folder.model_file("fp32")), str(prepped), skip_symbolic_shape=True)
+        out = folder.model_file("int8")
         quantize_static(
             str(prepped),
             str(out),
@@ -74,8 +72,6 @@ def quantize_export(export_dir: str | Path, calibration: Sequence[ImageRecord]) 
 
 def accuracy(session: Any, records: Sequence[ImageRecord], class_names: Sequence[str], threshold: float) -> float:
     """Accuracy of an ONNX session on labelled records (binary: p(tumor) ≥ threshold; else argmax)."""
-    from braintumor.data.datasets import is_tumor_label
-
     correct = 0
     offset = 0
     size = int(session.get_inputs()[0].shape[1])
@@ -83,7 +79,7 @@ def accuracy(session: Any, records: Sequence[ImageRecord], class_names: Sequence
         probs = session.run(["probs"], {"image": batch})[0]
         for k, p in enumerate(probs):
             label = records[offset + k].label
-            if list(class_names) == ["no_tumor", "tumor"]:
+            if tuple(class_names) == BINARY_CLASSES:
                 correct += int((p[1] >= threshold) == is_tumor_label(label))
             else:
                 correct += int(class_names[int(np.argmax(p))] == label)
@@ -101,13 +97,13 @@ def quantize_if_it_holds(
     """Quantize, compare validation accuracy with fp32, and record the verdict on the card."""
     import onnxruntime as ort
 
-    folder = Path(export_dir)
-    quantize_export(folder, calibration)
-    card = json.loads((folder / "card.json").read_text())
-    threshold = float(card.get("extra", {}).get("calibration", {}).get("decision", {}).get("threshold", 0.5))
-    names = card["class_names"]
-    fp32 = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    int8 = ort.InferenceSession(str(folder / INT8_FILE), providers=["CPUExecutionProvider"])
+    folder = ExportDir(export_dir)
+    quantize_export(folder.root, calibration)
+    card = folder.read_card()
+    threshold = card.decision.threshold
+    names = card.class_names
+    fp32 = ort.InferenceSession(str(folder.model_file("fp32")), providers=["CPUExecutionProvider"])
+    int8 = ort.InferenceSession(str(folder.model_file("int8")), providers=["CPUExecutionProvider"])
     acc32 = accuracy(fp32, validation, names, threshold)
     acc8 = accuracy(int8, validation, names, threshold)
     verdict = {
@@ -118,8 +114,18 @@ def quantize_if_it_holds(
         "max_drop": max_drop,
         "int8_default": acc32 - acc8 <= max_drop + 1e-12,
     }
-    export = card.setdefault("extra", {}).setdefault("export", {})
-    export["quantization"] = verdict
-    export["default_precision"] = "int8" if verdict["int8_default"] else "fp32"
-    (folder / "card.json").write_text(json.dumps(card, indent=2))
+    set_default_precision(folder, "int8" if verdict["int8_default"] else "fp32", quantization=verdict)
     return verdict
+
+
+def set_default_precision(
+    folder: ExportDir, precision: Precision, *, quantization: dict[str, Any] | None = None
+) -> None:
+    """Record on the card which graph serving loads by default (and the quantization verdict, when given)."""
+    card = folder.read_card()
+    if card.export is None:
+        raise ValueError(f"{folder.root} holds no exported model card")
+    if quantization is not None:
+        card.export.quantization = quantization
+    card.export.default_precision = precision
+    folder.write_card(card)

@@ -24,48 +24,37 @@ non-MRI example is needed to fit it, so no such example can be overfitted):
 Every rejection is one line that says what was measured against what the training data allows.
 
 Example:
-    >>> gate = fit_gate("exports/mnv2", ["data/br35h"], "split.csv", "exports/mnv2/gate.npz")  # doctest: +SKIP
+    >>> gate = InputGate.load("exports/mnv2/gate.npz")  # fitted by gate_fit.fit_gate  # doctest: +SKIP
     >>> gate.check_image(load_image("cat.jpg"))  # doctest: +SKIP
     'colour image (colourfulness 74 > 28): brain MRI slices are gray'
     >>> gate.check_features(features)  # doctest: +SKIP
     [None, 'does not look like a brain MRI slice (feature distance 5.3× the training range)']
 
-No torch here: the gate is numpy and PIL, and the fit runs the exported ONNX graph.
+No torch here: the checks are numpy and PIL; fitting (:mod:`.gate_fit`) runs the exported ONNX graph.
 """
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
 import math
-import os
 import zipfile
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from braintumor.errors import DatasetError, ImageError
-from braintumor.imaging.io import load_image
+from braintumor.errors import ModelLoadError
 from braintumor.imaging.transforms import to_gray
 from braintumor.imaging.types import LoadedImage
-
-if TYPE_CHECKING:
-    from braintumor.inference.predictor import Member
+from braintumor.models.export_dir import write_atomic
 
 GATE_FORMAT = "braintumor-gate-v1"
-GATE_FILE = "gate.npz"
 
-#: Fitting defaults (each fitted gate records the values it used).
-DEFAULT_QUANTILES = (0.001, 0.999)  # of the training MRIs' statistics
-DEFAULT_MARGIN = 1.0  # 1 = halve the distance from the quantile to the statistic's natural limit
-DEFAULT_MIN_SIDE = 32  # px; smaller than any slice a scanner writes, and too small to read
-DEFAULT_PROTOTYPES = 512  # spherical k-means centroids summarising the training features (≈ 2.6 MB at C = 1280)
-DEFAULT_PERCENTILE = 99.5  # of the calibration MRIs' feature scores
-MIN_CALIBRATION = 20  # below this many validation images, thresholds come from out-of-fold training scores
+#: Prototypes summarising the training features (≈ 2.6 MB at C = 1280); fitting defaults: :mod:`.gate_fit`.
+DEFAULT_PROTOTYPES = 512
 
 #: Definitions of the statistics (fixed, not fitted): thumbnail side, and what "dark" / "near white" mean.
 THUMBNAIL = 64
@@ -226,7 +215,8 @@ class PrototypeModel:
 class InputGate:
     """Decides whether an input is a brain MRI slice (see the module docstring for how and why).
 
-    Build one with :meth:`fit` (arrays) or :func:`fit_gate` (an export and a split), keep it with
+    Build one with :func:`~braintumor.inference.gate_fit.fit_input_gate` (arrays) or
+    :func:`~braintumor.inference.gate_fit.fit_gate` (an export and a split), keep it with
     :meth:`save` and :meth:`load`; the predictor calls :meth:`check_image` then :meth:`check_features`.
     """
 
@@ -261,8 +251,6 @@ class InputGate:
         """Novelty of each row of ``features`` (N×C) in units of the threshold: above 1 means rejected."""
         features = np.asarray(features)
         if features.ndim != 2 or features.shape[1] != self.model.dim:
-            from braintumor.inference.predictor import ModelLoadError
-
             raise ModelLoadError(
                 f"the input gate was fitted on {self.model.dim}-dimensional features, the model gives shape "
                 f"{features.shape}: refit the gate for this model"
@@ -282,75 +270,6 @@ class InputGate:
             for s in self.feature_scores(features).tolist()
         ]
 
-    # -- fitting ---------------------------------------------------------------------------------------------
-    @classmethod
-    def fit(
-        cls,
-        images: Sequence[LoadedImage],
-        features: np.ndarray,
-        *,
-        calibration_features: np.ndarray | None = None,
-        quantiles: tuple[float, float] = DEFAULT_QUANTILES,
-        margin: float = DEFAULT_MARGIN,
-        min_side: int = DEFAULT_MIN_SIDE,
-        prototypes: int = DEFAULT_PROTOTYPES,
-        percentile: float = DEFAULT_PERCENTILE,
-        source: dict[str, Any] | None = None,
-    ) -> InputGate:
-        """Fit both stages on training MRIs: ``images`` and their pooled ``features`` (same order).
-
-        The feature threshold comes from ``calibration_features`` (MRIs the prototypes do not summarise: a
-        validation part)
-        when there are at least :data:`MIN_CALIBRATION` of them, else from out-of-fold scores of the training
-        features. Never pass test images here.
-
-        >>> gate = InputGate.fit(train_images, train_features, calibration_features=val_features)  # doctest: +SKIP
-        """
-        features = np.asarray(features, dtype=np.float64)
-        if len(images) != len(features):
-            raise ValueError(f"{len(images)} images but {len(features)} feature rows")
-        if len(images) < 3:
-            raise DatasetError(f"cannot fit an input gate on {len(images)} images: need at least 3")
-        table = [image_statistics(im) for im in images]
-        bounds, observed = {}, {}
-        for statistic in STATISTICS:
-            values = np.array([row[statistic.name] for row in table])
-            q_low, q_high = (float(v) for v in np.quantile(values, quantiles))
-            quantile = q_low if statistic.side == "min" else q_high
-            bounds[statistic.name] = statistic.bound(quantile, margin)
-            observed[statistic.name] = {"min": float(values.min()), "q_low": q_low, "q_high": q_high,
-                                        "max": float(values.max())}  # fmt: skip
-        model = PrototypeModel.fit(features, prototypes)
-        if calibration_features is not None and len(calibration_features) >= MIN_CALIBRATION:
-            distances = model.distances(np.asarray(calibration_features, dtype=np.float64))
-            calibration = f"{len(calibration_features)} validation images"
-        else:
-            distances = _out_of_fold_distances(features, prototypes)
-            calibration = f"out-of-fold scores of {len(features)} training images"
-        params: dict[str, Any] = {
-            "format": GATE_FORMAT,
-            "image": {
-                "bounds": bounds,
-                "min_side": int(min_side),
-                "quantiles": list(quantiles),
-                "margin": margin,
-                "observed": observed,
-            },
-            "features": {
-                "transform": "l2",
-                "distance": "cosine to the nearest prototype",
-                "prototypes": int(model.prototypes.shape[0]),
-                "dim": model.dim,
-                "percentile": percentile,
-                "threshold": max(float(np.percentile(distances, percentile)), 1e-12),
-                "calibration": calibration,
-                "calibration_max": float(distances.max()),
-            },
-            "n_fit": len(images),
-            "source": source or {},
-        }
-        return cls(model, params)
-
     # -- persistence -----------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write one ``.npz``: the prototypes plus the JSON parameters (thresholds, provenance), atomically so a
@@ -358,16 +277,9 @@ class InputGate:
 
         >>> gate.save("exports/mnv2/gate.npz")  # doctest: +SKIP
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: the final rename is atomic
-        try:
-            with tmp.open("wb") as fh:
-                np.savez(fh, prototypes=self.model.prototypes, params=np.array(json.dumps(self.params)))
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        buf = io.BytesIO()
+        np.savez(buf, prototypes=self.model.prototypes, params=np.array(json.dumps(self.params)))
+        return write_atomic(Path(path), buf.getvalue())
 
     @classmethod
     def load(cls, path: str | Path) -> InputGate:
@@ -376,8 +288,6 @@ class InputGate:
         >>> InputGate.load("exports/mnv2/gate.npz").params["features"]["threshold"]  # doctest: +SKIP
         0.0731
         """
-        from braintumor.inference.predictor import ModelLoadError
-
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as npz:
@@ -393,116 +303,3 @@ class InputGate:
         """The thresholds and provenance, JSON-ready (for reports and the API's model card)."""
         copy: dict[str, Any] = json.loads(json.dumps(self.params))
         return copy
-
-
-def _out_of_fold_distances(features: np.ndarray, prototypes: int, folds: int = 5) -> np.ndarray:
-    """Distance of each training row to prototypes fitted without its fold (an honest stand-in for validation)."""
-    n = len(features)
-    folds = max(2, min(folds, n))
-    fold = np.arange(n) % folds
-    distances = np.empty(n)
-    for k in range(folds):
-        held = fold == k
-        distances[held] = PrototypeModel.fit(features[~held], prototypes).distances(features[held])
-    return distances
-
-
-# -- fitting from an export and a split ------------------------------------------------------------------------
-def extract_features(
-    export_dir: str | Path,
-    images: Sequence[LoadedImage],
-    *,
-    batch_size: int = 32,
-    threads: int | None = None,
-    precision: str | None = None,
-) -> np.ndarray:
-    """Pooled features (N×C) of member 0 of ``export_dir``, exactly as the predictor computes them.
-
-    >>> extract_features("exports/mnv2", [load_image("scan.png")]).shape  # doctest: +SKIP
-    (1, 1280)
-    """
-    from braintumor.inference.predictor import preprocess_batch
-
-    member = _member0(Path(export_dir), threads, precision)
-    out = []
-    for start in range(0, len(images), batch_size):
-        boxed, _ = preprocess_batch(images[start : start + batch_size], member.size)
-        out.append(np.asarray(member.session.run(["features"], {"image": boxed})[0], dtype=np.float32))
-    if not out:
-        return np.empty((0, 0), np.float32)
-    return np.concatenate(out)
-
-
-def fit_gate(
-    export_dir: str | Path,
-    data_dirs: Sequence[str | Path],
-    split_csv: str | Path,
-    out_path: str | Path,
-    *,
-    max_images: int | None = None,
-    threads: int | None = None,
-    precision: str | None = None,
-    log: Callable[[str], None] | None = None,
-) -> InputGate:
-    """Fit the gate for ``export_dir`` on the *train* part of ``split_csv`` (thresholds on its *val* part),
-    reading images from ``data_dirs`` (dataset roots named as in the split), and save it to ``out_path``.
-
-    Save it as ``gate.npz`` beside ``card.json`` (or name it in ``ensemble.json``'s ``"gate"``) and
-    :class:`~braintumor.inference.predictor.Predictor` uses it. ``max_images`` subsamples each part evenly.
-
-    >>> fit_gate("exports/mnv2", ["data/br35h"], "runs/x/split.csv", "exports/mnv2/gate.npz")  # doctest: +SKIP
-    """
-    from braintumor.data.splits import read_split
-
-    say = log or (lambda _msg: None)
-    rows, split_sha = read_split(split_csv)
-    roots = {Path(d).resolve().name: Path(d) for d in data_dirs}
-    missing = sorted({r.dataset for r in rows} - set(roots))
-    parts: dict[str, list[LoadedImage]] = {"train": [], "val": []}
-    for part in parts:
-        chosen = [r for r in rows if r.split == part and r.dataset in roots]
-        if max_images and len(chosen) > max_images:
-            chosen = [chosen[int(i)] for i in np.linspace(0, len(chosen) - 1, max_images)]
-        for r in chosen:
-            try:
-                parts[part].append(load_image(roots[r.dataset] / r.relative_path))
-            except ImageError as exc:
-                say(f"skipped {r.key}: {exc}")
-    if not parts["train"]:
-        raise DatasetError(f"{split_csv} has no readable train images under {', '.join(map(str, data_dirs))}")
-    if missing:
-        say(f"split datasets not given in data_dirs (ignored): {', '.join(missing)}")
-    say(f"features of {len(parts['train'])} train and {len(parts['val'])} val images …")
-    train_features = extract_features(export_dir, parts["train"], threads=threads, precision=precision)
-    val_features = (
-        extract_features(export_dir, parts["val"], threads=threads, precision=precision) if parts["val"] else None
-    )
-    card = _member0(Path(export_dir), threads, precision).card
-    source = {
-        "export": str(export_dir),
-        "arch": card.get("arch"),
-        "model_sha256": card.get("extra", {}).get("export", {}).get("sha256"),
-        "split_sha256": split_sha,
-        "datasets": sorted({r.dataset for r in rows if r.dataset in roots}),
-        "n_train": len(parts["train"]),
-        "n_val": len(parts["val"]),
-    }
-    gate = InputGate.fit(parts["train"], train_features, calibration_features=val_features, source=source)
-    gate.save(out_path)
-    say(f"wrote {out_path} (sha256 {hashlib.sha256(Path(out_path).read_bytes()).hexdigest()[:12]})")
-    return gate
-
-
-def _member0(export_dir: Path, threads: int | None, precision: str | None) -> Member:
-    """Member 0 of an export or ensemble folder, loaded without its gate (which may be the stale file we replace)."""
-    from braintumor.inference.predictor import ModelLoadError, _load_member
-
-    folder = export_dir
-    if (export_dir / "ensemble.json").is_file():
-        try:
-            folder = export_dir / json.loads((export_dir / "ensemble.json").read_text())["members"][0]["path"]
-        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-            raise ModelLoadError(f"cannot read member 0 of {export_dir / 'ensemble.json'}: {exc}") from exc
-    elif not (export_dir / "card.json").is_file():
-        raise ModelLoadError(f"{export_dir} is not a model folder (no ensemble.json or card.json)")
-    return _load_member(folder, None, 1.0, threads, precision)

@@ -14,52 +14,23 @@ Example:
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from braintumor.data.datasets import NEGATIVE_LABELS
-from braintumor.errors import BrainTumorError, NotAnMRIError
-from braintumor.evaluation.calibration import DecisionRule, ensemble_decision, ensemble_weights
-from braintumor.imaging.transforms import Placement, letterbox, to_rgb
+from braintumor.data.datasets import BINARY_CLASSES, is_tumor_label, negative_index
+from braintumor.errors import ModelLoadError, NotAnMRIError
+from braintumor.imaging.transforms import Placement
 from braintumor.imaging.types import ImageMeta, LoadedImage
+from braintumor.inference.gate import InputGate
+from braintumor.inference.members import Member, load_members, preprocess_batch
+from braintumor.models.decision import Band, DecisionRule, ensemble_decision, ensemble_weights
+from braintumor.models.export_dir import ExportDir
 
-BINARY_CLASSES = ("no_tumor", "tumor")
-
-
-class ModelLoadError(BrainTumorError):
-    """A model folder is missing, incomplete or inconsistent."""
-
-
-@dataclass
-class Member:
-    """One exported network and its card, with an ONNX Runtime session."""
-
-    name: str
-    card: dict[str, Any]
-    session: Any
-    weight: float = 1.0
-
-    @property
-    def size(self) -> int:
-        return int(self.card["input_size"])
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.card["class_names"])
-
-    @property
-    def decision(self) -> DecisionRule | None:
-        d = self.card.get("extra", {}).get("calibration", {}).get("decision")
-        return DecisionRule.from_dict(d) if d else None
-
-    def p_tumor(self, probs: np.ndarray) -> np.ndarray:
-        return tumor_probability(probs, self.class_names)
+Label = Literal["tumor", "no_tumor"]
 
 
 def tumor_probability(probs: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
@@ -67,10 +38,14 @@ def tumor_probability(probs: np.ndarray, class_names: Sequence[str]) -> np.ndarr
     names = [c.lower() for c in class_names]
     if "tumor" in names and len(names) == 2:
         return probs[:, names.index("tumor")]
-    for i, c in enumerate(names):
-        if c in NEGATIVE_LABELS or c == "no_tumor":
-            return 1.0 - probs[:, i]
-    raise ModelLoadError(f"cannot tell tumor from no tumor with classes {list(class_names)}")
+    negative = negative_index(names)
+    if negative is None:
+        raise ModelLoadError(f"cannot tell tumor from no tumor with classes {list(class_names)}")
+    return 1.0 - probs[:, negative]
+
+
+#: What one member's graph returned for a batch: the member, probs, Grad-CAM maps, pooled features, placements.
+_MemberOutput = tuple[Member, np.ndarray, np.ndarray, np.ndarray, list[Placement]]
 
 
 @dataclass(frozen=True)
@@ -79,7 +54,7 @@ class MemberResult:
     arch: str
     probs: dict[str, float]
     p_tumor: float
-    label: str
+    label: Label
     cam: np.ndarray  # raw, member input size
 
 
@@ -87,8 +62,8 @@ class MemberResult:
 class Prediction:
     """The ensemble's answer for one image, with everything a report needs."""
 
-    label: str  # "tumor" | "no_tumor" (by the threshold)
-    band: str  # "tumor" | "refer" | "no_tumor" (by the refer band)
+    label: Label  # by the threshold
+    band: Band  # by the refer band
     p_tumor: float
     probs: dict[str, float]  # in the ensemble's class space
     tumor_type: str | None
@@ -139,7 +114,7 @@ class Predictor:
     version: str = "0"
     decision: DecisionRule = field(default_factory=DecisionRule)
     class_names: tuple[str, ...] = BINARY_CLASSES
-    gate: Any = None
+    gate: InputGate | None = None
     root: Path | None = None
 
     # -- loading -----------------------------------------------------------------------------------------
@@ -147,36 +122,22 @@ class Predictor:
     def load(cls, path: str | Path, *, threads: int | None = None, precision: str | None = None) -> Predictor:
         """Load ``path`` (an export folder or an ensemble folder). ``threads``: ONNX Runtime intra-op threads
         (default: all cores); ``precision``: "fp32" or "int8" (default: what each card recommends)."""
-        root = Path(path)
-        if (root / "ensemble.json").is_file():
-            spec = _read_json(root / "ensemble.json")
-            members = [
-                _load_member(root / m["path"], m.get("name"), float(m.get("weight", 1.0)), threads, precision)
-                for m in spec["members"]
-            ]
-            name, version = spec.get("name", root.name), str(spec.get("version", "0"))
-            decision_dict = spec.get("decision")
-        elif (root / "card.json").is_file():
-            members = [_load_member(root, None, 1.0, threads, precision)]
-            name, version, decision_dict = root.name, str(members[0].card.get("version", "0")), None
-            spec = {"gate": "gate.npz"} if (root / "gate.npz").is_file() else {}  # an input gate beside card.json
-        else:
-            raise ModelLoadError(f"{root} is not a model folder (no ensemble.json or card.json)")
+        root = ExportDir(path)
+        members = load_members(root, threads=threads, precision=precision)
+        spec = root.read_ensemble() if root.is_ensemble else None
         if not members:
-            raise ModelLoadError(f"{root}: the ensemble has no members")
+            raise ModelLoadError(f"{root.root}: the ensemble has no members")
         try:
             weights = ensemble_weights([m.weight for m in members], len(members))
         except ValueError as exc:
-            raise ModelLoadError(f"{root}: {exc}") from exc
-        decision = DecisionRule.from_dict(decision_dict) if decision_dict else None
-        decision = decision or ensemble_decision([m.decision for m in members], weights) or DecisionRule()
-        class_names = _ensemble_classes(members)
-        gate = None
-        if spec.get("gate"):
-            from braintumor.inference.gate import InputGate
-
-            gate = InputGate.load(root / spec["gate"])
-        return cls(members, name, version, decision, class_names, gate, root)
+            raise ModelLoadError(f"{root.root}: {exc}") from exc
+        fitted = spec.decision if spec is not None else None
+        decision = fitted or ensemble_decision([m.card.fitted_decision for m in members], weights) or DecisionRule()
+        gate_path = root.gate_file()
+        gate = InputGate.load(gate_path) if gate_path is not None else None
+        name = (spec.name if spec is not None else None) or root.name
+        version = (spec.version if spec is not None else None) or "0"
+        return cls(members, name, version, decision, _ensemble_classes(members), gate, root.root)
 
     # -- prediction --------------------------------------------------------------------------------------
     def predict(self, image: LoadedImage, *, cam: bool = True) -> Prediction:
@@ -200,7 +161,7 @@ class Predictor:
         }
         if todo:
             batch = [images[i] for i in todo]
-            per_member = []
+            per_member: list[_MemberOutput] = []
             prepared: dict[int, tuple[np.ndarray, list[Placement]]] = {}
             for member in self.members:
                 if member.size not in prepared:  # members of one input size share the letterboxed batch
@@ -218,24 +179,23 @@ class Predictor:
                 )
         return [out_by_index[i] for i in range(len(images))]
 
-    def _combine(self, i: int, image: LoadedImage, per_member: list[Any], with_cam: bool) -> Prediction:
-        weights = np.array([m.weight for m in self.members], dtype=np.float64)
-        weights = weights / weights.sum()
+    def _combine(self, i: int, image: LoadedImage, per_member: list[_MemberOutput], with_cam: bool) -> Prediction:
+        weights = ensemble_weights([m.weight for m in self.members], len(self.members))
         results = []
         p_tumors = []
         class_vectors = []
         maps = []
         for member, probs, cams, _feat, placements in per_member:
             p = probs[i].astype(np.float64)
-            pt = float(member.p_tumor(p[None])[0])
+            pt = float(tumor_probability(p[None], member.class_names)[0])
             p_tumors.append(pt)
             names = member.class_names
             if tuple(names) == self.class_names:
                 class_vectors.append(p)
-            label = "tumor" if pt >= (member.decision or DecisionRule()).threshold else "no_tumor"
+            member_label: Label = "tumor" if pt >= member.card.decision.threshold else "no_tumor"
             results.append(
-                MemberResult(member.name, member.card["arch"], dict(zip(names, map(float, p), strict=True)), pt,
-                             label, cams[i])
+                MemberResult(member.name, member.card.arch, dict(zip(names, map(float, p), strict=True)), pt,
+                             member_label, cams[i])
             )  # fmt: skip
             if with_cam:
                 top = float(cams[i].max())
@@ -247,18 +207,18 @@ class Predictor:
         else:
             class_p = np.array([1 - p_tumor, p_tumor])
         names = list(self.class_names) if len(class_vectors) == len(self.members) else list(BINARY_CLASSES)
-        probs = dict(zip(names, map(float, class_p), strict=True))
-        type_probs = {n: p for n, p in probs.items() if n.lower() not in NEGATIVE_LABELS and n != "no_tumor"}
+        combined = dict(zip(names, map(float, class_p), strict=True))
+        type_probs = {n: v for n, v in combined.items() if is_tumor_label(n)}
         if set(type_probs) == {"tumor"}:
             type_probs = {}
-        label = "tumor" if p_tumor >= self.decision.threshold else "no_tumor"
+        label: Label = "tumor" if p_tumor >= self.decision.threshold else "no_tumor"
         tumor_type = max(type_probs, key=lambda k: type_probs[k]) if type_probs and label == "tumor" else None
         ensemble_map = np.mean(maps, axis=0).astype(np.float32) if maps else None
         return Prediction(
             label=label,
             band=self.decision.band(p_tumor),
             p_tumor=p_tumor,
-            probs=probs,
+            probs=combined,
             tumor_type=tumor_type,
             type_probs=type_probs,
             decision=self.decision,
@@ -279,68 +239,15 @@ class Predictor:
             "members": [
                 {
                     "name": m.name,
-                    "arch": m.card["arch"],
+                    "arch": m.card.arch,
                     "input_size": m.size,
-                    "precision": m.card.get("extra", {}).get("export", {}).get("loaded_precision", "fp32"),
+                    "precision": m.precision,
                     "weight": m.weight,
                 }
                 for m in self.members
             ],
             "gate": self.gate is not None,
         }
-
-
-def preprocess_batch(images: Sequence[LoadedImage], size: int) -> tuple[np.ndarray, list[Placement]]:
-    """Letterbox every image to ``size`` and stack as the graph's uint8 NHWC input."""
-    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
-    placements = []
-    for k, image in enumerate(images):
-        boxed, placement = letterbox(image.pixels, size)
-        out[k] = to_rgb(boxed)
-        placements.append(placement)
-    return out, placements
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path} must hold a JSON object")
-    return data
-
-
-def _session(path: Path, threads: int | None) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or os.cpu_count() or 1
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise ModelLoadError(f"cannot load {path}: {str(exc).splitlines()[0][:200]}") from exc
-
-
-def _load_member(folder: Path, name: str | None, weight: float, threads: int | None, precision: str | None) -> Member:
-    card = _read_json(folder / "card.json")
-    export = card.get("extra", {}).get("export", {})
-    wanted = precision or export.get("default_precision", "fp32")
-    candidates = {"int8": folder / "model.int8.onnx", "fp32": folder / "model.onnx"}
-    if wanted not in candidates:
-        raise ModelLoadError(f"precision must be fp32 or int8, not {wanted!r}")
-    path = candidates[wanted]
-    if not path.is_file():
-        if precision is not None:
-            raise ModelLoadError(f"{folder} has no {wanted} model ({path.name})")
-        path, wanted = candidates["fp32"], "fp32"
-    if not path.is_file():
-        raise ModelLoadError(f"{folder} has no model.onnx")
-    export["loaded_precision"] = wanted
-    card.setdefault("extra", {})["export"] = export
-    return Member(name or folder.name, card, _session(path, threads), weight)
 
 
 def _ensemble_classes(members: Sequence[Member]) -> tuple[str, ...]:

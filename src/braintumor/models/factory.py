@@ -1,7 +1,7 @@
 """One way to build a model: :func:`create_model` by registered name (timm's ``create_model``, our head).
 
 Example:
-    >>> from braintumor.models import create_model
+    >>> from braintumor.models.factory import create_model
     >>> names = ["glioma", "meningioma", "no_tumor", "pituitary"]
     >>> model = create_model("efficientnet_b0", num_classes=4, class_names=names)
     >>> model.card.activation, model.card.cam_layer
@@ -60,7 +60,7 @@ def create_model_from_card(card: ModelCard) -> BrainTumorNet:
     Use it to rebuild a trained model before ``load_state_dict``: no ImageNet file is needed, because
     the checkpoint holds every weight.
 
-    >>> from braintumor.models import create_model
+    >>> from braintumor.models.factory import create_model
     >>> card = create_model("mobilenet_v3_small", 1).card
     >>> create_model_from_card(card).card is card
     True

@@ -7,7 +7,7 @@ the top blocks at a low learning rate.
 
 Example:
     >>> import torch
-    >>> from braintumor.models import create_model
+    >>> from braintumor.models.factory import create_model
     >>> model = create_model("mobilenet_v3_small", num_classes=1).eval()
     >>> fmap = model.forward_features(torch.zeros(1, 3, 224, 224))
     >>> fmap.shape, model.forward_head(fmap).shape
@@ -107,7 +107,7 @@ class BrainTumorNet(nn.Module):
         images and batches of 16, per-batch statistics are noisier than ImageNet's, and updating them
         is the usual way fine-tuning collapses. Returns the names of the unfrozen blocks.
 
-        >>> from braintumor.models import create_model
+        >>> from braintumor.models.factory import create_model
         >>> create_model("resnet50", 1).unfreeze_top(fraction=0.4)
         ['backbone.features.layer3', 'backbone.features.layer4']
         """

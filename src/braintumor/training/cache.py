@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from braintumor.models import BrainTumorNet
+from braintumor.models.net import BrainTumorNet
 from braintumor.training.data import augment_batch, normalise
 
 CHUNK = 64

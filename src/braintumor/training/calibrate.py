@@ -14,11 +14,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from braintumor.training.data import LabelledSet, negative_index, normalise
+from braintumor.data.datasets import negative_index
+from braintumor.models.card import Calibration, ModelCard
+from braintumor.models.net import BrainTumorNet
+from braintumor.training.data import LabelledSet, normalise
 
 
 @torch.inference_mode()
-def predict_logits(model: Any, images: torch.Tensor, card: Any, channels_last: bool = False) -> np.ndarray:
+def predict_logits(
+    model: BrainTumorNet, images: torch.Tensor, card: ModelCard, channels_last: bool = False
+) -> np.ndarray:
     """Logits (N×outputs) for uint8 letterboxed images, in batches of 32, eval mode."""
     model.eval()
     out = []
@@ -48,7 +53,7 @@ def calibrate(
     class_names: list[str],
     binary: bool,
     datasets: list[str] | None = None,
-) -> dict[str, Any] | None:
+) -> Calibration | None:
     """Temperature, ECE before/after (of p(tumor) where there is one) and the decision rule, from
     validation ``logits`` and ``targets`` (−1 = untyped tumor)."""
     from braintumor.evaluation.calibration import decision_rule, fit_temperature, probabilities, reliability
@@ -80,10 +85,12 @@ def calibrate(
     }
     if y_tumor is not None and len(np.unique(y_tumor)) == 2:
         out["decision"] = decision_rule(*view(temperature), groups=datasets).as_dict()
-    return out
+    return Calibration.from_dict(out)
 
 
-def calibrate_set(model: Any, data: LabelledSet, card: Any, binary: bool, channels_last: bool) -> dict[str, Any] | None:
+def calibrate_set(
+    model: BrainTumorNet, data: LabelledSet, card: ModelCard, binary: bool, channels_last: bool
+) -> Calibration | None:
     """:func:`calibrate` on a model's validation set."""
     if len(data) < 4:
         return None

@@ -20,7 +20,9 @@ import torch
 from torch import nn
 
 from braintumor.data.datasets import ImageRecord
-from braintumor.models import BrainTumorNet
+from braintumor.models.card import ModelCard
+from braintumor.models.factory import create_model_from_card
+from braintumor.models.net import BrainTumorNet
 from braintumor.training.config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -95,8 +97,6 @@ def save_train_fingerprints(run_dir: Path, records: Sequence[ImageRecord]) -> Pa
 
 def load_checkpoint(path: str | Path) -> tuple[BrainTumorNet, dict[str, Any]]:
     """Rebuild the model of a checkpoint (architecture from its card, weights from the file)."""
-    from braintumor.models import ModelCard, create_model_from_card
-
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     model = create_model_from_card(ModelCard.from_dict(payload["card"]))
     model.load_state_dict(payload["state_dict"])

@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from braintumor.data.datasets import ImageRecord, discover_many, is_tumor_label
+from braintumor.data.datasets import BINARY_CLASSES, ImageRecord, discover_many, is_tumor_label, negative_index
 from braintumor.data.splits import SplitRow
 from braintumor.errors import DatasetError
 from braintumor.imaging.io import load_image
 from braintumor.imaging.transforms import letterbox, to_rgb
+from braintumor.models.card import Task
 from braintumor.training.config import AugmentConfig
 
-BINARY_CLASSES = ("no_tumor", "tumor")
 #: Target of an image whose label says "tumor" but not which type (multi-class task, partial label).
 UNTYPED = -1
 
@@ -46,7 +46,7 @@ class LabelledSet:
         return [r.dataset for r in self.records]
 
 
-def resolve_task(labels: Sequence[str], task: str, untyped_label: str = "") -> tuple[str, tuple[str, ...]]:
+def resolve_task(labels: Sequence[str], task: str, untyped_label: str = "") -> tuple[Task, tuple[str, ...]]:
     """Decide binary vs multi-class and the class names (sorted folder names for multi-class).
 
     In a multi-class task, ``untyped_label`` ("a tumor of unknown type") is not a class of its own when the
@@ -59,18 +59,13 @@ def resolve_task(labels: Sequence[str], task: str, untyped_label: str = "") -> t
     if task == "auto":
         task = "binary" if {n.lower() for n in names} <= {"yes", "no"} else "multiclass"
     if task == "binary":
-        return task, BINARY_CLASSES
+        return "binary", BINARY_CLASSES
     typed = [n for n in names if n != untyped_label]
     if untyped_label in names and len(typed) >= 2 and negative_index(typed) is not None:
         names = typed
     if len(names) < 2:
         raise DatasetError(f"multi-class training needs at least 2 classes, found {names}")
-    return task, tuple(names)
-
-
-def negative_index(classes: Sequence[str]) -> int | None:
-    """Index of the "no tumor" class, or None."""
-    return next((i for i, c in enumerate(classes) if not is_tumor_label(c)), None)
+    return "multiclass", tuple(names)
 
 
 def target_of(label: str, task: str, classes: Sequence[str]) -> int:

@@ -37,9 +37,11 @@ import torch
 from torch import nn
 
 from braintumor import __version__
-from braintumor.data.datasets import ImageRecord
+from braintumor.data.datasets import ImageRecord, negative_index
 from braintumor.data.splits import SplitRow, make_split, read_split, write_split
 from braintumor.errors import DatasetError
+from braintumor.models.card import Calibration, ModelCard, TrainingInfo
+from braintumor.models.net import BrainTumorNet
 from braintumor.training.cache import LowerBlocks, cache_views, estimate_bytes, split_index
 from braintumor.training.calibrate import calibrate_set, predict_logits
 from braintumor.training.callbacks import EarlyStopping
@@ -51,7 +53,6 @@ from braintumor.training.data import (
     augment_batch,
     build_augment,
     load_set,
-    negative_index,
     normalise,
     records_for_split,
     resolve_task,
@@ -206,7 +207,7 @@ def train(
     log: Callable[[str], None] = print,
 ) -> RunResult:
     """Train ``cfg.arch`` on the train part of ``split`` (made grouped on the fly when omitted)."""
-    from braintumor.models import create_model
+    from braintumor.models.factory import create_model
 
     started = time.perf_counter()
     run_dir = Path(out_dir)
@@ -346,29 +347,27 @@ def train(
             model.load_state_dict(phase1_state)
     model.eval()
     metrics: dict[str, Any] = {"best_val_loss": best_loss}
-    calibration: dict[str, Any] | None = None
+    calibration: Calibration | None = None
     if not interrupted:
         for name, data in (("val", val_set), ("test", test_set)):
             metrics[name] = _part_metrics(model, data, crit, card, cfg.channels_last)
         calibration = calibrate_set(model, val_set, card, binary, cfg.channels_last)
     metrics["seconds"] = time.perf_counter() - started
 
+    card.calibration = calibration
+    card.training = TrainingInfo(
+        task=task,
+        split_sha256=split_sha,
+        datasets=sorted({r.dataset for r in parts["train"]}),
+        counts={k: len(v) for k, v in parts.items()},
+        untyped_tumors=untyped,
+        config=cfg.to_dict(),
+        metrics=metrics,
+        braintumor_version=__version__,
+        torch_version=str(torch.__version__),
+        platform=platform.platform(),
+    )
     card_dict = card.to_dict()
-    card_dict.setdefault("extra", {})
-    if calibration is not None:
-        card_dict["extra"]["calibration"] = calibration
-    card_dict["extra"]["training"] = {
-        "task": task,
-        "split_sha256": split_sha,
-        "datasets": sorted({r.dataset for r in parts["train"]}),
-        "counts": {k: len(v) for k, v in parts.items()},
-        "untyped_tumors": untyped,
-        "config": cfg.to_dict(),
-        "metrics": metrics,
-        "braintumor_version": __version__,
-        "torch_version": str(torch.__version__),
-        "platform": platform.platform(),
-    }
     ckpt = save_checkpoint(run_dir, model, card_dict, cfg, split_sha, fit.history, metrics, interrupted)
     save_train_fingerprints(run_dir, parts["train"] + parts["val"])
     if interrupted:
@@ -376,7 +375,9 @@ def train(
     return RunResult(run_dir, ckpt, fit.history, metrics, interrupted, card_dict)
 
 
-def _part_metrics(model: Any, data: LabelledSet, crit: Criterion, card: Any, channels_last: bool) -> dict[str, Any]:
+def _part_metrics(
+    model: BrainTumorNet, data: LabelledSet, crit: Criterion, card: ModelCard, channels_last: bool
+) -> dict[str, Any]:
     if len(data) == 0:
         return {"loss": math.nan, "accuracy": math.nan, "n": 0}
     out = torch.from_numpy(predict_logits(model, data.images, card, channels_last))

@@ -1,0 +1,101 @@
+"""Loading exported members: each folder's card and an ONNX Runtime session, at the precision asked for.
+
+Why one module: the predictor, the gate fit and the benches all load members the same way — the card read
+through :class:`~braintumor.models.export_dir.ExportDir`, the int8 graph where the card recommends it (or where
+asked), sessions with the same threads and optimisations — and letterbox a batch the same way before calling the
+graph. No torch.
+
+Example:
+    >>> member = load_member(ExportDir("exports/mnv2"))  # doctest: +SKIP
+    >>> member.card.arch, member.precision  # doctest: +SKIP
+    ('mobilenet_v2', 'int8')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braintumor.errors import ModelLoadError
+from braintumor.imaging.transforms import Placement, letterbox, to_rgb
+from braintumor.imaging.types import LoadedImage
+from braintumor.models.card import PRECISIONS, ModelCard, Precision
+from braintumor.models.export_dir import ExportDir
+
+
+@dataclass
+class Member:
+    """One exported network and its card, with an ONNX Runtime session (``precision``: the graph loaded)."""
+
+    name: str
+    card: ModelCard
+    session: Any  # onnxruntime.InferenceSession (untyped package)
+    weight: float = 1.0
+    precision: Precision = "fp32"
+
+    @property
+    def size(self) -> int:
+        return self.card.input_size
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.card.class_names)
+
+
+def session(path: Path, threads: int | None) -> Any:
+    """An ONNX Runtime CPU session for ``path`` (``threads``: intra-op threads, default all cores)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelLoadError(f"cannot load {path}: {str(exc).splitlines()[0][:200]}") from exc
+
+
+def load_member(
+    folder: ExportDir,
+    name: str | None = None,
+    weight: float = 1.0,
+    threads: int | None = None,
+    precision: str | None = None,
+) -> Member:
+    """The member in ``folder``: ``precision`` "fp32" or "int8" (default: what its card recommends; the fp32
+    graph when the recommended int8 file is not shipped)."""
+    card = folder.read_card()
+    wanted = precision or card.default_precision
+    if wanted not in PRECISIONS:
+        raise ModelLoadError(f"precision must be fp32 or int8, not {wanted!r}")
+    chosen: Precision = "int8" if wanted == "int8" else "fp32"
+    path = folder.model_file(chosen)
+    if not path.is_file():
+        if precision is not None:
+            raise ModelLoadError(f"{folder.root} has no {chosen} model ({path.name})")
+        chosen, path = "fp32", folder.model_file("fp32")
+    if not path.is_file():
+        raise ModelLoadError(f"{folder.root} has no {path.name}")
+    return Member(name or folder.name, card, session(path, threads), weight, chosen)
+
+
+def load_members(root: ExportDir, *, threads: int | None = None, precision: str | None = None) -> list[Member]:
+    """Every member of an ensemble folder, or the one export of an export folder (its gate is not loaded)."""
+    return [load_member(folder, m.name, m.weight, threads, precision) for m, folder in root.member_dirs()]
+
+
+def preprocess_batch(images: Sequence[LoadedImage], size: int) -> tuple[np.ndarray, list[Placement]]:
+    """Letterbox every image to ``size`` and stack as the graph's uint8 NHWC input."""
+    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    placements = []
+    for k, image in enumerate(images):
+        boxed, placement = letterbox(image.pixels, size)
+        out[k] = to_rgb(boxed)
+        placements.append(placement)
+    return out, placements
