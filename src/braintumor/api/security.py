@@ -23,7 +23,6 @@ Why each choice:
 
 Example:
     >>> from braintumor.api.config import Settings
-from braintumor.errors import ServiceBusyError
     >>> key = "Zr4T9qLm2XbV7nKp1sWc8HdYf3GjUe6A0oIuQyRtEw5"
     >>> sec = Security(Settings(secret_key=key, argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1))
     >>> h = sec.hash_password("correct horse battery")

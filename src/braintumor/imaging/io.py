@@ -7,12 +7,12 @@ an :class:`ImageMeta` that later stages (letterbox, heatmap mapping, reports) re
 Uploads are hostile input, so every cost is bounded by :class:`ImageLimits` *before* anything is decoded: the
 pixels of the frame we decode, its decoded bytes (width × height × channels × bytes per sample), the number of
 frames, and for DICOM the nesting depth, element count and declared lengths (see
-:func:`braintumor.imaging.dicom_structure.check_structure`). Only one frame is ever decoded: the middle one, except for
-animated PNGs, where reaching a later frame means decoding every frame before it, so the default image (the
+:func:`braintumor.imaging.dicom_structure.check_structure`). Only one frame is ever decoded: the middle one, except
+for animated PNGs, where reaching a later frame means decoding every frame before it, so the default image (the
 first) is used.
 
 Example:
-    >>> from braintumor.data import load_image
+    >>> from braintumor.imaging.io import load_image
     >>> img = load_image("scan.dcm")  # doctest: +SKIP
     >>> img.pixels.shape, img.meta.source_format, img.meta.modality  # doctest: +SKIP
     ((64, 64), 'dicom', 'MR')
