@@ -655,13 +655,15 @@ def normalise_confirm(text: str) -> str:
 
 
 def _cmd_backup(args: argparse.Namespace) -> int:
-    from braintumor.storage.sqlite import DB_NAME, EmbeddedStorage
+    from braintumor.storage.backup import backup
+    from braintumor.storage.database import DB_NAME
+    from braintumor.storage.sqlite import EmbeddedStorage
 
     if not (Path(args.data_dir) / DB_NAME).is_file():
         raise BrainTumorError(f"no braintumor database in {args.data_dir} (backup covers the embedded backend)")
     store = EmbeddedStorage(args.data_dir)
     try:
-        manifest = store.backup(args.out)
+        manifest = backup(store, args.out)
     finally:
         store.close()
     print(f"wrote {args.out}: {manifest['users']} users, {manifest['scans']} scans, {manifest['blobs']} files")
@@ -669,7 +671,7 @@ def _cmd_backup(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from braintumor.storage.sqlite import restore
+    from braintumor.storage.backup import restore
 
     manifest = restore(args.archive, args.data_dir, force=args.force)
     print(

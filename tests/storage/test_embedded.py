@@ -3,37 +3,29 @@
 from __future__ import annotations
 
 import stat
-import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
+from braintumor.storage import Blob, NewScan, NewUser, ScanQuery
+from braintumor.storage.backup import backup
+from braintumor.storage.sqlite import EmbeddedStorage
 
-from braintumor.storage import Blob, NewScan, NewUser, ScanQuery, StorageError
-from braintumor.storage.sqlite import EmbeddedStorage, restore
-
-
-def _fill(store: EmbeddedStorage) -> tuple[str, str]:
-    alice = store.create_user(NewUser("alice", "h", "r"))
-    rec = store.add_scan(
-        NewScan(alice.id, "a.png", "tumor", "tumor", 0.9, result={"x": 1}),
-        [Blob("original", b"original bytes", "image/png"), Blob("heatmap", b"heat", "image/png")],
-    )
-    return alice.id, rec.id
+Filler = Callable[[EmbeddedStorage], tuple[str, str]]
 
 
-def test_data_dir_is_private(tmp_path: Path) -> None:
+def test_data_dir_is_private(tmp_path: Path, fill: Filler) -> None:
     store = EmbeddedStorage(tmp_path / "data")
-    _fill(store)
+    fill(store)
     assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
     blob = next((tmp_path / "data" / "blobs").glob("*/*"))
     assert stat.S_IMODE(blob.stat().st_mode) == 0o600
     store.close()
 
 
-def test_reopen_rolls_interrupted_work_back(tmp_path: Path) -> None:
+def test_reopen_rolls_interrupted_work_back(tmp_path: Path, fill: Filler) -> None:
     data = tmp_path / "data"
     store = EmbeddedStorage(data)
-    _, scan_id = _fill(store)
+    _, scan_id = fill(store)
     rec = store.get_scan(scan_id)
     assert rec is not None
     store.close()
@@ -66,72 +58,16 @@ def test_no_cleanup_while_another_process_has_the_store_open(tmp_path: Path) -> 
     third.close()
 
 
-def test_backup_and_restore_round_trip(tmp_path: Path) -> None:
-    store = EmbeddedStorage(tmp_path / "data")
-    owner, scan_id = _fill(store)
-    (tmp_path / "data" / "audit.log").write_text('{"event": "x"}\n')
-    archive = tmp_path / "backup.tar.gz"
-    manifest = store.backup(archive)
-    assert manifest["users"] == 1 and manifest["scans"] == 1 and manifest["blobs"] == 2
-    store.close()
-    with tarfile.open(archive) as tar:
-        names = tar.getnames()
-    assert "secret.key" not in names and "braintumor.db" in names and "audit.log" in names
-
-    restored = tmp_path / "restored"
-    assert restore(archive, restored)["scans"] == 1
-    copy = EmbeddedStorage(restored)
-    rec = copy.get_scan(scan_id)
-    assert rec is not None and rec.result == {"x": 1}
-    assert copy.list_scans(owner, ScanQuery()).total == 1
-    found = copy.get_file(rec.files["heatmap"].id)
-    assert found is not None and found[1] == b"heat"
-    assert copy.check().ok
-    copy.close()
-    assert (restored / "audit.log").read_text().startswith('{"event"')
-
-    with pytest.raises(StorageError, match="already holds a database"):
-        restore(archive, restored)
-    assert restore(archive, restored, force=True)["users"] == 1
-
-
-def test_restore_rejects_damaged_archives(tmp_path: Path) -> None:
-    bogus = tmp_path / "bogus.tar.gz"
-    bogus.write_bytes(b"not a tarball")
-    with pytest.raises(StorageError, match="cannot read the backup"):
-        restore(bogus, tmp_path / "a")
-    store = EmbeddedStorage(tmp_path / "data")
-    _fill(store)
-    archive = tmp_path / "b.tar.gz"
-    store.backup(archive)
-    store.close()
-    tampered = tmp_path / "tampered.tar.gz"
-    with tarfile.open(archive) as src, tarfile.open(tampered, "w:gz") as dst:
-        for member in src.getmembers():
-            fh = src.extractfile(member)
-            if member.name.startswith("blobs/"):
-                import io
-
-                data = b"tampered"
-                member.size = len(data)
-                dst.addfile(member, io.BytesIO(data))
-            else:
-                dst.addfile(member, fh)
-    with pytest.raises(StorageError, match="does not match its checksum"):
-        restore(tampered, tmp_path / "c")
-    assert not (tmp_path / "c" / "braintumor.db").exists()
-
-
-def test_database_files_are_private(tmp_path: Path) -> None:
+def test_database_files_are_private(tmp_path: Path, fill: Filler) -> None:
     """Issue 13 item 8: braintumor.db, -wal and -shm were created 0644 (readable by every local account)."""
     data = tmp_path / "data"
     store = EmbeddedStorage(data)
-    _fill(store)
+    fill(store)
     files = [data / "braintumor.db", data / "braintumor.db-wal", data / "braintumor.db-shm", data / "storage.lock"]
     assert all(path.exists() for path in files)
     assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in files} == {path.name: 0o600 for path in files}
     archive = tmp_path / "backup.tar.gz"
-    store.backup(archive)
+    backup(store, archive)
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
     store.close()
     (data / "braintumor.db").chmod(0o644)  # made by an older version

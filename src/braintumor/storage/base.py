@@ -28,10 +28,12 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 from braintumor.errors import BrainTumorError
 
@@ -42,6 +44,8 @@ ROLES: tuple[Role, ...] = ("user", "admin")
 BLOB_KINDS = ("original", "heatmap", "overlay", "cam")
 
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class StorageError(BrainTumorError):
@@ -304,3 +308,78 @@ def per_day_series(counts: Mapping[str, int], days: int, today: dt.date | None =
         day = (end - dt.timedelta(days=back)).isoformat()
         out.append((day, int(counts.get(day, 0))))
     return out
+
+
+# -- rules every backend applies the same way ------------------------------------------------------------------
+def storage_errors(*kinds: type[BaseException], what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Turn a backend's own errors (``kinds``) into :class:`StorageError` with ``what`` and the error's class name,
+    never its text (a driver's message may hold a URI or a path); typed storage errors pass through."""
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return func(*args, **kwargs)
+            except StorageError:
+                raise
+            except kinds as exc:
+                raise StorageError(f"{what} ({type(exc).__name__})") from exc
+
+        return wrapper
+
+    return decorate
+
+
+def new_user_record(user: NewUser) -> UserRecord:
+    """The record :meth:`Storage.create_user` stores: a fresh id, the lowercased name, created now."""
+    return UserRecord(
+        id=new_id(),
+        username=normalise_username(user.username),
+        password_hash=user.password_hash,
+        recovery_hash=user.recovery_hash,
+        role=user.role,
+        created_at=utcnow(),
+    )
+
+
+def new_scan_record(scan: NewScan, blobs: Sequence[Blob]) -> ScanRecord:
+    """The record :meth:`Storage.add_scan` stores: fresh ids, one file record per blob (one blob per kind), the
+    time truncated to milliseconds."""
+    scan_id = new_id()
+    created = scan.created_at or utcnow()
+    files: dict[str, FileRecord] = {}
+    for blob in blobs:
+        if blob.kind in files:
+            raise ValueError(f"two blobs of kind {blob.kind!r}")
+        sha = hashlib.sha256(blob.data).hexdigest()
+        files[blob.kind] = FileRecord(
+            new_id(), scan_id, scan.owner_id, blob.kind, blob.content_type, len(blob.data), sha
+        )
+    return ScanRecord(
+        id=scan_id,
+        owner_id=scan.owner_id,
+        filename=scan.filename,
+        label=scan.label,
+        band=scan.band,
+        p_tumor=float(scan.p_tumor),
+        tumor_type=scan.tumor_type,
+        model_name=scan.model_name,
+        model_version=scan.model_version,
+        threshold=float(scan.threshold),
+        result=dict(scan.result),
+        created_at=created.replace(microsecond=created.microsecond // 1000 * 1000),
+        files=files,
+    )
+
+
+def refuse_last_admin(user: UserRecord, new_role: Role | None, admins: int) -> None:
+    """The last-admin rule: refuse to demote (``new_role``) or delete (``None``) the only admin left."""
+    if user.role == "admin" and new_role != "admin" and admins <= 1:
+        raise LastAdminError("cannot demote the last admin" if new_role else "cannot delete the last admin")
+
+
+def checked_file(record: FileRecord, data: bytes) -> tuple[FileRecord, bytes]:
+    """A blob as read back, after its checksum check: a damaged file is refused, never served."""
+    if hashlib.sha256(data).hexdigest() != record.sha256:
+        raise StorageError("a stored file is damaged (checksum mismatch)")
+    return record, data

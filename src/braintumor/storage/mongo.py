@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
-import hashlib
 import re
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Sequence
+from typing import Any
+
+from pymongo.errors import PyMongoError
 
 from braintumor.storage.base import (
     Blob,
@@ -45,29 +45,18 @@ from braintumor.storage.base import (
     UserNotFoundError,
     UserRecord,
     UserSummary,
-    new_id,
+    checked_file,
+    new_scan_record,
+    new_user_record,
     normalise_username,
     per_day_series,
+    refuse_last_admin,
+    storage_errors,
     utcnow,
 )
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _mongo_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn driver errors into :class:`StorageError` without the driver's text (it may hold the URI)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from pymongo.errors import PyMongoError
-
-        try:
-            return func(*args, **kwargs)
-        except PyMongoError as exc:
-            raise StorageError(f"MongoDB is unavailable ({type(exc).__name__})") from exc
-
-    return wrapper
+#: Driver errors become :class:`StorageError` without the driver's text (it may hold the URI).
+_mongo_errors = storage_errors(PyMongoError, what="MongoDB is unavailable")
 
 
 class MongoStorage:
@@ -116,14 +105,7 @@ class MongoStorage:
     def create_user(self, user: NewUser) -> UserRecord:
         from pymongo.errors import DuplicateKeyError
 
-        record = UserRecord(
-            id=new_id(),
-            username=normalise_username(user.username),
-            password_hash=user.password_hash,
-            recovery_hash=user.recovery_hash,
-            role=user.role,
-            created_at=utcnow(),
-        )
+        record = new_user_record(user)
         doc = {**record.__dict__}
         doc["_id"] = doc.pop("id")
         try:
@@ -174,8 +156,7 @@ class MongoStorage:
             if user is None:
                 raise UserNotFoundError(f"no user {name!r}")
             if user.role == "admin" and role != "admin":
-                if self.count_admins() <= 1:
-                    raise LastAdminError("cannot demote the last admin")
+                refuse_last_admin(user, role, self.count_admins())
                 self._users.update_one({"_id": user.id}, {"$set": {"role": role}})
                 if self.count_admins() == 0:  # another server demoted the other admin meanwhile
                     self._users.update_one({"_id": user.id}, {"$set": {"role": "admin"}})
@@ -189,8 +170,7 @@ class MongoStorage:
         user = _user(self._users.find_one({"username": normalise_username(username)}))
         if user is None:
             return False
-        if user.role == "admin" and self.count_admins() <= 1:
-            raise LastAdminError("cannot delete the last admin")
+        refuse_last_admin(user, None, self.count_admins())
         ids = [d["_id"] for d in self._history.find({"owner_id": user.id}, {"_id": 1})]
         self._delete_scan_docs(ids)
         self._users.delete_one({"_id": user.id})
@@ -235,33 +215,9 @@ class MongoStorage:
     def add_scan(self, scan: NewScan, blobs: Sequence[Blob]) -> ScanRecord:
         if self._users.find_one({"_id": scan.owner_id}, {"_id": 1}) is None:
             raise UserNotFoundError("the scan's owner does not exist")
-        scan_id = new_id()
-        created = scan.created_at or utcnow()
-        created = created.replace(microsecond=created.microsecond // 1000 * 1000)
-        files: dict[str, FileRecord] = {}
-        for blob in blobs:
-            if blob.kind in files:
-                raise ValueError(f"two blobs of kind {blob.kind!r}")
-            sha = hashlib.sha256(blob.data).hexdigest()
-            files[blob.kind] = FileRecord(
-                new_id(), scan_id, scan.owner_id, blob.kind, blob.content_type, len(blob.data), sha
-            )
+        record = new_scan_record(scan, blobs)
+        scan_id, files = record.id, record.files
         uploaded: list[str] = []
-        record = ScanRecord(
-            id=scan_id,
-            owner_id=scan.owner_id,
-            filename=scan.filename,
-            label=scan.label,
-            band=scan.band,
-            p_tumor=float(scan.p_tumor),
-            tumor_type=scan.tumor_type,
-            model_name=scan.model_name,
-            model_version=scan.model_version,
-            threshold=float(scan.threshold),
-            result=dict(scan.result),
-            created_at=created,
-            files=files,
-        )
         try:
             for blob in blobs:
                 f = files[blob.kind]
@@ -351,9 +307,7 @@ class MongoStorage:
         record = FileRecord(
             file_id, scan_id, scan["owner_id"], kind, meta.get("content_type", ""), len(data), meta.get("sha256", "")
         )
-        if hashlib.sha256(data).hexdigest() != record.sha256:
-            raise StorageError("a stored file is damaged (checksum mismatch)")
-        return record, data
+        return checked_file(record, data)
 
     # -- statistics and maintenance -------------------------------------------------------------------------
     @_mongo_errors

@@ -31,18 +31,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
-import fcntl
-import hashlib
-import io
 import json
-import os
-import shutil
 import sqlite3
-import tarfile
-import tempfile
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -50,7 +43,6 @@ from braintumor.storage.base import (
     Blob,
     FileRecord,
     IntegrityReport,
-    LastAdminError,
     NewScan,
     NewUser,
     Page,
@@ -63,62 +55,27 @@ from braintumor.storage.base import (
     UserNotFoundError,
     UserRecord,
     UserSummary,
-    new_id,
+    checked_file,
+    new_scan_record,
+    new_user_record,
     normalise_username,
     per_day_series,
+    refuse_last_admin,
+    storage_errors,
     utcnow,
 )
+from braintumor.storage.blobs import BlobStore
+from braintumor.storage.database import Database
 
-DB_NAME = "braintumor.db"
-BACKUP_FORMAT = "braintumor-embedded-backup/1"
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS users (
-    id TEXT PRIMARY KEY,
-    username TEXT NOT NULL UNIQUE,
-    password_hash TEXT NOT NULL,
-    recovery_hash TEXT NOT NULL,
-    role TEXT NOT NULL CHECK (role IN ('user', 'admin')),
-    created_at TEXT NOT NULL,
-    token_version INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS scans (
-    id TEXT PRIMARY KEY,
-    owner_id TEXT NOT NULL REFERENCES users(id),
-    filename TEXT NOT NULL,
-    label TEXT NOT NULL,
-    band TEXT NOT NULL,
-    p_tumor REAL NOT NULL,
-    tumor_type TEXT,
-    model_name TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    threshold REAL NOT NULL,
-    result TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS scans_owner_time ON scans (owner_id, created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS scans_time ON scans (created_at);
-CREATE TABLE IF NOT EXISTS files (
-    id TEXT PRIMARY KEY,
-    scan_id TEXT NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
-    kind TEXT NOT NULL,
-    content_type TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    UNIQUE (scan_id, kind)
-);
-CREATE INDEX IF NOT EXISTS files_sha ON files (sha256);
-CREATE TABLE IF NOT EXISTS revoked_tokens (jti TEXT PRIMARY KEY, expires_at TEXT NOT NULL);
-"""
+_db_errors = storage_errors(sqlite3.Error, OSError, what="the embedded database failed")
 
 
-def _ts(value: dt.datetime) -> str:
+def timestamp(value: dt.datetime) -> str:
     """Fixed-width UTC text, so that SQL string order is time order."""
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse_ts(text: str) -> dt.datetime:
+def _parsetimestamp(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
 
@@ -132,157 +89,28 @@ class EmbeddedStorage:
         self.durable = durable
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            for sub in ("blobs", "tmp", "trash"):
-                (self.data_dir / sub).mkdir(exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StorageError(f"cannot create the data directory {self.data_dir}: {exc.strerror}") from exc
-        self._db_path = self.data_dir / DB_NAME
-        _private_files(self.data_dir)
-        self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
-        self._closed = False
-        with self._connect_new() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        self._lock_fh = os.fdopen(os.open(self.data_dir / "storage.lock", os.O_RDWR | os.O_CREAT, 0o600), "a+")
-        self._recover_if_alone()
-
-    # -- connections and locks ---------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _connect_new(self) -> Iterator[sqlite3.Connection]:
-        conn = self._open_connection()
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    def _open_connection(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False, timeout=30)
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open the database in {self.data_dir}") from exc
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA secure_delete=ON")
-        conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
-        conn.execute("PRAGMA busy_timeout=30000")
-        return conn
+        self.blobs = BlobStore(self.data_dir, durable=durable)
+        self.db = Database(self.data_dir, durable=durable)
+        self.db.when_alone(lambda: self.blobs.recover(self._referenced()))
 
     def _conn(self) -> sqlite3.Connection:
-        if self._closed:
-            raise StorageError("storage is closed")
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._open_connection()
-            self._local.conn = conn
-            with self._conns_lock:
-                self._conns.append(conn)
-        return conn
+        return self.db.connection()
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def write_transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One write transaction, holding SQLite's (cross-process) write lock from the start."""
-        with self._write_lock:
-            conn = self._conn()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StorageError("the database is busy or unavailable") from exc
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
-                conn.execute("COMMIT")
-
-    def _recover_if_alone(self) -> None:
-        try:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_SH)
-            return
-        try:
-            self._recover()
-        finally:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_SH)
-
-    def _recover(self) -> None:
-        """Roll interrupted writes and deletes back (only called when no other process has the store open)."""
-        for staged in (self.data_dir / "tmp").iterdir():
-            if staged.is_dir():
-                shutil.rmtree(staged, ignore_errors=True)
-            else:
-                staged.unlink(missing_ok=True)
-        referenced = self._referenced()
-        for trashed in (self.data_dir / "trash").iterdir():
-            sha = trashed.name.split(".", 1)[0]
-            target = self._blob_path(sha)
-            if sha in referenced and not target.exists():
-                target.parent.mkdir(exist_ok=True)
-                trashed.replace(target)
-            else:
-                trashed.unlink(missing_ok=True)
-        self._remove_orphans(referenced)
-
-    # -- blob files --------------------------------------------------------------------------------------
-    def _blob_path(self, sha: str) -> Path:
-        return self.data_dir / "blobs" / sha[:2] / sha
-
-    def _stored_blobs(self) -> dict[str, Path]:
-        out = {}
-        for folder in (self.data_dir / "blobs").iterdir():
-            if folder.is_dir():
-                for path in folder.iterdir():
-                    out[path.name] = path
-        return out
+        return self.db.transaction()
 
     def _referenced(self) -> set[str]:
         return {row[0] for row in self._conn().execute("SELECT DISTINCT sha256 FROM files")}
 
-    def _remove_orphans(self, referenced: set[str]) -> int:
-        removed = 0
-        for sha, path in self._stored_blobs().items():
-            if sha not in referenced:
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
-
-    def _write_blob(self, sha: str, data: bytes) -> bool:
-        """Write a blob file if absent; returns ``True`` when this call created it."""
-        target = self._blob_path(sha)
-        if target.exists():
-            return False
-        target.parent.mkdir(exist_ok=True, mode=0o700)
-        staged = self.data_dir / "tmp" / f"{sha}.{new_id()}"
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                if self.durable:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            staged.replace(target)
-        except BaseException:
-            staged.unlink(missing_ok=True)
-            raise
-        return True
-
     # -- users -------------------------------------------------------------------------------------------
+    @_db_errors
     def create_user(self, user: NewUser) -> UserRecord:
-        record = UserRecord(
-            id=new_id(),
-            username=normalise_username(user.username),
-            password_hash=user.password_hash,
-            recovery_hash=user.recovery_hash,
-            role=user.role,
-            created_at=utcnow(),
-        )
+        record = new_user_record(user)
         try:
-            with self._write() as conn:
+            with self.write_transaction() as conn:
                 conn.execute(
                     "INSERT INTO users (id, username, password_hash, recovery_hash, role, created_at, token_version)"
                     " VALUES (?, ?, ?, ?, ?, ?, 0)",
@@ -292,20 +120,23 @@ class EmbeddedStorage:
                         record.password_hash,
                         record.recovery_hash,
                         record.role,
-                        _ts(record.created_at),
+                        timestamp(record.created_at),
                     ),
                 )
         except sqlite3.IntegrityError as exc:
             raise UserExistsError(f"user {record.username!r} already exists") from exc
         return record
 
+    @_db_errors
     def get_user(self, username: str) -> UserRecord | None:
         row = self._conn().execute("SELECT * FROM users WHERE username = ?", (normalise_username(username),))
         return _user(row.fetchone())
 
+    @_db_errors
     def get_user_by_id(self, user_id: str) -> UserRecord | None:
         return _user(self._conn().execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone())
 
+    @_db_errors
     def update_credentials(
         self,
         user_id: str,
@@ -314,7 +145,7 @@ class EmbeddedStorage:
         recovery_hash: str | None = None,
         bump_token_version: bool = False,
     ) -> UserRecord:
-        with self._write() as conn:
+        with self.write_transaction() as conn:
             if password_hash is not None:
                 conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
             if recovery_hash is not None:
@@ -326,33 +157,34 @@ class EmbeddedStorage:
             raise UserNotFoundError("no such user")
         return user
 
+    @_db_errors
     def set_role(self, username: str, role: Role) -> UserRecord:
         name = normalise_username(username)
-        with self._write() as conn:
+        with self.write_transaction() as conn:
             user = _user(conn.execute("SELECT * FROM users WHERE username = ?", (name,)).fetchone())
             if user is None:
                 raise UserNotFoundError(f"no user {name!r}")
-            if user.role == "admin" and role != "admin" and _count_admins(conn) <= 1:
-                raise LastAdminError("cannot demote the last admin")
+            refuse_last_admin(user, role, _count_admins(conn))
             conn.execute("UPDATE users SET role = ? WHERE id = ?", (role, user.id))
         return UserRecord(**{**user.__dict__, "role": role})
 
+    @_db_errors
     def delete_user(self, username: str) -> bool:
         name = normalise_username(username)
         trashed: list[Path] = []
-        with self._write() as conn:
+        with self.write_transaction() as conn:
             user = _user(conn.execute("SELECT * FROM users WHERE username = ?", (name,)).fetchone())
             if user is None:
                 return False
-            if user.role == "admin" and _count_admins(conn) <= 1:
-                raise LastAdminError("cannot delete the last admin")
+            refuse_last_admin(user, None, _count_admins(conn))
             ids = [r[0] for r in conn.execute("SELECT id FROM scans WHERE owner_id = ?", (user.id,))]
             trashed = self._delete_scan_rows(conn, ids)
             conn.execute("DELETE FROM users WHERE id = ?", (user.id,))
-        _unlink_all(trashed)
-        self._truncate_wal()
+        self.blobs.unlink(trashed)
+        self.db.truncate_wal()
         return True
 
+    @_db_errors
     def list_users(self, search: str | None = None, offset: int = 0, limit: int = 20) -> Page[UserSummary]:
         where, params = "", []
         if search:
@@ -366,87 +198,57 @@ class EmbeddedStorage:
         ).fetchall()
         return Page([UserSummary(cast(UserRecord, _user(r)), int(r["n_scans"])) for r in rows], int(total))
 
+    @_db_errors
     def count_admins(self) -> int:
         return _count_admins(self._conn())
 
     # -- revoked tokens ----------------------------------------------------------------------------------
+    @_db_errors
     def revoke_token(self, token_id: str, expires_at: dt.datetime) -> None:
-        with self._write() as conn:
-            conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (_ts(utcnow()),))
+        with self.write_transaction() as conn:
+            conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (timestamp(utcnow()),))
             conn.execute(
-                "INSERT OR REPLACE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)", (token_id, _ts(expires_at))
+                "INSERT OR REPLACE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)",
+                (token_id, timestamp(expires_at)),
             )
 
+    @_db_errors
     def is_token_revoked(self, token_id: str) -> bool:
         row = self._conn().execute("SELECT 1 FROM revoked_tokens WHERE jti = ?", (token_id,)).fetchone()
         return row is not None
 
     # -- scans -------------------------------------------------------------------------------------------
+    @_db_errors
     def add_scan(self, scan: NewScan, blobs: Sequence[Blob]) -> ScanRecord:
-        scan_id = new_id()
-        created = scan.created_at or utcnow()
-        files: dict[str, FileRecord] = {}
-        prepared = []
-        for blob in blobs:
-            if blob.kind in files:
-                raise ValueError(f"two blobs of kind {blob.kind!r}")
-            sha = hashlib.sha256(blob.data).hexdigest()
-            files[blob.kind] = FileRecord(
-                new_id(), scan_id, scan.owner_id, blob.kind, blob.content_type, len(blob.data), sha
-            )
-            prepared.append((sha, blob.data))
-        created_files: list[str] = []
-        result_json = json.dumps(dict(scan.result), separators=(",", ":"), allow_nan=False)
+        record = new_scan_record(scan, blobs)
+        data = {record.files[blob.kind].sha256: blob.data for blob in blobs}
+        result_json = json.dumps(record.result, separators=(",", ":"), allow_nan=False)
+        created_files: list[Path] = []
         try:
-            with self._write() as conn:
+            with self.write_transaction() as conn:
                 if conn.execute("SELECT 1 FROM users WHERE id = ?", (scan.owner_id,)).fetchone() is None:
                     raise UserNotFoundError("the scan's owner does not exist")
-                for sha, data in prepared:
-                    if self._write_blob(sha, data):
-                        created_files.append(sha)
+                for sha, content in data.items():
+                    if self.blobs.write(sha, content):
+                        created_files.append(self.blobs.path(sha))
                 conn.execute(
                     "INSERT INTO scans (id, owner_id, filename, label, band, p_tumor, tumor_type, model_name,"
                     " model_version, threshold, result, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        scan_id,
-                        scan.owner_id,
-                        scan.filename,
-                        scan.label,
-                        scan.band,
-                        float(scan.p_tumor),
-                        scan.tumor_type,
-                        scan.model_name,
-                        scan.model_version,
-                        float(scan.threshold),
-                        result_json,
-                        _ts(created),
-                    ),
-                )
+                    (record.id, record.owner_id, record.filename, record.label, record.band, record.p_tumor,
+                     record.tumor_type, record.model_name, record.model_version, record.threshold, result_json,
+                     timestamp(record.created_at)),
+                )  # fmt: skip
                 conn.executemany(
                     "INSERT INTO files (id, scan_id, kind, content_type, size, sha256) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(f.id, scan_id, f.kind, f.content_type, f.size, f.sha256) for f in files.values()],
+                    [(f.id, record.id, f.kind, f.content_type, f.size, f.sha256) for f in record.files.values()],
                 )
         except BaseException:
             # Still safe to remove: no committed row can reference a file this call created.
-            for sha in created_files:
-                self._blob_path(sha).unlink(missing_ok=True)
+            self.blobs.unlink(created_files)
             raise
-        return ScanRecord(
-            id=scan_id,
-            owner_id=scan.owner_id,
-            filename=scan.filename,
-            label=scan.label,
-            band=scan.band,
-            p_tumor=float(scan.p_tumor),
-            tumor_type=scan.tumor_type,
-            model_name=scan.model_name,
-            model_version=scan.model_version,
-            threshold=float(scan.threshold),
-            result=json.loads(result_json),
-            created_at=_parse_ts(_ts(created)),
-            files=files,
-        )
+        return dataclasses.replace(record, result=json.loads(result_json))
 
+    @_db_errors
     def get_scan(self, scan_id: str) -> ScanRecord | None:
         conn = self._conn()
         row = conn.execute("SELECT * FROM scans WHERE id = ?", (scan_id,)).fetchone()
@@ -454,6 +256,7 @@ class EmbeddedStorage:
             return None
         return self._scans(conn, [row])[0]
 
+    @_db_errors
     def list_scans(self, owner_id: str, query: ScanQuery) -> Page[ScanRecord]:
         clauses, params = ["owner_id = ?"], [owner_id]
         if query.search:
@@ -468,10 +271,10 @@ class EmbeddedStorage:
             params.append(query.band)
         if query.date_from:
             clauses.append("created_at >= ?")
-            params.append(_ts(query.date_from))
+            params.append(timestamp(query.date_from))
         if query.date_to:
             clauses.append("created_at <= ?")
-            params.append(_ts(query.date_to))
+            params.append(timestamp(query.date_to))
         where = " AND ".join(clauses)
         conn = self._conn()
         total = conn.execute(f"SELECT COUNT(*) FROM scans WHERE {where}", params).fetchone()[0]
@@ -504,16 +307,17 @@ class EmbeddedStorage:
                 model_version=r["model_version"],
                 threshold=float(r["threshold"]),
                 result=json.loads(r["result"]),
-                created_at=_parse_ts(r["created_at"]),
+                created_at=_parsetimestamp(r["created_at"]),
                 files=files[r["id"]],
             )
             for r in rows
         ]
 
+    @_db_errors
     def delete_scans(self, owner_id: str, scan_ids: Sequence[str]) -> list[str]:
         if not scan_ids:
             return []
-        with self._write() as conn:
+        with self.write_transaction() as conn:
             marks = ",".join("?" * len(scan_ids))
             ids = [
                 r[0]
@@ -522,16 +326,10 @@ class EmbeddedStorage:
                 )
             ]
             trashed = self._delete_scan_rows(conn, ids)
-        _unlink_all(trashed)
+        self.blobs.unlink(trashed)
         if ids:
-            self._truncate_wal()
+            self.db.truncate_wal()
         return ids
-
-    def _truncate_wal(self) -> None:
-        """Copy the log into the (zero-filled) database and empty it: deleted values leave the ``-wal`` file too.
-        Best effort: a reader still inside an old snapshot keeps the log for the next delete to truncate."""
-        with self._write_lock, contextlib.suppress(sqlite3.Error):
-            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
     def _delete_scan_rows(self, conn: sqlite3.Connection, ids: Sequence[str]) -> list[Path]:
         """Delete scans and their file rows; move blobs that lost their last reference to trash."""
@@ -546,13 +344,12 @@ class EmbeddedStorage:
             conn.execute(f"DELETE FROM scans WHERE id IN ({marks})", chunk)
             for sha in shas:
                 if conn.execute("SELECT 1 FROM files WHERE sha256 = ? LIMIT 1", (sha,)).fetchone() is None:
-                    source = self._blob_path(sha)
-                    target = self.data_dir / "trash" / f"{sha}.{new_id()}"
-                    with contextlib.suppress(FileNotFoundError):
-                        source.replace(target)
+                    target = self.blobs.to_trash(sha)
+                    if target is not None:
                         trashed.append(target)
         return trashed
 
+    @_db_errors
     def get_file(self, file_id: str) -> tuple[FileRecord, bytes] | None:
         row = (
             self._conn()
@@ -562,15 +359,10 @@ class EmbeddedStorage:
         if row is None:
             return None
         record = _file(row)
-        try:
-            data = self._blob_path(record.sha256).read_bytes()
-        except FileNotFoundError as exc:
-            raise StorageError("a stored file is missing") from exc
-        if hashlib.sha256(data).hexdigest() != record.sha256:
-            raise StorageError("a stored file is damaged (checksum mismatch)")
-        return record, data
+        return checked_file(record, self.blobs.read(record.sha256))
 
     # -- statistics and maintenance -------------------------------------------------------------------------
+    @_db_errors
     def stats(self, days: int = 30) -> Stats:
         conn = self._conn()
         users = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
@@ -584,7 +376,7 @@ class EmbeddedStorage:
         ]
         labels = {r[0]: int(r[1]) for r in conn.execute("SELECT label, COUNT(*) FROM scans GROUP BY label")}
         bands = {r[0]: int(r[1]) for r in conn.execute("SELECT band, COUNT(*) FROM scans GROUP BY band")}
-        since = _ts(utcnow() - dt.timedelta(days=days + 1))
+        since = timestamp(utcnow() - dt.timedelta(days=days + 1))
         per_day = {
             r[0]: int(r[1])
             for r in conn.execute(
@@ -603,136 +395,21 @@ class EmbeddedStorage:
             return False
         return True
 
+    @_db_errors
     def check(self) -> IntegrityReport:
         referenced = self._referenced()
-        stored = self._stored_blobs()
+        stored = self.blobs.stored()
         return IntegrityReport(
             missing_blobs=sorted(referenced - set(stored)), orphan_blobs=sorted(set(stored) - referenced)
         )
 
+    @_db_errors
     def collect_garbage(self) -> int:
-        with self._write():
-            return self._remove_orphans(self._referenced())
-
-    def backup(self, out: str | Path) -> dict[str, Any]:
-        """Write a ``.tar.gz`` with a consistent snapshot of the database, every referenced blob and the audit
-        log, holding the write lock meanwhile (writers wait; readers go on). Returns the archive's manifest.
-
-        The signing secret is left out on purpose: a restored site signs new tokens with its own key.
-        """
-        out = Path(out)
-        with self._write() as conn, tempfile.TemporaryDirectory(dir=self.data_dir / "tmp") as tmp:
-            snapshot = Path(tmp) / DB_NAME
-            reader = self._open_connection()
-            try:
-                dest = sqlite3.connect(snapshot)
-                try:
-                    reader.backup(dest)
-                finally:
-                    dest.close()
-            finally:
-                reader.close()
-            shas = sorted({r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM files")})
-            manifest = {
-                "format": BACKUP_FORMAT,
-                "schema_version": SCHEMA_VERSION,
-                "created_at": _ts(utcnow()),
-                "users": int(conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]),
-                "scans": int(conn.execute("SELECT COUNT(*) FROM scans").fetchone()[0]),
-                "blobs": len(shas),
-            }
-            partial = out.with_name(out.name + ".partial")
-            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # the archive holds the database
-            with tarfile.open(partial, "w:gz") as tar:
-                data = json.dumps(manifest, indent=2).encode()
-                info = tarfile.TarInfo("manifest.json")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-                tar.add(snapshot, arcname=DB_NAME)
-                for sha in shas:
-                    path = self._blob_path(sha)
-                    if not path.is_file():
-                        raise StorageError(f"blob {sha[:12]}… is missing; the backup would be incomplete")
-                    tar.add(path, arcname=f"blobs/{sha[:2]}/{sha}")
-                audit = self.data_dir / "audit.log"
-                if audit.is_file():
-                    tar.add(audit, arcname="audit.log")
-            partial.replace(out)
-        return manifest
+        with self.write_transaction():
+            return self.blobs.remove_orphans(self._referenced())
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with self._conns_lock:
-            for conn in self._conns:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-            self._conns.clear()
-        with contextlib.suppress(OSError):
-            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
-        self._lock_fh.close()
-
-
-def restore(archive: str | Path, data_dir: str | Path, *, force: bool = False) -> dict[str, Any]:
-    """Restore a :meth:`EmbeddedStorage.backup` archive into ``data_dir``, checking every blob's SHA-256.
-
-    Refuses a data directory that already holds a database unless ``force`` (then the old database and blobs
-    are replaced; the signing secret, if any, is kept). Returns the archive's manifest.
-    """
-    target = Path(data_dir)
-    if (target / DB_NAME).exists() and not force:
-        raise StorageError(f"{target} already holds a database; pass --force to replace it")
-    try:
-        tar = tarfile.open(archive, "r:gz")  # noqa: SIM115 (closed by the with below; open errors differ)
-    except (OSError, tarfile.TarError) as exc:
-        raise StorageError(f"cannot read the backup {archive}: not a braintumor backup archive") from exc
-    with tar, tempfile.TemporaryDirectory() as tmp:
-        names = tar.getnames()
-        if "manifest.json" not in names or DB_NAME not in names:
-            raise StorageError(f"{archive} is not a braintumor backup (no manifest or database)")
-        tar.extractall(tmp, filter="data")
-        staging = Path(tmp)
-        manifest = json.loads((staging / "manifest.json").read_text())
-        if manifest.get("format") != BACKUP_FORMAT:
-            raise StorageError(f"{archive} is not a braintumor backup (format {manifest.get('format')!r})")
-        for blob in (staging / "blobs").glob("*/*") if (staging / "blobs").is_dir() else []:
-            if hashlib.sha256(blob.read_bytes()).hexdigest() != blob.name:
-                raise StorageError(f"the backup is damaged: blob {blob.name[:12]}… does not match its checksum")
-        target.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for stale in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
-            (target / stale).unlink(missing_ok=True)
-        if (target / "blobs").exists():
-            shutil.rmtree(target / "blobs")
-        shutil.move(str(staging / DB_NAME), target / DB_NAME)
-        (target / "blobs").mkdir(mode=0o700)
-        if (staging / "blobs").is_dir():
-            for folder in (staging / "blobs").iterdir():
-                shutil.move(str(folder), target / "blobs" / folder.name)
-        if (staging / "audit.log").is_file():
-            shutil.move(str(staging / "audit.log"), target / "audit.log")
-            (target / "audit.log").chmod(0o600)
-    store = EmbeddedStorage(target)
-    try:
-        report = store.check()
-    finally:
-        store.close()
-    if report.missing_blobs:
-        raise StorageError(f"the backup is incomplete: {len(report.missing_blobs)} blob(s) missing")
-    return dict(manifest)
-
-
-def _private_files(data_dir: Path) -> None:
-    """Create the database file 0600 before SQLite does (its ``-wal`` and ``-shm`` take the database's mode) and
-    tighten files an older version created 0644."""
-    db = data_dir / DB_NAME
-    try:
-        os.close(os.open(db, os.O_RDWR | os.O_CREAT, 0o600))
-        for path in (db, data_dir / f"{DB_NAME}-wal", data_dir / f"{DB_NAME}-shm", data_dir / "storage.lock"):
-            if path.exists() and path.stat().st_mode & 0o077:
-                path.chmod(0o600)
-    except OSError as exc:
-        raise StorageError(f"cannot create the database in {data_dir}: {exc.strerror}") from exc
+        self.db.close()
 
 
 def _count_admins(conn: sqlite3.Connection) -> int:
@@ -748,7 +425,7 @@ def _user(row: Any) -> UserRecord | None:
         password_hash=row["password_hash"],
         recovery_hash=row["recovery_hash"],
         role=row["role"],
-        created_at=_parse_ts(row["created_at"]),
+        created_at=_parsetimestamp(row["created_at"]),
         token_version=int(row["token_version"]),
     )
 
@@ -763,8 +440,3 @@ def _file(row: Any) -> FileRecord:
         size=int(row["size"]),
         sha256=row["sha256"],
     )
-
-
-def _unlink_all(paths: Sequence[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
