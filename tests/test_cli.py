@@ -275,3 +275,14 @@ def test_installed_console_script_fails_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in audit.stderr
     assert audit.stderr.startswith("braintumor: error: ")
     assert len(audit.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_environment_default_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BRAINTUMOR_PORT", "abc")
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip().startswith("braintumor ")
+    assert main(["app"]) == 2
+    assert capsys.readouterr().err.strip() == "braintumor: error: BRAINTUMOR_PORT must be a whole number, not 'abc'"

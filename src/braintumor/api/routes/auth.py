@@ -17,6 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
+from braintumor.api.accounts import create_account
 from braintumor.api.deps import (
     AuditDep,
     CurrentUser,
@@ -37,7 +38,7 @@ from braintumor.api.schemas import (
     UserPublic,
 )
 from braintumor.api.security import LoginGuard, check_password_policy, new_recovery_key, normalise_recovery_key
-from braintumor.storage import LastAdminError, NewUser, UserExistsError, UserRecord, normalise_username
+from braintumor.storage import LastAdminError, UserExistsError, UserRecord, normalise_username
 
 router = APIRouter(tags=["accounts"])
 
@@ -97,11 +98,9 @@ def register(
             status.HTTP_403_FORBIDDEN,
             "registration opens once the server has an administrator (the operator runs 'braintumor admin create')",
         )
-    check_password_policy(body.password, body.username, settings.password_min_length)
-    key = new_recovery_key()
     try:
-        user = storage.create_user(
-            NewUser(body.username, security.hash_password(body.password), security.hash_password(key))
+        user, key = create_account(
+            storage, security.hash_password, body.username, body.password, min_length=settings.password_min_length
         )
     except UserExistsError:
         audit.record("account.register", actor=body.username, outcome="exists")

@@ -1,0 +1,130 @@
+"""``braintumor evaluate`` and ``braintumor explain``: metrics with intervals, calibration, reports,
+cross-validation; a Grad-CAM overlay of one scan."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from braintumor.errors import BrainTumorError
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    data = [str(d) for d in args.data]
+    if args.cv:
+        from braintumor.evaluation.cv import cross_validate
+        from braintumor.training.config import TrainConfig, load_config
+
+        if not args.arch and not args.config:
+            raise BrainTumorError("--cv trains a model per fold: give --arch (or --config)")
+        cfg = load_config(args.config) if args.config else TrainConfig()
+        cfg = cfg.merged(
+            {
+                "arch": args.arch,
+                "pretrained": False if args.no_pretrained else None,
+                "fine_tune": False if args.no_fine_tune else None,
+                "task": args.task,
+            }
+        )
+        extra = [str(d) for d in args.extra_train or []]
+        result = cross_validate(cfg, data, args.out, k=args.cv, repeats=args.repeats, seed=args.seed, extra_train=extra)
+        for metric, s in result.summary().items():
+            print(f"{metric:<18} {s['mean']:.3f}  95% CI [{s['low']:.3f}, {s['high']:.3f}]  (n folds {s['n']})")
+        print(f"report: {Path(args.out) / 'cv.md'}")
+        return 0
+    from braintumor.evaluation.evaluate import evaluate_runs, write_evaluation
+
+    if not args.run:
+        raise BrainTumorError("give --run RUN [RUN ...] (or --cv K to cross-validate a recipe)")
+    ev = evaluate_runs(
+        args.run,
+        data,
+        split=args.split,
+        part=args.part,
+        weights=args.weights,
+        exclude_training_duplicates=not args.keep_duplicates,
+    )
+    report = write_evaluation(ev, args.out, title=f"Evaluation on {', '.join(Path(d).name for d in data)}")
+    for note in ev.notes:
+        print(f"note: {note}")
+    print(ev.table())
+    print(f"report: {report}")
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from braintumor.explain.explainer import explain_image
+    from braintumor.imaging.io import load_image
+    from braintumor.training.checkpoint import load_checkpoint
+
+    if args.run is None:
+        raise BrainTumorError("give --run RUN (the bundled default model arrives with the inference package)")
+    model, _ = load_checkpoint(Path(args.run) / "checkpoint.pt")
+    card = model.card
+    ex = explain_image(model, card, load_image(args.image), method=args.method, target=args.target, alpha=args.alpha)
+    Image.fromarray(ex.overlay).save(args.out)
+    if args.raw:
+        import numpy as np
+
+        np.save(args.raw, ex.raw_map)
+    probs = {name: round(float(p), 4) for name, p in zip(ex.class_names, ex.probs, strict=True)}
+    print(
+        json.dumps(
+            {
+                "image": str(args.image),
+                "prediction": ex.predicted,
+                "explained": ex.explained,
+                "probabilities": probs,
+                "heatmap": str(args.out),
+            }
+        )
+    )
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics with 95%% intervals, calibration, plots and a report; ensembles; cross-validation",
+        description="Evaluate runs (several runs = an averaging ensemble) on labelled folders, or "
+        "cross-validate a training recipe with --cv K.",
+    )
+    p.add_argument("--run", nargs="+", type=Path, help="run folder(s) from 'braintumor train'")
+    p.add_argument("--weights", nargs="+", type=float, help="ensemble weights, one per run")
+    p.add_argument("--data", nargs="+", type=Path, required=True, metavar="DIR")
+    p.add_argument("--split", type=Path, help="evaluate only one part of this split file")
+    p.add_argument("--part", default="test", choices=("train", "val", "test"))
+    p.add_argument(
+        "--keep-duplicates", action="store_true", help="do not drop copies of training images from external data"
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder for report.md, results.json and plots")
+    p.add_argument("--cv", type=int, metavar="K", help="cross-validate: train and test on K grouped folds")
+    p.add_argument("--repeats", type=int, default=1, help="repeats of the K folds (different seeds)")
+    p.add_argument(
+        "--extra-train",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="--cv: more training images (never tested; copies of held-out images are left out)",
+    )
+    p.add_argument("--arch", help="backbone for --cv")
+    p.add_argument("--config", type=Path, help="training config for --cv")
+    p.add_argument("--task", choices=("auto", "binary", "multiclass"))
+    p.add_argument("--no-pretrained", action="store_true")
+    p.add_argument("--no-fine-tune", action="store_true")
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=_cmd_evaluate)
+
+    e = sub.add_parser("explain", help="Grad-CAM heatmap of one scan, overlaid on the original")
+    e.add_argument("image", type=Path, metavar="IMAGE")
+    e.add_argument("--run", type=Path, help="run folder (default: the bundled model, once shipped)")
+    e.add_argument("--out", type=Path, required=True, help="overlay PNG to write")
+    e.add_argument("--raw", type=Path, help="also save the raw map (model input size) as .npy")
+    e.add_argument("--method", default="gradcam", choices=("gradcam", "gradcam++"))
+    e.add_argument("--target", help="class to explain (default: the predicted class)")
+    e.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity")
+    e.set_defaults(func=_cmd_explain)

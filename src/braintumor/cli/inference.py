@@ -1,0 +1,120 @@
+"""``braintumor export`` and ``braintumor predict``: ONNX export (int8 where it holds accuracy) and batch scoring
+of files and folders."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from braintumor.cli.common import progress
+from braintumor.errors import BrainTumorError
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from braintumor.export.onnx import export_run, export_runs
+
+    runs = [Path(r) for r in args.runs]
+    out = export_runs(runs, args.out, name=args.name) if len(runs) > 1 else export_run(runs[0], args.out)
+    members = [out / r.name for r in runs] if len(runs) > 1 else [out]
+    if args.int8 != "off":
+        from braintumor.data.splits import read_split
+        from braintumor.export.quantize import quantize_if_it_holds, set_default_precision
+        from braintumor.models.export_dir import ExportDir
+        from braintumor.training.data import records_for_split
+
+        if not args.data:
+            raise BrainTumorError(
+                "int8 quantization calibrates on training images: give --data DIR ... (or --int8 off)"
+            )
+        for run, member in zip(runs, members, strict=True):
+            rows, _ = read_split(run / "split.csv")
+            parts = records_for_split([str(d) for d in args.data], rows)
+            verdict = quantize_if_it_holds(member, parts["train"][: args.calibration_images], parts["val"])
+            if args.int8 == "on":
+                set_default_precision(ExportDir(member), "int8")
+            choice = "int8" if verdict["int8_default"] or args.int8 == "on" else "fp32"
+            print(
+                f"{run.name}: val accuracy fp32 {verdict['fp32_val_accuracy']:.3f}, int8 "
+                f"{verdict['int8_val_accuracy']:.3f} (n={verdict['n_val']}) → default {choice}"
+            )
+    print(f"exported to {out}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from braintumor.inference.batch import columns, expand_paths, iter_scores, score_with_dask, summarize
+    from braintumor.inference.bundled import resolve_model_dir
+    from braintumor.inference.predictor import Predictor
+
+    model_dir = resolve_model_dir(args.model)
+    predictor = Predictor.load(model_dir, threads=args.threads)
+    cam_dir = None if args.no_cam else args.cam_dir
+    files = expand_paths(args.paths)
+    if not files:
+        raise BrainTumorError("no files found under the given paths")
+    with progress(len(files), "scoring") as bar:
+        if args.dask:
+            rows = score_with_dask(model_dir, files, args.dask, cam_dir=cam_dir, progress=bar.update)
+        else:
+            rows = list(iter_scores(predictor, files, cam_dir=cam_dir, batch_size=args.batch_size, progress=bar.update))
+    out = args.out.open("w", newline="") if args.out else sys.stdout
+    try:
+        if args.format == "json":
+            json.dump(rows, out, indent=2)
+            out.write("\n")
+        else:
+            writer = csv.DictWriter(out, fieldnames=columns(predictor.class_names), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    finally:
+        if args.out:
+            out.close()
+    s = summarize(rows)
+    print(
+        f"scored {s['ok']} of {s['files']} file(s): {s['tumor']} tumor, {s['refer']} to refer; "
+        f"{s['rejected']} rejected (not brain MRI), {s['error']} unreadable",
+        file=sys.stderr,
+    )
+    return 0 if s["ok"] else 1
+
+
+def add_parser(sub: Any) -> None:
+    e = sub.add_parser(
+        "export",
+        help="export run(s) to ONNX (in-graph calibration + Grad-CAM), int8 where it holds accuracy",
+        description="Export one run, or several runs as an averaging ensemble, to ONNX with their cards.",
+    )
+    e.add_argument("runs", nargs="+", type=Path, metavar="RUN")
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--name", default="ensemble", help="ensemble name (several runs)")
+    e.add_argument("--data", nargs="+", type=Path, metavar="DIR", help="dataset folders (int8 calibration)")
+    e.add_argument(
+        "--int8",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="auto: quantize and keep int8 as default only if val accuracy drops ≤ 0.5 points",
+    )
+    e.add_argument("--calibration-images", type=int, default=128)
+    e.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "predict",
+        help="score files and folders (CSV/JSON, heatmaps, Dask)",
+        description="Score images and folders (recursive). Each file gets a status; the run goes on past "
+        "bad or rejected files and exits non-zero only when nothing could be scored.",
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("--model", type=Path, help="exported model or ensemble folder (default: the bundled model)")
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("--out", type=Path, help="write results here (default: stdout)")
+    cam = p.add_mutually_exclusive_group()
+    cam.add_argument("--no-cam", action="store_true", help="skip heatmaps")
+    cam.add_argument("--cam-dir", type=Path, help="write a heatmap overlay PNG per scan here")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--dask", metavar="ADDRESS", help="score on a Dask cluster (scheduler address, or 'local')")
+    p.set_defaults(func=_cmd_predict)
