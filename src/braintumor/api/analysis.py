@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from braintumor.api.config import Settings
+from braintumor.api.schemas import StoredResult
 from braintumor.errors import EmptyImageError, UnsupportedImageError
 from braintumor.imaging.io import load_image, sniff_format
 from braintumor.imaging.overlay import colorize, normalise_map, overlay
@@ -141,22 +142,15 @@ def build_result(
     preview: dict[str, Any] | None,
     deidentified: bool,
 ) -> dict[str, Any]:
-    """What the history keeps besides the indexed fields: the full output, the model card, image facts."""
+    """What the history keeps besides the indexed fields (a :class:`StoredResult`): the full output, the model
+    card, image facts."""
     width, height = image.meta.original_size
-    return {
-        "prediction": prediction.as_dict(),
-        "model_card": predictor.card_summary(),
-        "heatmap": preview,
-        "image": {
-            "format": image.meta.source_format,
-            "width": width,
-            "height": height,
-            "frames": image.meta.frames,
-            "notes": notes,
-        },
-        "dicom": tags,
-        "deidentified": deidentified,
-    }
+    image_info = {"format": image.meta.source_format, "width": width, "height": height,
+                  "frames": image.meta.frames, "notes": notes}  # fmt: skip
+    result = {"prediction": prediction.as_dict(), "model_card": predictor.card_summary(), "heatmap": preview,
+              "image": image_info, "dicom": tags, "deidentified": deidentified}  # fmt: skip
+    StoredResult.model_validate(result)  # the contract the readers rely on
+    return result
 
 
 def render(image: LoadedImage, cam: np.ndarray, settings: Settings) -> tuple[bytes, bytes, bytes, dict[str, Any]]:

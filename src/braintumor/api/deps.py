@@ -14,7 +14,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, HTTPException, Request, status
@@ -30,29 +31,14 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def _from_state(name: str) -> Callable[[Request], Any]:
+    """A dependency returning ``app.state.<name>`` (set once by :func:`~braintumor.api.app.create_app`)."""
 
+    def dependency(request: Request) -> Any:
+        return getattr(request.app.state, name)
 
-def get_storage(request: Request) -> Storage:
-    storage: Storage = request.app.state.storage
-    return storage
-
-
-def get_security(request: Request) -> Security:
-    security: Security = request.app.state.security
-    return security
-
-
-def get_guard(request: Request) -> LoginGuard:
-    guard: LoginGuard = request.app.state.guard
-    return guard
-
-
-def get_audit(request: Request) -> AuditLog:
-    audit: AuditLog = request.app.state.audit
-    return audit
+    dependency.__name__ = f"get_{name}"
+    return dependency
 
 
 def get_predictor(request: Request) -> Predictor:
@@ -66,11 +52,11 @@ def get_predictor(request: Request) -> Predictor:
     return predictor
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-StorageDep = Annotated[Storage, Depends(get_storage)]
-SecurityDep = Annotated[Security, Depends(get_security)]
-GuardDep = Annotated[LoginGuard, Depends(get_guard)]
-AuditDep = Annotated[AuditLog, Depends(get_audit)]
+SettingsDep = Annotated[Settings, Depends(_from_state("settings"))]
+StorageDep = Annotated[Storage, Depends(_from_state("storage"))]
+SecurityDep = Annotated[Security, Depends(_from_state("security"))]
+GuardDep = Annotated[LoginGuard, Depends(_from_state("guard"))]
+AuditDep = Annotated[AuditLog, Depends(_from_state("audit"))]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from typing import Any
 
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from PIL import Image
 
 from braintumor.api.analysis import DISCLAIMER
+from braintumor.api.schemas import StoredResult
 from braintumor.errors import ImageError
 from braintumor.imaging.io import load_image
 from braintumor.storage import ScanRecord
@@ -61,9 +61,8 @@ def build_report(
     rec: ScanRecord, images: dict[str, bytes], *, identifiers: bool = False, max_pixels: int = 40_000_000
 ) -> bytes:
     """Render the report of ``rec``; ``images`` maps ``original`` / ``heatmap`` / ``overlay`` to stored bytes."""
-    result: dict[str, Any] = rec.result
-    pred: dict[str, Any] = result.get("prediction", {})
-    card: dict[str, Any] = result.get("model_card", {})
+    stored = StoredResult.model_validate(rec.result)
+    pred, card = stored.prediction, stored.model_card
     pdf = _Report(format="A4")
     pdf.set_title("Brain MRI analysis report")
     pdf.set_creator("braintumor")
@@ -108,32 +107,33 @@ def build_report(
     line("File", rec.filename)
     line("Analysed (UTC)", rec.created_at.strftime("%Y-%m-%d %H:%M:%S"))
     line("Report generated (UTC)", dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"))
-    image = result.get("image", {})
-    if image:
-        line("Image", f"{str(image.get('format', '?')).upper()}, {image.get('width')} x {image.get('height')} px")
+    image = stored.image
+    if "image" in rec.result:
+        line("Image", f"{image.format.upper()}, {image.width} x {image.height} px")
 
     heading("Result")
     line("Ensemble label", rec.label.replace("_", " "))
     line("Band", _BAND_TEXT.get(rec.band, rec.band))
     line("Probability of tumor", f"{rec.p_tumor:.1%} (calibrated)")
-    low, high = pred.get("refer_low", rec.threshold), pred.get("refer_high", rec.threshold)
+    low = rec.threshold if pred.refer_low is None else pred.refer_low
+    high = rec.threshold if pred.refer_high is None else pred.refer_high
     line("Threshold", f"{rec.threshold:.3f} (refer band {low:.3f} to {high:.3f})")
     if rec.tumor_type:
-        probs = pred.get("type_probs", {})
+        probs = pred.type_probs
         detail = ", ".join(f"{k} {v:.1%}" for k, v in sorted(probs.items(), key=lambda kv: -kv[1]))
         line("Tumor type", f"{rec.tumor_type} ({detail})" if detail else rec.tumor_type)
 
     heading("Result per model")
-    members = list(pred.get("members", []))
+    members = pred.members
     with pdf.table(col_widths=(40, 40, 30, 30), text_align="LEFT", line_height=5) as table:
         table.row(["Model", "Architecture", "p(tumor)", "Label"])
         for m in members:
             table.row(
                 [
-                    _latin1(m.get("name", "")),
-                    _latin1(m.get("arch", "")),
-                    f"{float(m.get('p_tumor', 0)):.3f}",
-                    _latin1(str(m.get("label", "")).replace("_", " ")),
+                    _latin1(m.name),
+                    _latin1(m.arch),
+                    f"{m.p_tumor:.3f}",
+                    _latin1(m.label.replace("_", " ")),
                 ]
             )
         table.row(["Ensemble", f"{len(members)} member(s)", f"{rec.p_tumor:.3f}", rec.label.replace("_", " ")])
@@ -154,14 +154,14 @@ def build_report(
         line("Input gate", "yes (non-MRI inputs are refused)" if card.get("gate") else "no")
 
     heading("Study")
-    tags: dict[str, str] = result.get("dicom", {})
-    if image.get("format") != "dicom":
+    tags = stored.dicom
+    if image.format != "dicom":
         pdf.multi_cell(width, 5, "Not a DICOM upload: no study or patient fields.", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     else:
         shown = tags if identifiers else deidentified_tags(tags)
         for key, value in sorted(shown.items()):
             line(key, value)
-        if result.get("deidentified"):
+        if stored.deidentified:
             note = "Patient and study identifiers were removed at upload (DICOM PS3.15 basic profile)."
         elif identifiers:
             note = "Identified view: patient fields shown as stored (this site keeps DICOM identifiers)."
@@ -197,7 +197,7 @@ def build_report(
             pdf.cell(w, 5, title)
             pdf.image(io.BytesIO(data), x=x, y=top + 5, w=w)
         pdf.set_y(top + 5 + h + 2)
-    notes = image.get("notes") or []
+    notes = image.notes
     if notes:
         pdf.set_font("Helvetica", "I", 8)
         pdf.multi_cell(width, 4, _latin1("Notes: " + "; ".join(notes)), new_x=XPos.LMARGIN, new_y=YPos.NEXT)

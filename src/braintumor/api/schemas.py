@@ -110,6 +110,35 @@ class ImageInfo(BaseModel):
     notes: list[str] = []
 
 
+class StoredPrediction(BaseModel):
+    """The model's answer as stored with a scan (``Prediction.as_dict()``); defaults read older records."""
+
+    label: str = "no_tumor"
+    band: str = "no_tumor"
+    p_tumor: float = 0.0
+    probs: dict[str, float] = {}
+    tumor_type: str | None = None
+    type_probs: dict[str, float] = {}
+    threshold: float | None = None
+    refer_low: float | None = None
+    refer_high: float | None = None
+    members: list[MemberOutput] = []
+    model: str = ""
+    model_version: str = ""
+
+
+class StoredResult(BaseModel):
+    """The one contract for a scan's stored ``result``: analysis writes it, the scans route and the PDF report read
+    it, and the UI client reads it back as :class:`ScanPublic`."""
+
+    prediction: StoredPrediction = StoredPrediction()
+    model_card: dict[str, Any] = Field(default={}, description="Predictor.card_summary() of the model that answered")
+    heatmap: HeatmapPreview | None = None
+    image: ImageInfo = ImageInfo(format="unknown", width=0, height=0)
+    dicom: dict[str, str] = {}
+    deidentified: bool = False
+
+
 class ScanSummary(BaseModel):
     id: str
     filename: str

@@ -27,6 +27,7 @@ from braintumor.api.deps import (
     StorageDep,
     client_address,
 )
+from braintumor.api.logs import AuditLog
 from braintumor.api.schemas import (
     PasswordChange,
     PasswordConfirm,
@@ -37,7 +38,13 @@ from braintumor.api.schemas import (
     UserCreate,
     UserPublic,
 )
-from braintumor.api.security import LoginGuard, check_password_policy, new_recovery_key, normalise_recovery_key
+from braintumor.api.security import (
+    LoginGuard,
+    Security,
+    check_password_policy,
+    new_recovery_key,
+    normalise_recovery_key,
+)
 from braintumor.storage import LastAdminError, UserExistsError, UserRecord, normalise_username
 
 router = APIRouter(tags=["accounts"])
@@ -77,6 +84,26 @@ def _failed(guard: LoginGuard, username: str, client: str, reason: str) -> str:
     if left == 0:
         return f"{reason}; sign-in to this account from your address is now locked for {minutes}"
     return reason
+
+
+def _confirm_password(
+    request: Request,
+    user: UserRecord,
+    password: str,
+    security: Security,
+    guard: LoginGuard,
+    audit: AuditLog,
+    action: str,
+    reason: str,
+) -> None:
+    """A signed-in user re-enters the password before a sensitive change: the same locks and warnings as sign-in."""
+    client = client_address(request)
+    _refuse_if_locked(guard, user.username, client)
+    ok, _ = security.verify_password(password, user.password_hash)
+    if not ok:
+        detail = _failed(guard, user.username, client, reason)
+        audit.record(action, actor=user.username, outcome="failed")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail)
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=Registered)
@@ -173,13 +200,8 @@ def change_password(
     audit: AuditDep,
 ) -> Token:
     """Change the password (the current one is required). Older tokens stop working; use the one returned."""
-    client = client_address(request)
-    _refuse_if_locked(guard, user.username, client)
-    ok, _ = security.verify_password(body.current_password, user.password_hash)
-    if not ok:
-        detail = _failed(guard, user.username, client, "the current password is not correct")
-        audit.record("account.change_password", actor=user.username, outcome="failed")
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail)
+    _confirm_password(request, user, body.current_password, security, guard, audit,
+                      "account.change_password", "the current password is not correct")  # fmt: skip
     check_password_policy(body.new_password, user.username, settings.password_min_length)
     updated = storage.update_credentials(
         user.id, password_hash=security.hash_password(body.new_password), bump_token_version=True
@@ -234,13 +256,8 @@ def delete_me(
     audit: AuditDep,
 ) -> Response:
     """Delete the account with all of its scans and files (the password is required)."""
-    client = client_address(request)
-    _refuse_if_locked(guard, user.username, client)
-    ok, _ = security.verify_password(body.password, user.password_hash)
-    if not ok:
-        detail = _failed(guard, user.username, client, "the password is not correct")
-        audit.record("account.delete", actor=user.username, outcome="failed")
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail)
+    _confirm_password(request, user, body.password, security, guard, audit,
+                      "account.delete", "the password is not correct")  # fmt: skip
     try:
         storage.delete_user(user.username)
     except LastAdminError:

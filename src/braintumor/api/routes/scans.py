@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import hmac
 import math
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, File, HTTPException, Query, Request, Response, UploadFile, status
@@ -27,13 +27,11 @@ from braintumor.api.schemas import (
     BulkDelete,
     BulkDeleted,
     FileLink,
-    HeatmapPreview,
-    ImageInfo,
     Label,
-    MemberOutput,
     ScanPage,
     ScanPublic,
     ScanSummary,
+    StoredResult,
 )
 from braintumor.errors import ImageTooLargeError
 from braintumor.storage import NewScan, ScanQuery, ScanRecord, Storage, UserRecord
@@ -53,39 +51,26 @@ def _links(rec: ScanRecord) -> dict[str, FileLink]:
 
 
 def summary(rec: ScanRecord) -> ScanSummary:
-    return ScanSummary(
-        id=rec.id,
-        filename=rec.filename,
-        created_at=rec.created_at,
-        label=rec.label,
-        band=rec.band,
-        p_tumor=rec.p_tumor,
-        tumor_type=rec.tumor_type,
-        model_name=rec.model_name,
-        model_version=rec.model_version,
-        threshold=rec.threshold,
-        files=_links(rec),
-        report_url=f"/history/{rec.id}/report.pdf",
-    )
+    fields = {name: getattr(rec, name) for name in ScanSummary.model_fields if name not in ("files", "report_url")}
+    return ScanSummary(**fields, files=_links(rec), report_url=f"/history/{rec.id}/report.pdf")
 
 
 def detail(rec: ScanRecord) -> ScanPublic:
-    result: dict[str, Any] = rec.result
-    pred: dict[str, Any] = result.get("prediction", {})
-    preview = result.get("heatmap")
+    stored = StoredResult.model_validate(rec.result)
+    pred = stored.prediction
     return ScanPublic(
         **summary(rec).model_dump(),
-        probs=pred.get("probs", {}),
-        type_probs=pred.get("type_probs", {}),
-        refer_low=pred.get("refer_low", rec.threshold),
-        refer_high=pred.get("refer_high", rec.threshold),
-        members=[MemberOutput(**m) for m in pred.get("members", [])],
-        heatmap=HeatmapPreview(**preview) if preview else None,
-        image=ImageInfo(**result.get("image", {"format": "unknown", "width": 0, "height": 0})),
-        dicom=result.get("dicom", {}),
-        deidentified=bool(result.get("deidentified", False)),
+        probs=pred.probs,
+        type_probs=pred.type_probs,
+        refer_low=rec.threshold if pred.refer_low is None else pred.refer_low,
+        refer_high=rec.threshold if pred.refer_high is None else pred.refer_high,
+        members=pred.members,
+        heatmap=stored.heatmap,
+        image=stored.image,
+        dicom=stored.dicom,
+        deidentified=stored.deidentified,
         disclaimer=DISCLAIMER,
-        result=pred,
+        result=dict(rec.result.get("prediction", {})),
     )
 
 
