@@ -28,7 +28,7 @@ from braintumor.errors import (
     NoPixelDataError,
     UnsupportedImageError,
 )
-from braintumor.imaging.dicom import DESCRIPTIVE_TAGS, IDENTIFYING_TAGS
+from braintumor.imaging.dicom_tags import DESCRIPTIVE_TAGS, IDENTIFYING_TAGS
 from braintumor.imaging.io import describe, load_image, sniff_format
 from braintumor.imaging.types import DEFAULT_MAX_PIXELS
 

@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from braintumor.errors import CorruptImageError
-from braintumor.imaging.dicom import IDENTIFYING_TAGS
+from braintumor.imaging.dicom_tags import IDENTIFYING_TAGS
 from braintumor.imaging.io import load_image
 from braintumor.storage.deid import SAFE_TAGS, deidentified_tags, deidentify
 

@@ -93,6 +93,18 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body too large: the limit is {limit / 1048576:g} MB")
 
 
+class _Tracking:
+    """An ASGI ``send`` that remembers whether the response has started (after that, no error answer can be sent)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self.send(message)
+
+
 class BodyLimitMiddleware:
     """Refuse bodies over ``limit`` bytes: by Content-Length at once, or while streaming."""
 
@@ -111,7 +123,7 @@ class BodyLimitMiddleware:
             await _send_json(send, status, detail)
             return
         received = 0
-        started = False
+        sent = _Tracking(send)
 
         async def limited() -> Message:
             nonlocal received
@@ -122,15 +134,10 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge(self.limit)
             return message
 
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, limited, tracking)
+            await self.app(scope, limited, sent)
         except BodyTooLarge as exc:
-            if not started:
+            if not sent.started:
                 await _send_json(send, 413, str(exc.detail))
 
 
@@ -207,18 +214,12 @@ class LastResortMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        sent = _Tracking(send)
         try:
-            await self.app(scope, receive, tracking)
+            await self.app(scope, receive, sent)
         except Exception as exc:
             log.error("unhandled %s on %s", type(exc).__name__, scope.get("path"), exc_info=exc)
-            if started or scope["type"] != "http":
+            if sent.started or scope["type"] != "http":
                 raise
             await _send_json(send, 500, f"internal error; quote request id {request_id_var.get()} when reporting it")
 

@@ -26,54 +26,15 @@ from braintumor.errors import (
     NoPixelDataError,
 )
 from braintumor.imaging.dicom_structure import check_structure
-from braintumor.imaging.types import (
-    DEFAULT_MAX_PIXELS,
-    ImageLimits,
-    ImageMeta,
-    LoadedImage,
-    collapse_gray,
-    first_line,
-    scale_to_uint8,
-)
+from braintumor.imaging.dicom_tags import DESCRIPTIVE_TAGS, IDENTIFYING_TAGS
+from braintumor.imaging.types import ImageLimits, ImageMeta, LoadedImage, collapse_gray, first_line, scale_to_uint8
 
-#: Tags copied into :attr:`ImageMeta.dicom` (all as strings) when present.
-DESCRIPTIVE_TAGS = (
-    "Modality",
-    "BodyPartExamined",
-    "StudyDescription",
-    "SeriesDescription",
-    "ProtocolName",
-    "Manufacturer",
-    "MagneticFieldStrength",
-    "SliceThickness",
-    "PixelSpacing",
-    "PhotometricInterpretation",
-    "SOPClassUID",
-)
-#: Identifying tags, also copied (a report may show them) but flagged so the storage layer de-identifies
-#: them by default (PS3.15 basic profile).
-IDENTIFYING_TAGS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "PatientAge",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "InstitutionName",
-    "ReferringPhysicianName",
-)
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
-def decode_dicom(
-    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, limits: ImageLimits | None = None
-) -> LoadedImage:
+def decode_dicom(data: bytes, *, limits: ImageLimits | None = None) -> LoadedImage:
     """Decode a DICOM file's bytes into an 8-bit :class:`LoadedImage` (see the module docstring)."""
-    limits = limits or ImageLimits(max_pixels=max_pixels)
+    limits = limits or ImageLimits()
     check_structure(data, limits)
     try:
         return _decode(data, limits)

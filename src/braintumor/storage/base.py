@@ -33,7 +33,7 @@ import hashlib
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Literal, ParamSpec, Protocol, TypedDict, TypeVar, Unpack, runtime_checkable
 
 from braintumor.errors import BrainTumorError
 
@@ -102,6 +102,14 @@ class UserRecord:
     role: Role
     created_at: dt.datetime
     token_version: int = 0
+
+
+class CredentialChange(TypedDict, total=False):
+    """What :meth:`Storage.update_credentials` may change: new hashes, and whether every issued token is revoked."""
+
+    password_hash: str | None
+    recovery_hash: str | None
+    bump_token_version: bool
 
 
 @dataclass(frozen=True)
@@ -233,14 +241,7 @@ class Storage(Protocol):
 
     def get_user_by_id(self, user_id: str) -> UserRecord | None: ...
 
-    def update_credentials(
-        self,
-        user_id: str,
-        *,
-        password_hash: str | None = None,
-        recovery_hash: str | None = None,
-        bump_token_version: bool = False,
-    ) -> UserRecord:
+    def update_credentials(self, user_id: str, **change: Unpack[CredentialChange]) -> UserRecord:
         """Replace the password and/or recovery hash; ``bump_token_version`` revokes every issued token."""
         ...
 

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from braintumor.errors import CorruptImageError, ImageError
+from braintumor.imaging.dicom_tags import DESCRIPTIVE_TAGS, FREE_TEXT_TAGS
 
 if TYPE_CHECKING:
     from braintumor.imaging.types import ImageLimits
@@ -61,18 +62,7 @@ PROFILE_TABLE = "dicomfields_2026c"
 PROFILE = "PS3.15 E.1-1 Basic Profile (dicom-anonymizer, 2026c)"  # LO: at most 64 characters
 _SAFETY_NET_VRS = frozenset({"PN", "DA", "DT", "TM", "LT", "ST", "UT", "AE"})
 #: Tag keywords kept in the stored metadata of a de-identified scan (what :func:`deidentified_tags` lets through).
-SAFE_TAGS = frozenset(
-    {
-        "Modality",
-        "BodyPartExamined",
-        "Manufacturer",
-        "MagneticFieldStrength",
-        "SliceThickness",
-        "PixelSpacing",
-        "PhotometricInterpretation",
-        "SOPClassUID",
-    }
-)
+SAFE_TAGS = frozenset(DESCRIPTIVE_TAGS) - frozenset(FREE_TEXT_TAGS)
 # dicom-anonymizer keeps a module-level UID map for its own replacements: one call at a time, emptied after each.
 _LIBRARY_LOCK = threading.Lock()
 

@@ -24,12 +24,13 @@ import datetime as dt
 import re
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from pymongo.errors import PyMongoError
 
 from braintumor.storage.base import (
     Blob,
+    CredentialChange,
     FileRecord,
     IntegrityReport,
     LastAdminError,
@@ -123,14 +124,9 @@ class MongoStorage:
         return _user(self._users.find_one({"_id": user_id}))
 
     @_mongo_errors
-    def update_credentials(
-        self,
-        user_id: str,
-        *,
-        password_hash: str | None = None,
-        recovery_hash: str | None = None,
-        bump_token_version: bool = False,
-    ) -> UserRecord:
+    def update_credentials(self, user_id: str, **change: Unpack[CredentialChange]) -> UserRecord:
+        password_hash, recovery_hash = change.get("password_hash"), change.get("recovery_hash")
+        bump_token_version = change.get("bump_token_version", False)
         from pymongo import ReturnDocument
 
         update: dict[str, Any] = {}

@@ -37,10 +37,11 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Unpack, cast
 
 from braintumor.storage.base import (
     Blob,
+    CredentialChange,
     FileRecord,
     IntegrityReport,
     NewScan,
@@ -137,14 +138,9 @@ class EmbeddedStorage:
         return _user(self._conn().execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone())
 
     @_db_errors
-    def update_credentials(
-        self,
-        user_id: str,
-        *,
-        password_hash: str | None = None,
-        recovery_hash: str | None = None,
-        bump_token_version: bool = False,
-    ) -> UserRecord:
+    def update_credentials(self, user_id: str, **change: Unpack[CredentialChange]) -> UserRecord:
+        password_hash, recovery_hash = change.get("password_hash"), change.get("recovery_hash")
+        bump_token_version = change.get("bump_token_version", False)
         with self.write_transaction() as conn:
             if password_hash is not None:
                 conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
