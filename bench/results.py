@@ -338,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.work / "sections.json"
     if cache.is_file():
         parts = json.loads(cache.read_text())
+    else:  # sections generated earlier (e.g. on another machine) stay as docs/results.md has them
+        parts = _sections_of(ROOT / "docs" / "results.md")
     sections = {
         "cv": lambda: _cv_section(args.work, args.repeats, args.with_extra, args.cv_archs),
         "external": lambda: _external_section(args.work),
@@ -353,6 +355,23 @@ def main(argv: list[str] | None = None) -> int:
     _write(parts, started)
     print("wrote docs/results.md")
     return 0
+
+
+def _sections_of(doc: Path) -> dict[str, list[str]]:
+    """Split an existing results page into its numbered sections ("## 1. …" is ORDER[0], and so on)."""
+    if not doc.is_file():
+        return {}
+    parts: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in doc.read_text().splitlines():
+        if line.startswith("## ") and line[3:].split(".")[0].isdigit():
+            k = int(line[3:].split(".")[0]) - 1
+            current = parts.setdefault(ORDER[k], []) if 0 <= k < len(ORDER) else None
+        elif line.startswith("_Last run") or line.startswith("_Sections not yet"):
+            current = None
+        if current is not None:
+            current.append(line)
+    return parts
 
 
 def _write(parts: dict[str, list[str]], started: float) -> None:
