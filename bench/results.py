@@ -334,12 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    parts: dict[str, list[str]] = {}
     cache = args.work / "sections.json"
-    if cache.is_file():
-        parts = json.loads(cache.read_text())
-    else:  # sections generated earlier (e.g. on another machine) stay as docs/results.md has them
-        parts = _sections_of(ROOT / "docs" / "results.md")
+    # Without a run cache, the sections generated earlier (another machine, say) stay as docs/results.md has them.
+    parts = json.loads(cache.read_text()) if cache.is_file() else _sections_of(ROOT / "docs" / "results.md")
     sections = {
         "cv": lambda: _cv_section(args.work, args.repeats, args.with_extra, args.cv_archs),
         "external": lambda: _external_section(args.work),
