@@ -37,6 +37,7 @@ from fastapi.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from braintumor import __version__
+from braintumor.api.asgi import HttpMiddleware, ResponseTracking, on_response_start
 from braintumor.api.config import ConfigError, Settings
 from braintumor.api.errors import install_error_handlers
 from braintumor.api.logs import AuditLog, RequestContextMiddleware, request_id_var
@@ -93,29 +94,14 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body too large: the limit is {limit / 1048576:g} MB")
 
 
-class _Tracking:
-    """An ASGI ``send`` that remembers whether the response has started (after that, no error answer can be sent)."""
-
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.started = False
-
-    async def __call__(self, message: Message) -> None:
-        self.started = self.started or message["type"] == "http.response.start"
-        await self.send(message)
-
-
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(HttpMiddleware):
     """Refuse bodies over ``limit`` bytes: by Content-Length at once, or while streaming."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             status = 413 if length.isdigit() else 400
@@ -123,7 +109,7 @@ class BodyLimitMiddleware:
             await _send_json(send, status, detail)
             return
         received = 0
-        sent = _Tracking(send)
+        sent = ResponseTracking(send)
 
         async def limited() -> Message:
             nonlocal received
@@ -176,7 +162,7 @@ class TrustedProxyMiddleware:
 API_CSP = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
 
-class SecurityHeadersMiddleware:
+class SecurityHeadersMiddleware(HttpMiddleware):
     """No sniffing, no framing, no referrer, no caching of responses that may hold patient data, and a CSP (a
     response that sets its own, the docs page, keeps it)."""
 
@@ -187,23 +173,14 @@ class SecurityHeadersMiddleware:
         (b"cache-control", b"no-store"),
     )
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        def add_headers(message: Message) -> None:
+            headers = [*message.get("headers", []), *self.HEADERS]
+            if not any(k.lower() == b"content-security-policy" for k, _ in headers):
+                headers.append((b"content-security-policy", API_CSP))
+            message["headers"] = headers
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [*message.get("headers", []), *self.HEADERS]
-                if not any(k.lower() == b"content-security-policy" for k, _ in headers):
-                    headers.append((b"content-security-policy", API_CSP))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+        await self.app(scope, receive, on_response_start(send, add_headers))
 
 
 class LastResortMiddleware:
@@ -214,7 +191,7 @@ class LastResortMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sent = _Tracking(send)
+        sent = ResponseTracking(send)
         try:
             await self.app(scope, receive, sent)
         except Exception as exc:

@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from braintumor.api.asgi import HttpMiddleware, on_response_start
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 access_log = logging.getLogger("braintumor.api.access")
@@ -54,17 +56,11 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("uvicorn.access").disabled = True  # it logs query strings; ours does not
 
 
-class RequestContextMiddleware:
+class RequestContextMiddleware(HttpMiddleware):
     """Pure ASGI: sets the request id (a sane incoming ``X-Request-ID`` or a new one), returns it as a header and
     writes one access-log line per request (method, path without query, status, duration, username)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         rid = incoming if _VALID_ID.match(incoming) else secrets.token_hex(8)
         token = request_id_var.set(rid)
@@ -72,16 +68,12 @@ class RequestContextMiddleware:
         start = time.perf_counter()
         status = [500]
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", rid.encode()))
-                message["headers"] = headers
-            await send(message)
+        def add_id(message: Message) -> None:
+            status[0] = message["status"]
+            message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, on_response_start(send, add_id))
         finally:
             ms = (time.perf_counter() - start) * 1000
             user = scope["state"].get("username", "-")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from braintumor import __version__
 from braintumor.cli import app, data, evaluate, inference, server, train
+from braintumor.cli.common import Handler
 from braintumor.errors import BrainTumorError
-
-Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:

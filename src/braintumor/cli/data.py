@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from braintumor.cli.common import progress
+from braintumor.cli.common import Handler, command, group, progress
 from braintumor.errors import BrainTumorError
 
 
 def _cmd_data_info(args: argparse.Namespace) -> int:
+    """decode images and print their metadata as JSON lines"""
     from braintumor.imaging.io import describe, load_image
 
     status = 0
@@ -50,6 +51,11 @@ def _run_audit(args: argparse.Namespace) -> Any:
 
 
 def _cmd_data_audit(args: argparse.Namespace) -> int:
+    """find exact/near duplicates, label conflicts and split leakage
+
+    Find exact and near duplicates across all given folders, duplicate groups with conflicting labels, and groups
+    that straddle splits (leakage).
+    """
     start = time.perf_counter()
     report = _run_audit(args)
     elapsed = time.perf_counter() - start
@@ -110,6 +116,11 @@ def format_audit(summary: dict[str, Any], elapsed: float | None = None) -> str:
 
 
 def _cmd_data_split(args: argparse.Namespace) -> int:
+    """stratified train/val/test (+ k folds) keeping duplicate groups together
+
+    Make a seeded, stratified train/val/test split in which every duplicate group (across all given folders) stays
+    on one side.
+    """
     from braintumor.data.splits import make_split, write_split
 
     report = _run_audit(args)
@@ -130,9 +141,11 @@ def _cmd_data_split(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_audit_options(p: argparse.ArgumentParser) -> None:
+def _audit_command(sub: Any, name: str, handler: Handler) -> argparse.ArgumentParser:
+    """A subcommand that audits its folders first (``audit``, ``split``), with the audit's options."""
     from braintumor.data.audit import DEFAULT_MAX_HAMMING, DEFAULT_MIN_CORRELATION
 
+    p = command(sub, name, handler)
     p.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="dataset folders, audited together")
     p.add_argument("--max-hamming", type=int, default=DEFAULT_MAX_HAMMING, help="pHash distance for candidates")
     p.add_argument(
@@ -142,38 +155,22 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
         help="thumbnail correlation that confirms a near duplicate",
     )
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    return p
 
 
 def add_parser(sub: Any) -> None:
-    data = sub.add_parser("data", help="inspect, audit and split datasets", description="Dataset tools.")
-    data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
-
-    info = data_sub.add_parser("info", help="decode images and print their metadata as JSON lines")
+    data = group(sub, "data", "inspect, audit and split datasets", "Dataset tools.")
+    info = command(data, "info", _cmd_data_info)
     info.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    info.set_defaults(func=_cmd_data_info)
 
-    audit = data_sub.add_parser(
-        "audit",
-        help="find exact/near duplicates, label conflicts and split leakage",
-        description="Find exact and near duplicates across all given folders, duplicate groups with "
-        "conflicting labels, and groups that straddle splits (leakage).",
-    )
-    _add_audit_options(audit)
+    audit = _audit_command(data, "audit", _cmd_data_audit)
     audit.add_argument("--out", type=Path, help="write one CSV row per file with its duplicate group")
     audit.add_argument("--format", choices=("text", "json"), default="text", help="output format (stdout)")
     audit.add_argument("--split", type=Path, help="check this split file for leakage instead of folder splits")
-    audit.set_defaults(func=_cmd_data_audit)
 
-    split = data_sub.add_parser(
-        "split",
-        help="stratified train/val/test (+ k folds) keeping duplicate groups together",
-        description="Make a seeded, stratified train/val/test split in which every duplicate group "
-        "(across all given folders) stays on one side.",
-    )
-    _add_audit_options(split)
+    split = _audit_command(data, "split", _cmd_data_split)
     split.add_argument("--out", type=Path, required=True, help="split CSV to write")
     split.add_argument("--val", type=float, default=0.1, help="validation fraction (default 0.1)")
     split.add_argument("--test", type=float, default=0.2, help="test fraction (default 0.2)")
     split.add_argument("--folds", type=int, default=None, help="also assign K cross-validation folds")
     split.add_argument("--seed", type=int, default=42)
-    split.set_defaults(func=_cmd_data_split)

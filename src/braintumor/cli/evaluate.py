@@ -8,26 +8,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+from braintumor.cli.common import add_recipe_options, command, recipe_from_args
 from braintumor.errors import BrainTumorError
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    """metrics with 95% intervals, calibration, plots and a report; ensembles; cross-validation
+
+    Evaluate runs (several runs = an averaging ensemble) on labelled folders, or cross-validate a training recipe
+    with --cv K.
+    """
     data = [str(d) for d in args.data]
     if args.cv:
         from braintumor.evaluation.cv import cross_validate
-        from braintumor.training.config import TrainConfig, load_config
 
         if not args.arch and not args.config:
             raise BrainTumorError("--cv trains a model per fold: give --arch (or --config)")
-        cfg = load_config(args.config) if args.config else TrainConfig()
-        cfg = cfg.merged(
-            {
-                "arch": args.arch,
-                "pretrained": False if args.no_pretrained else None,
-                "fine_tune": False if args.no_fine_tune else None,
-                "task": args.task,
-            }
-        )
+        cfg = recipe_from_args(args)
         extra = [str(d) for d in args.extra_train or []]
         result = cross_validate(cfg, data, args.out, k=args.cv, repeats=args.repeats, seed=args.seed, extra_train=extra)
         for metric, s in result.summary().items():
@@ -55,6 +52,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    """Grad-CAM heatmap of one scan, overlaid on the original"""
     from PIL import Image
 
     from braintumor.explain.explainer import explain_image
@@ -87,12 +85,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "evaluate",
-        help="metrics with 95%% intervals, calibration, plots and a report; ensembles; cross-validation",
-        description="Evaluate runs (several runs = an averaging ensemble) on labelled folders, or "
-        "cross-validate a training recipe with --cv K.",
-    )
+    p = command(sub, "evaluate", _cmd_evaluate)
     p.add_argument("--run", nargs="+", type=Path, help="run folder(s) from 'braintumor train'")
     p.add_argument("--weights", nargs="+", type=float, help="ensemble weights, one per run")
     p.add_argument("--data", nargs="+", type=Path, required=True, metavar="DIR")
@@ -111,15 +104,10 @@ def add_parser(sub: Any) -> None:
         metavar="DIR",
         help="--cv: more training images (never tested; copies of held-out images are left out)",
     )
-    p.add_argument("--arch", help="backbone for --cv")
-    p.add_argument("--config", type=Path, help="training config for --cv")
-    p.add_argument("--task", choices=("auto", "binary", "multiclass"))
-    p.add_argument("--no-pretrained", action="store_true")
-    p.add_argument("--no-fine-tune", action="store_true")
+    add_recipe_options(p, arch_help="backbone for --cv", config_help="training config for --cv")
     p.add_argument("--seed", type=int, default=42)
-    p.set_defaults(func=_cmd_evaluate)
 
-    e = sub.add_parser("explain", help="Grad-CAM heatmap of one scan, overlaid on the original")
+    e = command(sub, "explain", _cmd_explain)
     e.add_argument("image", type=Path, metavar="IMAGE")
     e.add_argument("--run", type=Path, help="run folder (default: the bundled model, once shipped)")
     e.add_argument("--out", type=Path, required=True, help="overlay PNG to write")
@@ -127,4 +115,3 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--method", default="gradcam", choices=("gradcam", "gradcam++"))
     e.add_argument("--target", help="class to explain (default: the predicted class)")
     e.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity")
-    e.set_defaults(func=_cmd_explain)

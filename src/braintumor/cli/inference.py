@@ -10,11 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from braintumor.cli.common import progress
+from braintumor.cli.common import command, progress
 from braintumor.errors import BrainTumorError
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    """export run(s) to ONNX (in-graph calibration + Grad-CAM), int8 where it holds accuracy
+
+    Export one run, or several runs as an averaging ensemble, to ONNX with their cards.
+    """
     from braintumor.export.onnx import export_run, export_runs
 
     runs = [Path(r) for r in args.runs]
@@ -46,6 +50,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    """score files and folders (CSV/JSON, heatmaps, Dask)
+
+    Score images and folders (recursive). Each file gets a status; the run goes on past bad or rejected files and
+    exits non-zero only when nothing could be scored.
+    """
     from braintumor.inference.batch import columns, expand_paths, iter_scores, score_with_dask, summarize
     from braintumor.inference.bundled import resolve_model_dir
     from braintumor.inference.predictor import Predictor
@@ -83,11 +92,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    e = sub.add_parser(
-        "export",
-        help="export run(s) to ONNX (in-graph calibration + Grad-CAM), int8 where it holds accuracy",
-        description="Export one run, or several runs as an averaging ensemble, to ONNX with their cards.",
-    )
+    e = command(sub, "export", _cmd_export)
     e.add_argument("runs", nargs="+", type=Path, metavar="RUN")
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--name", default="ensemble", help="ensemble name (several runs)")
@@ -99,14 +104,8 @@ def add_parser(sub: Any) -> None:
         help="auto: quantize and keep int8 as default only if val accuracy drops ≤ 0.5 points",
     )
     e.add_argument("--calibration-images", type=int, default=128)
-    e.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser(
-        "predict",
-        help="score files and folders (CSV/JSON, heatmaps, Dask)",
-        description="Score images and folders (recursive). Each file gets a status; the run goes on past "
-        "bad or rejected files and exits non-zero only when nothing could be scored.",
-    )
+    p = command(sub, "predict", _cmd_predict)
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--model", type=Path, help="exported model or ensemble folder (default: the bundled model)")
     p.add_argument("--format", choices=("csv", "json"), default="csv")
@@ -117,4 +116,3 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--dask", metavar="ADDRESS", help="score on a Dask cluster (scheduler address, or 'local')")
-    p.set_defaults(func=_cmd_predict)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from braintumor.cli.common import env_int, env_str
+from braintumor.cli.common import DATA_DIR, HOST, PORT, add_model_flag, command, group
 from braintumor.errors import BrainTumorError
 
 
@@ -34,14 +34,19 @@ def _server_settings(args: argparse.Namespace) -> Any:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    """start the web API (FastAPI + uvicorn)
+
+    Start the API. Settings come from BRAINTUMOR_* variables (see the README); in development a signing secret is
+    generated on first start and kept in DATA_DIR/secret.key (mode 0600); with BRAINTUMOR_ENV=production
+    BRAINTUMOR_SECRET_KEY is required.
+    """
     import uvicorn
 
     from braintumor.api.app import create_app
     from braintumor.api.config import ensure_secret
     from braintumor.api.logs import configure_logging
 
-    host = args.host or env_str("BRAINTUMOR_HOST", "127.0.0.1")
-    port = args.port if args.port is not None else env_int("BRAINTUMOR_PORT", 8000)
+    host, port = HOST.value(args.host), PORT.value(args.port)
     settings = _server_settings(args)
     configure_logging(settings.log_level)
     settings = ensure_secret(settings)
@@ -63,6 +68,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_admin_create(args: argparse.Namespace) -> int:
+    """create an admin account (the first one, typically)
+
+    Create an admin. The password is read from the terminal (twice), or from the first line of stdin with
+    --password-stdin; a recovery key is printed once.
+    """
     import getpass
 
     from braintumor.api.accounts import create_account
@@ -149,6 +159,11 @@ def normalise_confirm(text: str) -> str:
 
 
 def _cmd_backup(args: argparse.Namespace) -> int:
+    """archive the embedded store (database + files) to a .tar.gz
+
+    Consistent backup of the embedded backend while the server runs (writers wait meanwhile). The signing secret
+    is not included.
+    """
     from braintumor.storage.backup import backup
     from braintumor.storage.database import DB_NAME
     from braintumor.storage.sqlite import EmbeddedStorage
@@ -165,6 +180,7 @@ def _cmd_backup(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
+    """restore a backup into a data directory (checksums verified)"""
     from braintumor.storage.backup import restore
 
     manifest = restore(args.archive, args.data_dir, force=args.force)
@@ -176,36 +192,14 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    serve = sub.add_parser(
-        "serve",
-        help="start the web API (FastAPI + uvicorn)",
-        description="Start the API. Settings come from BRAINTUMOR_* variables (see the README); in development "
-        "a signing secret is generated on first start and kept in DATA_DIR/secret.key (mode 0600); with "
-        "BRAINTUMOR_ENV=production BRAINTUMOR_SECRET_KEY is required.",
-    )
-    serve.add_argument(
-        "--host",
-        default=None,
-        help="address to bind (BRAINTUMOR_HOST; default 127.0.0.1: this machine only)",
-    )
-    serve.add_argument(
-        "--port",
-        type=int,
-        default=None,
-        help="port (BRAINTUMOR_PORT; default 8000)",
-    )
-    serve.add_argument("--data-dir", type=Path, help="data directory (default: BRAINTUMOR_DATA_DIR or ./data)")
-    serve.add_argument("--model", type=Path, help="model folder (default: BRAINTUMOR_MODEL_DIR or the bundled one)")
-    serve.set_defaults(func=_cmd_serve)
+    serve = command(sub, "serve", _cmd_serve)
+    HOST.add_to(serve, "--host")
+    PORT.add_to(serve, "--port")
+    DATA_DIR.add_to(serve, "--data-dir")
+    add_model_flag(serve)
 
-    admin = sub.add_parser("admin", help="administer accounts from the command line")
-    admin_sub = admin.add_subparsers(dest="admin_command", metavar="SUBCOMMAND", required=True)
-    create = admin_sub.add_parser(
-        "create",
-        help="create an admin account (the first one, typically)",
-        description="Create an admin. The password is read from the terminal (twice), or from the first line "
-        "of stdin with --password-stdin; a recovery key is printed once.",
-    )
+    admin = group(sub, "admin", "administer accounts from the command line")
+    create = command(admin, "create", _cmd_admin_create)
     create.add_argument("--username", help="account name (asked when missing; default admin)")
     create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     create.add_argument(
@@ -218,21 +212,13 @@ def add_parser(sub: Any) -> None:
         metavar="USERNAME",
         help="with --promote and no terminal: the account name again, to confirm the promotion",
     )
-    create.add_argument("--data-dir", type=Path, help="data directory (default: BRAINTUMOR_DATA_DIR or ./data)")
-    create.set_defaults(func=_cmd_admin_create)
+    DATA_DIR.add_to(create, "--data-dir")
 
-    backup = sub.add_parser(
-        "backup",
-        help="archive the embedded store (database + files) to a .tar.gz",
-        description="Consistent backup of the embedded backend while the server runs (writers wait meanwhile). "
-        "The signing secret is not included.",
-    )
+    backup = command(sub, "backup", _cmd_backup)
     backup.add_argument("--data-dir", type=Path, required=True)
     backup.add_argument("--out", type=Path, required=True, metavar="FILE.tar.gz")
-    backup.set_defaults(func=_cmd_backup)
 
-    restore = sub.add_parser("restore", help="restore a backup into a data directory (checksums verified)")
+    restore = command(sub, "restore", _cmd_restore)
     restore.add_argument("archive", type=Path, metavar="FILE")
     restore.add_argument("--data-dir", type=Path, required=True)
     restore.add_argument("--force", action="store_true", help="replace an existing database")
-    restore.set_defaults(func=_cmd_restore)

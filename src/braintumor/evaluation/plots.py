@@ -21,14 +21,19 @@ def _plt() -> Any:
     return plt
 
 
+def _ranked(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True positives and ranks at every distinct threshold, highest score first (the steps of both curves), and
+    the labels in that order."""
+    order = np.argsort(-np.asarray(score), kind="mergesort")
+    s, t = np.asarray(score)[order], np.asarray(y).astype(bool)[order]
+    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    return np.cumsum(t)[distinct], distinct + 1, t
+
+
 def roc_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """False- and true-positive rates at every distinct threshold (from (0, 0) to (1, 1))."""
-    y = np.asarray(y).astype(bool)
-    order = np.argsort(-np.asarray(score), kind="mergesort")
-    s, t = np.asarray(score)[order], y[order]
-    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tps = np.cumsum(t)[distinct]
-    fps = (distinct + 1) - tps
+    tps, ranked, t = _ranked(y, score)
+    fps = ranked - tps
     tpr = np.r_[0, tps / max(t.sum(), 1)]
     fpr = np.r_[0, fps / max((~t).sum(), 1)]
     return fpr, tpr
@@ -36,12 +41,8 @@ def roc_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def pr_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Recall and precision at every distinct threshold."""
-    y = np.asarray(y).astype(bool)
-    order = np.argsort(-np.asarray(score), kind="mergesort")
-    s, t = np.asarray(score)[order], y[order]
-    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tps = np.cumsum(t)[distinct]
-    precision = tps / (distinct + 1)
+    tps, ranked, t = _ranked(y, score)
+    precision = tps / ranked
     recall = tps / max(t.sum(), 1)
     return np.r_[0, recall], np.r_[1, precision]
 

@@ -77,24 +77,15 @@ class Prediction:
     notes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (no arrays)."""
-        return {
-            "label": self.label,
-            "band": self.band,
-            "p_tumor": self.p_tumor,
-            "probs": self.probs,
-            "tumor_type": self.tumor_type,
-            "type_probs": self.type_probs,
-            "threshold": self.decision.threshold,
-            "refer_low": self.decision.refer_low,
-            "refer_high": self.decision.refer_high,
-            "members": [
-                {"name": m.name, "arch": m.arch, "probs": m.probs, "p_tumor": m.p_tumor, "label": m.label}
-                for m in self.members
-            ],
-            "model": self.model_name,
-            "model_version": self.model_version,
+        """JSON-ready summary (no arrays): what the API stores with a scan (``StoredPrediction``)."""
+        answer = {
+            name: getattr(self, name) for name in ("label", "band", "p_tumor", "probs", "tumor_type", "type_probs")
         }
+        rule = {name: getattr(self.decision, name) for name in ("threshold", "refer_low", "refer_high")}
+        members = [
+            {name: getattr(m, name) for name in ("name", "arch", "probs", "p_tumor", "label")} for m in self.members
+        ]
+        return {**answer, **rule, "members": members, "model": self.model_name, "model_version": self.model_version}
 
 
 @dataclass(frozen=True)

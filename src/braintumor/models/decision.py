@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -49,13 +50,8 @@ class DecisionRule:
         return "refer"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "threshold": self.threshold,
-            "refer_low": self.refer_low,
-            "refer_high": self.refer_high,
-            "target_sensitivity": self.target_sensitivity,
-            "outside_accuracy": self.outside_accuracy,
-        }
+        """The rule as stored in the card (``calibration.decision``)."""
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> DecisionRule:

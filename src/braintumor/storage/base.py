@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -46,6 +47,7 @@ BLOB_KINDS = ("original", "heatmap", "overlay", "cam")
 T = TypeVar("T")
 P = ParamSpec("P")
 R = TypeVar("R")
+D = TypeVar("D")
 
 
 class StorageError(BrainTumorError):
@@ -143,8 +145,9 @@ class FileRecord:
 
 
 @dataclass(frozen=True)
-class NewScan:
-    """A scan to store. ``result`` is the JSON-ready model output (anything the report or UI needs later)."""
+class ScanFields:
+    """What a scan is, stored and to store: whose, which file, and the model's answer (the fields of
+    :class:`NewScan` and :class:`ScanRecord`, with the defaults an older record is read with)."""
 
     owner_id: str
     filename: str
@@ -155,24 +158,21 @@ class NewScan:
     model_name: str = ""
     model_version: str = ""
     threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class NewScan(ScanFields):
+    """A scan to store. ``result`` is the JSON-ready model output (anything the report or UI needs later)."""
+
     result: Mapping[str, Any] = field(default_factory=dict)
     created_at: dt.datetime | None = None
 
 
-@dataclass(frozen=True)
-class ScanRecord:
+@dataclass(frozen=True, kw_only=True)
+class ScanRecord(ScanFields):
     """A stored scan with its files (by kind)."""
 
     id: str
-    owner_id: str
-    filename: str
-    label: str
-    band: str
-    p_tumor: float
-    tumor_type: str | None
-    model_name: str
-    model_version: str
-    threshold: float
     result: dict[str, Any]
     created_at: dt.datetime
     files: dict[str, FileRecord]
@@ -331,16 +331,37 @@ def storage_errors(*kinds: type[BaseException], what: str) -> Callable[[Callable
     return decorate
 
 
+def record_from(cls: type[D], row: Any, **given: Any) -> D:
+    """A record (``cls``) from a database row or document: the ``given`` values, then for each other field the
+    row's value (a number as ``int``/``float``), or the field's default when the row has none.
+
+    >>> record_from(FileRecord, {"id": "f", "scan_id": "s", "owner_id": "o", "kind": "cam",
+    ...     "content_type": "application/x-npy", "size": "3", "sha256": "ab"}).size
+    3
+    """
+    keys = set(row.keys())
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in given:
+            values[f.name] = given[f.name]
+        elif f.name in keys:
+            value = row[f.name]
+            values[f.name] = value if value is None else _NUMBERS.get(str(f.type), _same)(value)
+    return cls(**values)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+#: Record fields stored as numbers, by annotation: read back as Python numbers whatever the backend returns.
+_NUMBERS: dict[str, Callable[[Any], Any]] = {"int": int, "float": float}
+
+
 def new_user_record(user: NewUser) -> UserRecord:
     """The record :meth:`Storage.create_user` stores: a fresh id, the lowercased name, created now."""
-    return UserRecord(
-        id=new_id(),
-        username=normalise_username(user.username),
-        password_hash=user.password_hash,
-        recovery_hash=user.recovery_hash,
-        role=user.role,
-        created_at=utcnow(),
-    )
+    name = normalise_username(user.username)
+    return record_from(UserRecord, vars(user), id=new_id(), username=name, created_at=utcnow())
 
 
 def new_scan_record(scan: NewScan, blobs: Sequence[Blob]) -> ScanRecord:
@@ -356,21 +377,15 @@ def new_scan_record(scan: NewScan, blobs: Sequence[Blob]) -> ScanRecord:
         files[blob.kind] = FileRecord(
             new_id(), scan_id, scan.owner_id, blob.kind, blob.content_type, len(blob.data), sha
         )
-    return ScanRecord(
-        id=scan_id,
-        owner_id=scan.owner_id,
-        filename=scan.filename,
-        label=scan.label,
-        band=scan.band,
-        p_tumor=float(scan.p_tumor),
-        tumor_type=scan.tumor_type,
-        model_name=scan.model_name,
-        model_version=scan.model_version,
-        threshold=float(scan.threshold),
-        result=dict(scan.result),
-        created_at=created.replace(microsecond=created.microsecond // 1000 * 1000),
-        files=files,
-    )
+    created = created.replace(microsecond=created.microsecond // 1000 * 1000)
+    return record_from(ScanRecord, vars(scan), id=scan_id, result=dict(scan.result), created_at=created, files=files)
+
+
+def existing_user(user: UserRecord | None, name: str | None = None) -> UserRecord:
+    """``user`` as found by id, or by ``name``; :class:`UserNotFoundError` when there is none."""
+    if user is None:
+        raise UserNotFoundError(f"no user {name!r}" if name else "no such user")
+    return user
 
 
 def refuse_last_admin(user: UserRecord, new_role: Role | None, admins: int) -> None:

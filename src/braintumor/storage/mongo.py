@@ -28,36 +28,10 @@ from typing import Any, Unpack
 
 from pymongo.errors import PyMongoError
 
-from braintumor.storage.base import (
-    Blob,
-    CredentialChange,
-    FileRecord,
-    IntegrityReport,
-    LastAdminError,
-    NewScan,
-    NewUser,
-    Page,
-    Role,
-    ScanQuery,
-    ScanRecord,
-    Stats,
-    StorageError,
-    UserExistsError,
-    UserNotFoundError,
-    UserRecord,
-    UserSummary,
-    checked_file,
-    new_scan_record,
-    new_user_record,
-    normalise_username,
-    per_day_series,
-    refuse_last_admin,
-    storage_errors,
-    utcnow,
-)
+from braintumor.storage import base
 
 #: Driver errors become :class:`StorageError` without the driver's text (it may hold the URI).
-_mongo_errors = storage_errors(PyMongoError, what="MongoDB is unavailable")
+_mongo_errors = base.storage_errors(PyMongoError, what="MongoDB is unavailable")
 
 
 class MongoStorage:
@@ -95,36 +69,36 @@ class MongoStorage:
             self._files.create_index([("metadata.scan_id", ASCENDING)], name="scan")
             self._revoked.create_index([("expires_at", ASCENDING)], name="expiry")
         except ConfigurationError as exc:
-            raise StorageError("invalid MongoDB URI or options") from exc
+            raise base.StorageError("invalid MongoDB URI or options") from exc
         except PyMongoError as exc:
-            raise StorageError(f"cannot reach MongoDB ({type(exc).__name__}); check BRAINTUMOR_MONGO_URI") from exc
+            raise base.StorageError(f"cannot reach MongoDB ({type(exc).__name__}); check BRAINTUMOR_MONGO_URI") from exc
         self._role_lock = threading.Lock()
         self.collect_garbage()
 
     # -- users -------------------------------------------------------------------------------------------
     @_mongo_errors
-    def create_user(self, user: NewUser) -> UserRecord:
+    def create_user(self, user: base.NewUser) -> base.UserRecord:
         from pymongo.errors import DuplicateKeyError
 
-        record = new_user_record(user)
+        record = base.new_user_record(user)
         doc = {**record.__dict__}
         doc["_id"] = doc.pop("id")
         try:
             self._users.insert_one(doc)
         except DuplicateKeyError as exc:
-            raise UserExistsError(f"user {record.username!r} already exists") from exc
+            raise base.UserExistsError(f"user {record.username!r} already exists") from exc
         return record
 
     @_mongo_errors
-    def get_user(self, username: str) -> UserRecord | None:
-        return _user(self._users.find_one({"username": normalise_username(username)}))
+    def get_user(self, username: str) -> base.UserRecord | None:
+        return _user(self._users.find_one({"username": base.normalise_username(username)}))
 
     @_mongo_errors
-    def get_user_by_id(self, user_id: str) -> UserRecord | None:
+    def get_user_by_id(self, user_id: str) -> base.UserRecord | None:
         return _user(self._users.find_one({"_id": user_id}))
 
     @_mongo_errors
-    def update_credentials(self, user_id: str, **change: Unpack[CredentialChange]) -> UserRecord:
+    def update_credentials(self, user_id: str, **change: Unpack[base.CredentialChange]) -> base.UserRecord:
         password_hash, recovery_hash = change.get("password_hash"), change.get("recovery_hash")
         bump_token_version = change.get("bump_token_version", False)
         from pymongo import ReturnDocument
@@ -139,49 +113,44 @@ class MongoStorage:
             doc = self._users.find_one_and_update({"_id": user_id}, update, return_document=ReturnDocument.AFTER)
         else:
             doc = self._users.find_one({"_id": user_id})
-        user = _user(doc)
-        if user is None:
-            raise UserNotFoundError("no such user")
-        return user
+        return base.existing_user(_user(doc))
 
     @_mongo_errors
-    def set_role(self, username: str, role: Role) -> UserRecord:
-        name = normalise_username(username)
+    def set_role(self, username: str, role: base.Role) -> base.UserRecord:
+        name = base.normalise_username(username)
         with self._role_lock:
-            user = _user(self._users.find_one({"username": name}))
-            if user is None:
-                raise UserNotFoundError(f"no user {name!r}")
+            user = base.existing_user(_user(self._users.find_one({"username": name})), name)
             if user.role == "admin" and role != "admin":
-                refuse_last_admin(user, role, self.count_admins())
+                base.refuse_last_admin(user, role, self.count_admins())
                 self._users.update_one({"_id": user.id}, {"$set": {"role": role}})
                 if self.count_admins() == 0:  # another server demoted the other admin meanwhile
                     self._users.update_one({"_id": user.id}, {"$set": {"role": "admin"}})
-                    raise LastAdminError("cannot demote the last admin")
+                    raise base.LastAdminError("cannot demote the last admin")
             else:
                 self._users.update_one({"_id": user.id}, {"$set": {"role": role}})
-        return UserRecord(**{**user.__dict__, "role": role})
+        return base.UserRecord(**{**user.__dict__, "role": role})
 
     @_mongo_errors
     def delete_user(self, username: str) -> bool:
-        user = _user(self._users.find_one({"username": normalise_username(username)}))
+        user = _user(self._users.find_one({"username": base.normalise_username(username)}))
         if user is None:
             return False
-        refuse_last_admin(user, None, self.count_admins())
+        base.refuse_last_admin(user, None, self.count_admins())
         ids = [d["_id"] for d in self._history.find({"owner_id": user.id}, {"_id": 1})]
         self._delete_scan_docs(ids)
         self._users.delete_one({"_id": user.id})
         return True
 
     @_mongo_errors
-    def list_users(self, search: str | None = None, offset: int = 0, limit: int = 20) -> Page[UserSummary]:
+    def list_users(self, search: str | None = None, offset: int = 0, limit: int = 20) -> base.Page[base.UserSummary]:
         query: dict[str, Any] = {}
         if search:
             query["username"] = {"$regex": re.escape(search.lower())}
         total = self._users.count_documents(query)
         docs = list(self._users.find(query).sort("username", 1).skip(max(0, offset)).limit(max(0, limit)))
         counts = self._scan_counts([d["_id"] for d in docs])
-        items = [UserSummary(u, counts.get(u.id, 0)) for u in map(_user, docs) if u is not None]
-        return Page(items, int(total))
+        items = [base.UserSummary(u, counts.get(u.id, 0)) for u in map(_user, docs) if u is not None]
+        return base.Page(items, int(total))
 
     def _scan_counts(self, owner_ids: list[str]) -> dict[str, int]:
         if not owner_ids:
@@ -199,7 +168,7 @@ class MongoStorage:
     # -- revoked tokens ----------------------------------------------------------------------------------
     @_mongo_errors
     def revoke_token(self, token_id: str, expires_at: dt.datetime) -> None:
-        self._revoked.delete_many({"expires_at": {"$lt": utcnow()}})
+        self._revoked.delete_many({"expires_at": {"$lt": base.utcnow()}})
         self._revoked.replace_one({"_id": token_id}, {"_id": token_id, "expires_at": _utc(expires_at)}, upsert=True)
 
     @_mongo_errors
@@ -208,10 +177,10 @@ class MongoStorage:
 
     # -- scans -------------------------------------------------------------------------------------------
     @_mongo_errors
-    def add_scan(self, scan: NewScan, blobs: Sequence[Blob]) -> ScanRecord:
+    def add_scan(self, scan: base.NewScan, blobs: Sequence[base.Blob]) -> base.ScanRecord:
         if self._users.find_one({"_id": scan.owner_id}, {"_id": 1}) is None:
-            raise UserNotFoundError("the scan's owner does not exist")
-        record = new_scan_record(scan, blobs)
+            raise base.UserNotFoundError("the scan's owner does not exist")
+        record = base.new_scan_record(scan, blobs)
         scan_id, files = record.id, record.files
         uploaded: list[str] = []
         try:
@@ -238,11 +207,11 @@ class MongoStorage:
         return record
 
     @_mongo_errors
-    def get_scan(self, scan_id: str) -> ScanRecord | None:
+    def get_scan(self, scan_id: str) -> base.ScanRecord | None:
         return _scan(self._history.find_one({"_id": scan_id}))
 
     @_mongo_errors
-    def list_scans(self, owner_id: str, query: ScanQuery) -> Page[ScanRecord]:
+    def list_scans(self, owner_id: str, query: base.ScanQuery) -> base.Page[base.ScanRecord]:
         q: dict[str, Any] = {"owner_id": owner_id}
         if query.search:
             q["filename"] = {"$regex": re.escape(query.search), "$options": "i"}
@@ -265,7 +234,7 @@ class MongoStorage:
             .limit(max(0, query.limit))
         )
         items = [s for s in map(_scan, cursor) if s is not None]
-        return Page(items, int(total))
+        return base.Page(items, int(total))
 
     @_mongo_errors
     def delete_scans(self, owner_id: str, scan_ids: Sequence[str]) -> list[str]:
@@ -290,7 +259,7 @@ class MongoStorage:
             self._bucket.delete(file_id)
 
     @_mongo_errors
-    def get_file(self, file_id: str) -> tuple[FileRecord, bytes] | None:
+    def get_file(self, file_id: str) -> tuple[base.FileRecord, bytes] | None:
         doc = self._files.find_one({"_id": file_id})
         if doc is None:
             return None
@@ -300,14 +269,14 @@ class MongoStorage:
         if scan is None or (scan.get("files") or {}).get(kind, {}).get("id") != file_id:
             return None
         data = self._bucket.open_download_stream(file_id).read()
-        record = FileRecord(
+        record = base.FileRecord(
             file_id, scan_id, scan["owner_id"], kind, meta.get("content_type", ""), len(data), meta.get("sha256", "")
         )
-        return checked_file(record, data)
+        return base.checked_file(record, data)
 
     # -- statistics and maintenance -------------------------------------------------------------------------
     @_mongo_errors
-    def stats(self, days: int = 30) -> Stats:
+    def stats(self, days: int = 30) -> base.Stats:
         users = self._users.count_documents({})
         scans = self._history.count_documents({})
         names = {d["_id"]: d["username"] for d in self._users.find({}, {"username": 1})}
@@ -321,14 +290,14 @@ class MongoStorage:
         bands = {
             d["_id"]: int(d["n"]) for d in self._history.aggregate([{"$group": {"_id": "$band", "n": {"$sum": 1}}}])
         }
-        since = utcnow() - dt.timedelta(days=days + 1)
+        since = base.utcnow() - dt.timedelta(days=days + 1)
         pipeline: list[dict[str, Any]] = [
             {"$match": {"created_at": {"$gte": since}}},
             {"$group": {"_id": {"$dateToString": {"format": "%Y-%m-%d", "date": "$created_at"}}, "n": {"$sum": 1}}},
         ]
         per_day = {d["_id"]: int(d["n"]) for d in self._history.aggregate(pipeline)}
-        return Stats(
-            int(users), self.count_admins(), int(scans), per_user, labels, bands, per_day_series(per_day, days)
+        return base.Stats(
+            int(users), self.count_admins(), int(scans), per_user, labels, bands, base.per_day_series(per_day, days)
         )
 
     def ping(self) -> bool:
@@ -341,16 +310,16 @@ class MongoStorage:
         return True
 
     @_mongo_errors
-    def check(self) -> IntegrityReport:
+    def check(self) -> base.IntegrityReport:
         referenced: set[str] = set()
         for doc in self._history.find({}, {"files": 1}):
             referenced.update(f["id"] for f in (doc.get("files") or {}).values())
         stored = {d["_id"] for d in self._files.find({}, {"_id": 1})}
-        return IntegrityReport(sorted(referenced - stored), sorted(stored - referenced))
+        return base.IntegrityReport(sorted(referenced - stored), sorted(stored - referenced))
 
     @_mongo_errors
     def collect_garbage(self) -> int:
-        cutoff = utcnow() - dt.timedelta(seconds=self.gc_grace_s)
+        cutoff = base.utcnow() - dt.timedelta(seconds=self.gc_grace_s)
         removed = 0
         for doc in self._files.find({"uploadDate": {"$lte": cutoff}}, {"_id": 1, "metadata": 1}):
             scan_id = (doc.get("metadata") or {}).get("scan_id")
@@ -363,25 +332,17 @@ class MongoStorage:
         self._client.close()
 
 
-def _user(doc: Any) -> UserRecord | None:
+def _user(doc: Any) -> base.UserRecord | None:
     if doc is None:
         return None
-    return UserRecord(
-        id=doc["_id"],
-        username=doc["username"],
-        password_hash=doc["password_hash"],
-        recovery_hash=doc["recovery_hash"],
-        role=doc["role"],
-        created_at=_utc(doc["created_at"]),
-        token_version=int(doc.get("token_version", 0)),
-    )
+    return base.record_from(base.UserRecord, doc, id=doc["_id"], created_at=_utc(doc["created_at"]))
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
-def _scan_doc(record: ScanRecord) -> dict[str, Any]:
+def _scan_doc(record: base.ScanRecord) -> dict[str, Any]:
     doc = {k: v for k, v in record.__dict__.items() if k not in ("id", "files")}
     doc["_id"] = record.id
     doc["files"] = {
@@ -391,25 +352,16 @@ def _scan_doc(record: ScanRecord) -> dict[str, Any]:
     return doc
 
 
-def _scan(doc: Any) -> ScanRecord | None:
+def _scan(doc: Any) -> base.ScanRecord | None:
     if doc is None:
         return None
     files = {
-        kind: FileRecord(f["id"], doc["_id"], doc["owner_id"], kind, f["content_type"], int(f["size"]), f["sha256"])
+        kind: base.FileRecord(
+            f["id"], doc["_id"], doc["owner_id"], kind, f["content_type"], int(f["size"]), f["sha256"]
+        )
         for kind, f in (doc.get("files") or {}).items()
     }
-    return ScanRecord(
-        id=doc["_id"],
-        owner_id=doc["owner_id"],
-        filename=doc["filename"],
-        label=doc["label"],
-        band=doc["band"],
-        p_tumor=float(doc["p_tumor"]),
-        tumor_type=doc.get("tumor_type"),
-        model_name=doc.get("model_name", ""),
-        model_version=doc.get("model_version", ""),
-        threshold=float(doc.get("threshold", 0.5)),
-        result=dict(doc.get("result") or {}),
-        created_at=_utc(doc["created_at"]),
-        files=files,
+    result = dict(doc.get("result") or {})
+    return base.record_from(
+        base.ScanRecord, doc, id=doc["_id"], result=result, created_at=_utc(doc["created_at"]), files=files
     )

@@ -39,36 +39,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Unpack, cast
 
-from braintumor.storage.base import (
-    Blob,
-    CredentialChange,
-    FileRecord,
-    IntegrityReport,
-    NewScan,
-    NewUser,
-    Page,
-    Role,
-    ScanQuery,
-    ScanRecord,
-    Stats,
-    StorageError,
-    UserExistsError,
-    UserNotFoundError,
-    UserRecord,
-    UserSummary,
-    checked_file,
-    new_scan_record,
-    new_user_record,
-    normalise_username,
-    per_day_series,
-    refuse_last_admin,
-    storage_errors,
-    utcnow,
-)
+from braintumor.storage import base
 from braintumor.storage.blobs import BlobStore
 from braintumor.storage.database import Database
 
-_db_errors = storage_errors(sqlite3.Error, OSError, what="the embedded database failed")
+_db_errors = base.storage_errors(sqlite3.Error, OSError, what="the embedded database failed")
 
 
 def timestamp(value: dt.datetime) -> str:
@@ -91,7 +66,7 @@ class EmbeddedStorage:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            raise StorageError(f"cannot create the data directory {self.data_dir}: {exc.strerror}") from exc
+            raise base.StorageError(f"cannot create the data directory {self.data_dir}: {exc.strerror}") from exc
         self.blobs = BlobStore(self.data_dir, durable=durable)
         self.db = Database(self.data_dir, durable=durable)
         self.db.when_alone(lambda: self.blobs.recover(self._referenced()))
@@ -108,8 +83,8 @@ class EmbeddedStorage:
 
     # -- users -------------------------------------------------------------------------------------------
     @_db_errors
-    def create_user(self, user: NewUser) -> UserRecord:
-        record = new_user_record(user)
+    def create_user(self, user: base.NewUser) -> base.UserRecord:
+        record = base.new_user_record(user)
         try:
             with self.write_transaction() as conn:
                 conn.execute(
@@ -125,20 +100,20 @@ class EmbeddedStorage:
                     ),
                 )
         except sqlite3.IntegrityError as exc:
-            raise UserExistsError(f"user {record.username!r} already exists") from exc
+            raise base.UserExistsError(f"user {record.username!r} already exists") from exc
         return record
 
     @_db_errors
-    def get_user(self, username: str) -> UserRecord | None:
-        row = self._conn().execute("SELECT * FROM users WHERE username = ?", (normalise_username(username),))
+    def get_user(self, username: str) -> base.UserRecord | None:
+        row = self._conn().execute("SELECT * FROM users WHERE username = ?", (base.normalise_username(username),))
         return _user(row.fetchone())
 
     @_db_errors
-    def get_user_by_id(self, user_id: str) -> UserRecord | None:
+    def get_user_by_id(self, user_id: str) -> base.UserRecord | None:
         return _user(self._conn().execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone())
 
     @_db_errors
-    def update_credentials(self, user_id: str, **change: Unpack[CredentialChange]) -> UserRecord:
+    def update_credentials(self, user_id: str, **change: Unpack[base.CredentialChange]) -> base.UserRecord:
         password_hash, recovery_hash = change.get("password_hash"), change.get("recovery_hash")
         bump_token_version = change.get("bump_token_version", False)
         with self.write_transaction() as conn:
@@ -149,30 +124,27 @@ class EmbeddedStorage:
             if bump_token_version:
                 conn.execute("UPDATE users SET token_version = token_version + 1 WHERE id = ?", (user_id,))
             user = _user(conn.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone())
-        if user is None:
-            raise UserNotFoundError("no such user")
-        return user
+        return base.existing_user(user)
 
     @_db_errors
-    def set_role(self, username: str, role: Role) -> UserRecord:
-        name = normalise_username(username)
+    def set_role(self, username: str, role: base.Role) -> base.UserRecord:
+        name = base.normalise_username(username)
         with self.write_transaction() as conn:
-            user = _user(conn.execute("SELECT * FROM users WHERE username = ?", (name,)).fetchone())
-            if user is None:
-                raise UserNotFoundError(f"no user {name!r}")
-            refuse_last_admin(user, role, _count_admins(conn))
+            row = conn.execute("SELECT * FROM users WHERE username = ?", (name,)).fetchone()
+            user = base.existing_user(_user(row), name)
+            base.refuse_last_admin(user, role, _count_admins(conn))
             conn.execute("UPDATE users SET role = ? WHERE id = ?", (role, user.id))
-        return UserRecord(**{**user.__dict__, "role": role})
+        return base.UserRecord(**{**user.__dict__, "role": role})
 
     @_db_errors
     def delete_user(self, username: str) -> bool:
-        name = normalise_username(username)
+        name = base.normalise_username(username)
         trashed: list[Path] = []
         with self.write_transaction() as conn:
             user = _user(conn.execute("SELECT * FROM users WHERE username = ?", (name,)).fetchone())
             if user is None:
                 return False
-            refuse_last_admin(user, None, _count_admins(conn))
+            base.refuse_last_admin(user, None, _count_admins(conn))
             ids = [r[0] for r in conn.execute("SELECT id FROM scans WHERE owner_id = ?", (user.id,))]
             trashed = self._delete_scan_rows(conn, ids)
             conn.execute("DELETE FROM users WHERE id = ?", (user.id,))
@@ -181,7 +153,7 @@ class EmbeddedStorage:
         return True
 
     @_db_errors
-    def list_users(self, search: str | None = None, offset: int = 0, limit: int = 20) -> Page[UserSummary]:
+    def list_users(self, search: str | None = None, offset: int = 0, limit: int = 20) -> base.Page[base.UserSummary]:
         where, params = "", []
         if search:
             where, params = "WHERE instr(u.username, ?) > 0", [search.lower()]
@@ -192,7 +164,9 @@ class EmbeddedStorage:
             "ORDER BY u.username LIMIT ? OFFSET ?",
             [*params, max(0, limit), max(0, offset)],
         ).fetchall()
-        return Page([UserSummary(cast(UserRecord, _user(r)), int(r["n_scans"])) for r in rows], int(total))
+        return base.Page(
+            [base.UserSummary(cast(base.UserRecord, _user(r)), int(r["n_scans"])) for r in rows], int(total)
+        )
 
     @_db_errors
     def count_admins(self) -> int:
@@ -202,7 +176,7 @@ class EmbeddedStorage:
     @_db_errors
     def revoke_token(self, token_id: str, expires_at: dt.datetime) -> None:
         with self.write_transaction() as conn:
-            conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (timestamp(utcnow()),))
+            conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (timestamp(base.utcnow()),))
             conn.execute(
                 "INSERT OR REPLACE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)",
                 (token_id, timestamp(expires_at)),
@@ -215,25 +189,36 @@ class EmbeddedStorage:
 
     # -- scans -------------------------------------------------------------------------------------------
     @_db_errors
-    def add_scan(self, scan: NewScan, blobs: Sequence[Blob]) -> ScanRecord:
-        record = new_scan_record(scan, blobs)
+    def add_scan(self, scan: base.NewScan, blobs: Sequence[base.Blob]) -> base.ScanRecord:
+        record = base.new_scan_record(scan, blobs)
         data = {record.files[blob.kind].sha256: blob.data for blob in blobs}
         result_json = json.dumps(record.result, separators=(",", ":"), allow_nan=False)
         created_files: list[Path] = []
         try:
             with self.write_transaction() as conn:
                 if conn.execute("SELECT 1 FROM users WHERE id = ?", (scan.owner_id,)).fetchone() is None:
-                    raise UserNotFoundError("the scan's owner does not exist")
+                    raise base.UserNotFoundError("the scan's owner does not exist")
                 for sha, content in data.items():
                     if self.blobs.write(sha, content):
                         created_files.append(self.blobs.path(sha))
                 conn.execute(
                     "INSERT INTO scans (id, owner_id, filename, label, band, p_tumor, tumor_type, model_name,"
                     " model_version, threshold, result, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (record.id, record.owner_id, record.filename, record.label, record.band, record.p_tumor,
-                     record.tumor_type, record.model_name, record.model_version, record.threshold, result_json,
-                     timestamp(record.created_at)),
-                )  # fmt: skip
+                    (
+                        record.id,
+                        record.owner_id,
+                        record.filename,
+                        record.label,
+                        record.band,
+                        record.p_tumor,
+                        record.tumor_type,
+                        record.model_name,
+                        record.model_version,
+                        record.threshold,
+                        result_json,
+                        timestamp(record.created_at),
+                    ),
+                )
                 conn.executemany(
                     "INSERT INTO files (id, scan_id, kind, content_type, size, sha256) VALUES (?, ?, ?, ?, ?, ?)",
                     [(f.id, record.id, f.kind, f.content_type, f.size, f.sha256) for f in record.files.values()],
@@ -245,7 +230,7 @@ class EmbeddedStorage:
         return dataclasses.replace(record, result=json.loads(result_json))
 
     @_db_errors
-    def get_scan(self, scan_id: str) -> ScanRecord | None:
+    def get_scan(self, scan_id: str) -> base.ScanRecord | None:
         conn = self._conn()
         row = conn.execute("SELECT * FROM scans WHERE id = ?", (scan_id,)).fetchone()
         if row is None:
@@ -253,7 +238,7 @@ class EmbeddedStorage:
         return self._scans(conn, [row])[0]
 
     @_db_errors
-    def list_scans(self, owner_id: str, query: ScanQuery) -> Page[ScanRecord]:
+    def list_scans(self, owner_id: str, query: base.ScanQuery) -> base.Page[base.ScanRecord]:
         clauses, params = ["owner_id = ?"], [owner_id]
         if query.search:
             # instr() is a plain substring test: no wildcard or pattern in user text means anything.
@@ -278,11 +263,11 @@ class EmbeddedStorage:
             f"SELECT * FROM scans WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
             [*params, max(0, query.limit), max(0, query.offset)],
         ).fetchall()
-        return Page(self._scans(conn, rows), int(total))
+        return base.Page(self._scans(conn, rows), int(total))
 
-    def _scans(self, conn: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[ScanRecord]:
+    def _scans(self, conn: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[base.ScanRecord]:
         ids = [r["id"] for r in rows]
-        files: dict[str, dict[str, FileRecord]] = {i: {} for i in ids}
+        files: dict[str, dict[str, base.FileRecord]] = {i: {} for i in ids}
         if ids:
             marks = ",".join("?" * len(ids))
             for f in conn.execute(
@@ -291,17 +276,9 @@ class EmbeddedStorage:
             ):
                 files[f["scan_id"]][f["kind"]] = _file(f)
         return [
-            ScanRecord(
-                id=r["id"],
-                owner_id=r["owner_id"],
-                filename=r["filename"],
-                label=r["label"],
-                band=r["band"],
-                p_tumor=float(r["p_tumor"]),
-                tumor_type=r["tumor_type"],
-                model_name=r["model_name"],
-                model_version=r["model_version"],
-                threshold=float(r["threshold"]),
+            base.record_from(
+                base.ScanRecord,
+                r,
                 result=json.loads(r["result"]),
                 created_at=_parsetimestamp(r["created_at"]),
                 files=files[r["id"]],
@@ -346,7 +323,7 @@ class EmbeddedStorage:
         return trashed
 
     @_db_errors
-    def get_file(self, file_id: str) -> tuple[FileRecord, bytes] | None:
+    def get_file(self, file_id: str) -> tuple[base.FileRecord, bytes] | None:
         row = (
             self._conn()
             .execute("SELECT f.*, s.owner_id FROM files f JOIN scans s ON s.id = f.scan_id WHERE f.id = ?", (file_id,))
@@ -355,11 +332,11 @@ class EmbeddedStorage:
         if row is None:
             return None
         record = _file(row)
-        return checked_file(record, self.blobs.read(record.sha256))
+        return base.checked_file(record, self.blobs.read(record.sha256))
 
     # -- statistics and maintenance -------------------------------------------------------------------------
     @_db_errors
-    def stats(self, days: int = 30) -> Stats:
+    def stats(self, days: int = 30) -> base.Stats:
         conn = self._conn()
         users = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
         scans = conn.execute("SELECT COUNT(*) FROM scans").fetchone()[0]
@@ -372,7 +349,7 @@ class EmbeddedStorage:
         ]
         labels = {r[0]: int(r[1]) for r in conn.execute("SELECT label, COUNT(*) FROM scans GROUP BY label")}
         bands = {r[0]: int(r[1]) for r in conn.execute("SELECT band, COUNT(*) FROM scans GROUP BY band")}
-        since = timestamp(utcnow() - dt.timedelta(days=days + 1))
+        since = timestamp(base.utcnow() - dt.timedelta(days=days + 1))
         per_day = {
             r[0]: int(r[1])
             for r in conn.execute(
@@ -380,22 +357,22 @@ class EmbeddedStorage:
                 (since,),
             )
         }
-        return Stats(
-            int(users), _count_admins(conn), int(scans), per_user, labels, bands, per_day_series(per_day, days)
+        return base.Stats(
+            int(users), _count_admins(conn), int(scans), per_user, labels, bands, base.per_day_series(per_day, days)
         )
 
     def ping(self) -> bool:
         try:
             self._conn().execute("SELECT 1").fetchone()
-        except (sqlite3.Error, StorageError):
+        except (sqlite3.Error, base.StorageError):
             return False
         return True
 
     @_db_errors
-    def check(self) -> IntegrityReport:
+    def check(self) -> base.IntegrityReport:
         referenced = self._referenced()
         stored = self.blobs.stored()
-        return IntegrityReport(
+        return base.IntegrityReport(
             missing_blobs=sorted(referenced - set(stored)), orphan_blobs=sorted(set(stored) - referenced)
         )
 
@@ -412,27 +389,11 @@ def _count_admins(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM users WHERE role = 'admin'").fetchone()[0])
 
 
-def _user(row: Any) -> UserRecord | None:
+def _user(row: Any) -> base.UserRecord | None:
     if row is None:
         return None
-    return UserRecord(
-        id=row["id"],
-        username=row["username"],
-        password_hash=row["password_hash"],
-        recovery_hash=row["recovery_hash"],
-        role=row["role"],
-        created_at=_parsetimestamp(row["created_at"]),
-        token_version=int(row["token_version"]),
-    )
+    return base.record_from(base.UserRecord, row, created_at=_parsetimestamp(row["created_at"]))
 
 
-def _file(row: Any) -> FileRecord:
-    return FileRecord(
-        id=row["id"],
-        scan_id=row["scan_id"],
-        owner_id=row["owner_id"],
-        kind=row["kind"],
-        content_type=row["content_type"],
-        size=int(row["size"]),
-        sha256=row["sha256"],
-    )
+def _file(row: Any) -> base.FileRecord:
+    return base.record_from(base.FileRecord, row)

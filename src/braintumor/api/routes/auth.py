@@ -12,6 +12,7 @@ name that is not an account (someone may have typed a password there), only its 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
@@ -86,24 +87,34 @@ def _failed(guard: LoginGuard, username: str, client: str, reason: str) -> str:
     return reason
 
 
-def _confirm_password(
-    request: Request,
-    user: UserRecord,
-    password: str,
-    security: Security,
-    guard: LoginGuard,
-    audit: AuditLog,
-    action: str,
-    reason: str,
-) -> None:
-    """A signed-in user re-enters the password before a sensitive change: the same locks and warnings as sign-in."""
-    client = client_address(request)
-    _refuse_if_locked(guard, user.username, client)
-    ok, _ = security.verify_password(password, user.password_hash)
-    if not ok:
-        detail = _failed(guard, user.username, client, reason)
-        audit.record(action, actor=user.username, outcome="failed")
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail)
+@dataclass(frozen=True)
+class PasswordCheck:
+    """A signed-in user re-entering the password before a sensitive change: the same locks and warnings as sign-in
+    (a dependency: :data:`PasswordCheckDep`)."""
+
+    user: UserRecord
+    client: str
+    security: Security
+    guard: LoginGuard
+    audit: AuditLog
+
+    def confirm(self, password: str, action: str, reason: str) -> None:
+        """Go on only when ``password`` is the account's; else count the failure, audit ``action``, answer 400."""
+        _refuse_if_locked(self.guard, self.user.username, self.client)
+        ok, _ = self.security.verify_password(password, self.user.password_hash)
+        if not ok:
+            detail = _failed(self.guard, self.user.username, self.client, reason)
+            self.audit.record(action, actor=self.user.username, outcome="failed")
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail)
+
+
+def _password_check(
+    request: Request, user: CurrentUser, security: SecurityDep, guard: GuardDep, audit: AuditDep
+) -> PasswordCheck:
+    return PasswordCheck(user, client_address(request), security, guard, audit)
+
+
+PasswordCheckDep = Annotated[PasswordCheck, Depends(_password_check)]
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=Registered)
@@ -191,17 +202,15 @@ def me(user: CurrentUser) -> UserPublic:
 @router.post("/change-password", response_model=Token)
 def change_password(
     body: PasswordChange,
-    request: Request,
     user: CurrentUser,
+    check: PasswordCheckDep,
     settings: SettingsDep,
     storage: StorageDep,
     security: SecurityDep,
-    guard: GuardDep,
     audit: AuditDep,
 ) -> Token:
     """Change the password (the current one is required). Older tokens stop working; use the one returned."""
-    _confirm_password(request, user, body.current_password, security, guard, audit,
-                      "account.change_password", "the current password is not correct")  # fmt: skip
+    check.confirm(body.current_password, "account.change_password", "the current password is not correct")
     check_password_policy(body.new_password, user.username, settings.password_min_length)
     updated = storage.update_credentials(
         user.id, password_hash=security.hash_password(body.new_password), bump_token_version=True
@@ -247,17 +256,10 @@ def reset_password(
 
 @router.delete("/users/me", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 def delete_me(
-    body: PasswordConfirm,
-    request: Request,
-    user: CurrentUser,
-    storage: StorageDep,
-    security: SecurityDep,
-    guard: GuardDep,
-    audit: AuditDep,
+    body: PasswordConfirm, user: CurrentUser, check: PasswordCheckDep, storage: StorageDep, audit: AuditDep
 ) -> Response:
     """Delete the account with all of its scans and files (the password is required)."""
-    _confirm_password(request, user, body.password, security, guard, audit,
-                      "account.delete", "the password is not correct")  # fmt: skip
+    check.confirm(body.password, "account.delete", "the password is not correct")
     try:
         storage.delete_user(user.username)
     except LastAdminError:
