@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import secrets
-import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import pytest
 from fastapi.testclient import TestClient
-from pydicom.data import get_testdata_file
 
 from braintumor.api import Settings, create_app
 from braintumor.inference.predictor import Predictor
+
+from ..dicom_files import encoded, identified
 
 PASSWORD = "correct-horse-battery"
 SECRET = "tJ4nV9qXe2LwB7sKd0RzP5mYc8HgUa3FoT6iNb1EyQk"  # random: weak secrets are refused
@@ -137,76 +135,7 @@ def scan_jpeg(brain: Callable[..., Any], encoder: Callable[..., bytes]) -> bytes
     return encoder(brain(2, 128, 160), "JPEG", quality=90)
 
 
-def identified_dicom() -> bytes:
-    """pydicom's MR_small with a made-up patient, institution and physician."""
-    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
-    ds.PatientName = "Doe^Jane"
-    ds.PatientID = "MRN-0042"
-    ds.PatientBirthDate = "19700101"
-    ds.InstitutionName = "St. Example Hospital"
-    ds.ReferringPhysicianName = "House^Gregory"
-    ds.StudyDescription = "MRI BRAIN of Jane Doe"
-    buf = io.BytesIO()
-    ds.save_as(buf)
-    return buf.getvalue()
-
-
 @pytest.fixture
 def scan_dicom() -> bytes:
-    return identified_dicom()
-
-
-# -- hostile uploads (issue 13): the attack files, rebuilt here so the API tests replay them end to end ---------
-def _tag(group: int, element: int) -> bytes:
-    return struct.pack("<HH", group, element)
-
-
-def nested_dicom(depth: int = 3000, *, defined: bool = False) -> bytes:
-    """MR_small with a ReferencedSeriesSequence nested ``depth`` deep (~214–262 KB for 3000)."""
-    raw = Path(get_testdata_file("MR_small.dcm")).read_bytes()
-    text = _tag(0x0020, 0x4000) + b"LT" + struct.pack("<H", 40) + b"Patient DOE^JOHN nested comment text...."
-    seq = _tag(0x0008, 0x1115) + b"SQ\x00\x00"
-    if defined:
-        inner = b""
-        for _ in range(depth):
-            item = _tag(0xFFFE, 0xE000) + struct.pack("<I", len(text) + len(inner)) + text + inner
-            inner = seq + struct.pack("<I", len(item)) + item
-    else:
-        opened = seq + b"\xff\xff\xff\xff" + _tag(0xFFFE, 0xE000) + b"\xff\xff\xff\xff" + text
-        inner = opened * depth + (_tag(0xFFFE, 0xE00D) + bytes(4) + _tag(0xFFFE, 0xE0DD) + bytes(4)) * depth
-    pos = raw.find(_tag(0x0010, 0x0010) + b"PN")
-    return raw[:pos] + inner + raw[pos:]
-
-
-def rle_bomb(rows: int = 6000, cols: int = 6000) -> bytes:
-    """RLE Lossless MR slice of ``rows``×``cols``×16 bits, all zero: two byte planes of 128-byte runs (~1.1 MB)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import MRImageStorage, RLELossless, generate_uid
-
-    full, rest = divmod(rows * cols, 128)
-    plane = bytes((0x81, 0x00)) * full + ((bytes((257 - rest, 0)) if rest > 1 else b"\x00\x00") if rest else b"")
-    header = struct.pack("<16I", 2, 64, 64 + len(plane), *([0] * 13))
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-    meta.TransferSyntaxUID = RLELossless
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = encapsulate([header + plane + plane])
-    ds["PixelData"].VR = "OB"
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
-def animated_png(frames: int, size: int = 16) -> bytes:
-    """An APNG whose frames alternate black and white (every frame differs from the one before)."""
-    from PIL import Image
-
-    black, white = Image.new("L", (size, size), 0), Image.new("L", (size, size), 255)
-    buf = io.BytesIO()
-    black.save(buf, "PNG", save_all=True, append_images=[white if i % 2 == 0 else black for i in range(frames - 1)])
-    return buf.getvalue()
+    """pydicom's MR_small with a made-up patient, institution, physician and study description."""
+    return encoded(identified(StudyDescription="MRI BRAIN of Jane Doe"))

@@ -17,7 +17,7 @@ from pydicom.sequence import Sequence
 
 from braintumor.imaging.io import load_image
 
-from .conftest import animated_png, nested_dicom, rle_bomb
+from ..dicom_files import animated_png, nested_dicom, rle_bomb
 
 
 def _nothing_stored(api: Any, headers: dict[str, str]) -> None:

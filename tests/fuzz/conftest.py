@@ -20,6 +20,8 @@ from hypothesis import HealthCheck, settings
 from PIL import Image, PngImagePlugin
 from pydicom.data import get_testdata_file
 
+from ..dicom_files import MR_SMALL_ENCODINGS, encoded
+
 CORPUS = Path(__file__).parent / "corpus"
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
 settings.register_profile(
@@ -35,16 +37,7 @@ settings.register_profile(
 settings.load_profile(os.environ.get("BRAINTUMOR_FUZZ", "ci"))
 UPLOADS = int(os.environ.get("BRAINTUMOR_FUZZ_UPLOADS", "40"))
 
-MR_SEEDS = (
-    "MR_small.dcm",
-    "MR_small_RLE.dcm",
-    "MR_small_jp2klossless.dcm",
-    "MR_small_jpeg_ls_lossless.dcm",
-    "MR_small_bigendian.dcm",
-    "MR_small_implicit.dcm",
-    "MR_small_padded.dcm",
-    "MR_truncated.dcm",
-)
+MR_SEEDS = (*MR_SMALL_ENCODINGS, "MR_truncated.dcm")
 
 
 def _save(im: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -61,9 +54,7 @@ def build_seeds() -> list[bytes]:
     item = pydicom.Dataset()
     item.PatientName, item.TextValue = "DOE^JOHN", "nested"
     ds.ContentSequence = pydicom.Sequence([item])
-    buf = io.BytesIO()
-    ds.save_as(buf)
-    seeds.append(buf.getvalue())
+    seeds.append(encoded(ds))
     rng = np.random.default_rng(0)
     gray = Image.fromarray(rng.integers(0, 255, (24, 32), dtype=np.uint8))
     rgb = Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))

@@ -18,9 +18,8 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import MRImageStorage, RLELossless, generate_uid
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import MRImageStorage, generate_uid
 
 from braintumor.errors import CorruptImageError, DicomStructureError, ImageTooLargeError
 from braintumor.imaging.dicom_structure import check_structure
@@ -28,73 +27,10 @@ from braintumor.imaging.io import load_image
 from braintumor.imaging.types import ImageLimits
 from braintumor.storage.deid import deidentify
 
-MR_VARIANTS = [
-    "MR_small.dcm",
-    "MR_small_RLE.dcm",
-    "MR_small_jp2klossless.dcm",
-    "MR_small_jpeg_ls_lossless.dcm",
-    "MR_small_bigendian.dcm",
-    "MR_small_implicit.dcm",
-    "MR_small_padded.dcm",
-]
+from ..dicom_files import MR_SMALL_ENCODINGS, insert_before_patient, mr_small_bytes, nested_dicom, rle_bomb, tag
 
 
-def _tag(group: int, element: int) -> bytes:
-    return struct.pack("<HH", group, element)
-
-
-def _mr_small() -> bytes:
-    return Path(get_testdata_file("MR_small.dcm")).read_bytes()
-
-
-def _insert_before_patient(raw: bytes, chunk: bytes) -> bytes:
-    """Splice ``chunk`` (elements of group 0x0008) into an explicit-VR-LE file, keeping tags sorted."""
-    pos = raw.find(_tag(0x0010, 0x0010) + b"PN")
-    assert pos > 0
-    return raw[:pos] + chunk + raw[pos:]
-
-
-def nested_dicom(depth: int = 3000, *, defined: bool = False) -> bytes:
-    """MR_small with ReferencedSeriesSequence items nested ``depth`` deep, each holding a short comment."""
-    text = _tag(0x0020, 0x4000) + b"LT" + struct.pack("<H", 40) + b"Patient DOE^JOHN nested comment text...."
-    seq = _tag(0x0008, 0x1115) + b"SQ\x00\x00"
-    if defined:
-        inner = b""
-        for _ in range(depth):
-            item = _tag(0xFFFE, 0xE000) + struct.pack("<I", len(text) + len(inner)) + text + inner
-            inner = seq + struct.pack("<I", len(item)) + item
-    else:
-        opened = seq + b"\xff\xff\xff\xff" + _tag(0xFFFE, 0xE000) + b"\xff\xff\xff\xff" + text
-        closed = _tag(0xFFFE, 0xE00D) + bytes(4) + _tag(0xFFFE, 0xE0DD) + bytes(4)
-        inner = opened * depth + closed * depth
-    return _insert_before_patient(_mr_small(), inner)
-
-
-def rle_bomb(rows: int = 6000, cols: int = 6000) -> bytes:
-    """A valid RLE Lossless slice of ``rows``×``cols``×16 bits whose two byte planes are runs of zeros (~1.1 MB)."""
-    full, rest = divmod(rows * cols, 128)
-    plane = bytes((0x81, 0x00)) * full  # 0x81: repeat the next byte 128 times (PS3.5 G.3.1)
-    if rest:
-        plane += bytes((257 - rest, 0)) if rest > 1 else b"\x00\x00"
-    plane += b"\x00" * (len(plane) % 2)
-    header = struct.pack("<16I", 2, 64, 64 + len(plane), *([0] * 13))
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = RLELossless
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = encapsulate([header + plane + plane])
-    ds["PixelData"].VR = "OB"
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
-@pytest.mark.parametrize("name", MR_VARIANTS)
+@pytest.mark.parametrize("name", MR_SMALL_ENCODINGS)
 def test_real_files_pass_the_structure_check(name: str) -> None:
     check_structure(Path(get_testdata_file(name)).read_bytes())
 
@@ -149,25 +85,25 @@ def test_shallow_nesting_is_accepted_and_the_cap_is_configurable() -> None:
 
 
 def test_element_count_is_capped() -> None:
-    many = _tag(0x0008, 0x1115) + b"SQ\x00\x00\xff\xff\xff\xff"
-    item = _tag(0xFFFE, 0xE000) + struct.pack("<I", 0)
-    data = _insert_before_patient(_mr_small(), many + item * 5000 + _tag(0xFFFE, 0xE0DD) + bytes(4))
+    many = tag(0x0008, 0x1115) + b"SQ\x00\x00\xff\xff\xff\xff"
+    item = tag(0xFFFE, 0xE000) + struct.pack("<I", 0)
+    data = insert_before_patient(mr_small_bytes(), many + item * 5000 + tag(0xFFFE, 0xE0DD) + bytes(4))
     with pytest.raises(ImageTooLargeError, match="more than 1,000 data elements"):
         check_structure(data, ImageLimits(max_dicom_elements=1000))
     check_structure(data)  # 5000 empty items are fine under the default cap
 
 
 def test_declared_lengths_may_not_overrun() -> None:
-    raw = _mr_small()
-    lying = _tag(0x0008, 0x1030) + b"LO" + struct.pack("<H", 0xFFF0) + b"Brain"  # StudyDescription "65520 bytes"
-    data = raw[: raw.find(_tag(0x0010, 0x0010) + b"PN")] + lying
+    raw = mr_small_bytes()
+    lying = tag(0x0008, 0x1030) + b"LO" + struct.pack("<H", 0xFFF0) + b"Brain"  # StudyDescription "65520 bytes"
+    data = raw[: raw.find(tag(0x0010, 0x0010) + b"PN")] + lying
     with pytest.raises(DicomStructureError, match="declares 65,520 bytes"):
         check_structure(data)
     item_too_long = (
-        _tag(0x0008, 0x1115) + b"SQ\x00\x00" + struct.pack("<I", 16) + _tag(0xFFFE, 0xE000) + struct.pack("<I", 4096)
+        tag(0x0008, 0x1115) + b"SQ\x00\x00" + struct.pack("<I", 16) + tag(0xFFFE, 0xE000) + struct.pack("<I", 4096)
     )
     with pytest.raises(DicomStructureError, match="more than its container holds"):
-        check_structure(_insert_before_patient(raw, item_too_long + bytes(8)))
+        check_structure(insert_before_patient(raw, item_too_long + bytes(8)))
 
 
 def test_a_deflated_data_set_may_not_inflate_past_the_cap() -> None:
@@ -177,8 +113,8 @@ def test_a_deflated_data_set_may_not_inflate_past_the_cap() -> None:
     meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
     head = io.BytesIO()
     pydicom.filewriter.write_file_meta_info(pydicom.filebase.DicomFileLike(head), meta, enforce_standard=True)
-    body = _tag(0x0008, 0x0060) + b"CS" + struct.pack("<H", 2) + b"MR"
-    body += _tag(0x0008, 0x1030) + b"UT\x00\x00" + struct.pack("<I", 8 << 20) + bytes(8 << 20)
+    body = tag(0x0008, 0x0060) + b"CS" + struct.pack("<H", 2) + b"MR"
+    body += tag(0x0008, 0x1030) + b"UT\x00\x00" + struct.pack("<I", 8 << 20) + bytes(8 << 20)
     packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     bomb = bytes(128) + b"DICM" + head.getvalue() + packer.compress(body) + packer.flush()
     assert len(bomb) < 20_000

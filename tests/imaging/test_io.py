@@ -32,6 +32,8 @@ from braintumor.imaging.dicom_tags import DESCRIPTIVE_TAGS, IDENTIFYING_TAGS
 from braintumor.imaging.io import describe, load_image, sniff_format
 from braintumor.imaging.types import DEFAULT_MAX_PIXELS
 
+from ..dicom_files import MR_SMALL_ENCODINGS
+
 # -- helpers ---------------------------------------------------------------------------------------------
 
 
@@ -319,16 +321,7 @@ def test_real_seed_dataset_decodes_with_manifest_sizes(shared_data: Path, manife
 
 # -- DICOM -----------------------------------------------------------------------------------------------
 
-LOSSLESS_MR_SMALL = [
-    "MR_small.dcm",
-    "MR_small_RLE.dcm",
-    "MR_small_jp2klossless.dcm",
-    "MR_small_jpeg_ls_lossless.dcm",
-    "MR_small_bigendian.dcm",
-    "MR_small_implicit.dcm",
-    "MR_small_padded.dcm",
-    "MR_small_expb.dcm",
-]
+LOSSLESS_MR_SMALL = [*MR_SMALL_ENCODINGS, "MR_small_expb.dcm"]
 
 
 @pytest.fixture

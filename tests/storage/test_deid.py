@@ -17,18 +17,12 @@ from braintumor.imaging.dicom_tags import IDENTIFYING_TAGS
 from braintumor.imaging.io import load_image
 from braintumor.storage.deid import SAFE_TAGS, deidentified_tags, deidentify
 
+from ..dicom_files import encoded, identified
+
 
 def _identified(name: str = "MR_small.dcm") -> bytes:
-    ds = pydicom.dcmread(get_testdata_file(name))
-    ds.PatientName = "Doe^Jane"
-    ds.PatientID = "MRN-123456"
-    ds.PatientBirthDate = "19700101"
-    ds.PatientAge = "055Y"
-    ds.InstitutionName = "St. Example Hospital"
-    ds.ReferringPhysicianName = "House^Gregory"
-    ds.AccessionNumber = "ACC-42"
-    ds.StudyDate = "20240102"
-    ds.OperatorsName = "Tech^Tom"
+    values = {"PatientID": "MRN-123456", "PatientAge": "055Y", "AccessionNumber": "ACC-42", "StudyDate": "20240102"}
+    ds = identified(name, **values, OperatorsName="Tech^Tom")
     ds.add_new(0x00091001, "LO", "private secret")
     item = Dataset()
     item.PatientName = "Nested^Name"
@@ -37,9 +31,7 @@ def _identified(name: str = "MR_small.dcm") -> bytes:
     series = Dataset()
     series.SeriesInstanceUID = "1.2.3.5"
     ds.ReferencedSeriesSequence = Sequence([series])  # not in the profile's table: kept, its items cleaned
-    buf = io.BytesIO()
-    ds.save_as(buf)
-    return buf.getvalue()
+    return encoded(ds)
 
 
 @pytest.mark.parametrize("name", ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_bigendian.dcm"])
@@ -120,9 +112,7 @@ def _with_review_findings() -> bytes:
     deep.PatientName = "NESTED^DOE"
     deep.CodeMeaning = "brain"
     ds.ProcedureCodeSequence = Sequence([deep])  # not in the profile's table: cleaned by the nested pass
-    buf = io.BytesIO()
-    ds.save_as(buf)
-    return buf.getvalue()
+    return encoded(ds)
 
 
 REVIEW_FINDINGS = (
