@@ -42,7 +42,6 @@ import datetime as dt
 import functools
 import gc
 import io
-import json
 import os
 import platform
 import shlex
@@ -67,7 +66,8 @@ from torch import nn
 from braintumor.data.datasets import ImageRecord
 from braintumor.errors import BrainTumorError
 from braintumor.explain.cam import GradCAM
-from braintumor.export.onnx import OPSET, ServingGraph
+from braintumor.export.onnx import ServingGraph, export_model
+from braintumor.export.onnx import export_onnx as onnx_export
 from braintumor.export.quantize import quantize_export
 from braintumor.imaging.io import load_image
 from braintumor.imaging.overlay import overlay
@@ -76,8 +76,9 @@ from braintumor.imaging.types import LoadedImage
 from braintumor.inference.batch import iter_scores
 from braintumor.inference.bundled import bundled_model_dir
 from braintumor.inference.members import preprocess_batch
-from braintumor.inference.predictor import Predictor
-from braintumor.models.export_dir import CARD_FILE, INT8_FILE, MODEL_FILE
+from braintumor.inference.members import session as member_session
+from braintumor.inference.predictor import Predictor, Rejection
+from braintumor.models.export_dir import INT8_FILE, MODEL_FILE
 from braintumor.models.factory import create_model
 from braintumor.models.net import BrainTumorNet
 
@@ -326,46 +327,20 @@ def normalised(x: np.ndarray, model: BrainTumorNet) -> torch.Tensor:
 
 
 def export_onnx(module: nn.Module, path: Path, size: int, output_names: Sequence[str]) -> None:
-    """``torch.onnx.export`` exactly as ``export_run`` calls it (dynamo, opset 17, dynamic batch)."""
-    example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
-    with torch.inference_mode(), quiet():
-        torch.onnx.export(
-            module,
-            (example,),
-            str(path),
-            dynamo=True,
-            external_data=False,
-            opset_version=OPSET,
-            input_names=["image"],
-            output_names=list(output_names),
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
-        )
+    """The project's own export (dynamo, :data:`OPSET`, dynamic batch), without its progress chatter."""
+    with quiet():
+        onnx_export(module, path, size, output_names)
 
 
 def export_serving(model: BrainTumorNet, folder: Path) -> None:
-    """Write ``folder/model.onnx`` (the full ServingGraph) and a card the predictor and the quantizer accept."""
-    folder.mkdir(parents=True, exist_ok=True)
-    graph = ServingGraph(model, 1.0).eval()
-    export_onnx(graph, folder / MODEL_FILE, model.card.input_size, ["probs", "logits", "cam", "features"])
-    card = model.card.to_dict()
-    card.setdefault("extra", {})["export"] = {
-        "format": "onnx",
-        "opset": OPSET,
-        "temperature": 1.0,
-        "precision": "fp32",
-        "default_precision": "fp32",
-        "source_run": "bench/inference.py (random init)",
-    }
-    (folder / CARD_FILE).write_text(json.dumps(card, indent=2))
+    """``folder/model.onnx`` (the full ServingGraph) and its card, exactly as ``braintumor export`` writes them."""
+    with quiet():
+        export_model(model, folder, source_run="bench/inference.py (random init)")
 
 
 def session(path: Path) -> ort.InferenceSession:
-    """The predictor's session options: all graph optimizations, 2 intra-op threads, 1 inter-op thread."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = THREADS
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    """The predictor's own session (all graph optimizations, :data:`THREADS` intra-op, 1 inter-op thread)."""
+    return member_session(path, THREADS)
 
 
 def count_gflop(model: nn.Module, size: int) -> float:
@@ -930,7 +905,15 @@ def compare_section(
     """Two (or more) model folders side by side, interleaved in the same rounds: one scan end to end
     (``predict(load_image(path))`` with the heatmap) and a batch of 64 decoded scans without heatmaps."""
     predictors = {name: Predictor.load(folder, threads=THREADS) for name, folder in models.items()}
-    images = [load_image(p) for p in scans[:64]]
+    # Only scans every model's gate accepts: a refused scan skips the members and would flatter its model.
+    decoded = [(p, load_image(p)) for p in scans]
+    verdicts = {name: pr.predict_batch([im for _, im in decoded], cam=False) for name, pr in predictors.items()}
+    kept = [i for i in range(len(decoded)) if not any(isinstance(v[i], Rejection) for v in verdicts.values())]
+    log(f"{len(decoded) - len(kept)} of {len(decoded)} scans left out: refused by a model's input gate", start)
+    scans = [decoded[i][0] for i in kept]
+    images = [decoded[i][1] for i in kept][:64]
+    if len(scans) < 64:
+        raise SystemExit(f"only {len(scans)} scans pass every model's gate; the comparison needs 64")
     single = interleaved(
         {name: functools.partial(lambda pr, ps: [_predict_path(pr, q) for q in ps], pr, scans[:16])
          for name, pr in predictors.items()}, settings)  # fmt: skip
@@ -950,7 +933,8 @@ def report_compare(models: dict[str, Path], result: dict[str, dict[str, Timing]]
         "# Serving cost: models side by side",
         "",
         f"Command: `{command}`. Interleaved rounds in one run (ratios are medians of per-round ratios against "
-        f"`{base}`); {THREADS} ONNX Runtime threads; real Br35H scans; the input gate of each model included.",
+        f"`{base}`); {THREADS} ONNX Runtime threads; real Br35H scans; the input gate of each model included "
+        "(scans any model's gate refuses are left out).",
         "",
         "| workload | "
         + " | ".join(f"{n} ms/scan" for n in names)
@@ -964,7 +948,9 @@ def report_compare(models: dict[str, Path], result: dict[str, dict[str, Timing]]
         cells = [f"{timings[n].median / per[workload] * 1e3:.1f}" for n in names]
         ratios = [f"{timings[n].ratio(timings[base]):.2f}×" for n in names[1:]]
         lines.append(f"| {workload} | " + " | ".join(cells + ratios) + " |")
-    lines += ["", "Folders: " + "; ".join(f"{n} = `{models[n]}`" for n in names), ""]
+    shown = {n: models[n].resolve().relative_to(ROOT) if models[n].resolve().is_relative_to(ROOT) else models[n]
+             for n in names}  # fmt: skip
+    lines += ["", "Folders: " + "; ".join(f"{n} = `{shown[n]}`" for n in names), ""]
     return lines
 
 
@@ -1353,8 +1339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="mobilenet_v2 and resnet50 only, fewer repeats")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file (default: bench/results.md)")
     parser.add_argument("--compare", nargs="+", type=Path, metavar="MODEL_DIR",
-                        help="only compare the serving cost of the bundled model with these model folders "
-                        "(writes bench/results-serving.md unless --out is given)")  # fmt: skip
+                        help="only compare the serving cost of the bundled model with these model folders (the first "
+                        "is the base; writes bench/results-serving.md unless --out is given)")  # fmt: skip
     args = parser.parse_args(argv)
     settings = Settings.make(args.quick)
     start = time.perf_counter()
@@ -1362,7 +1348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bundled = bundled_model_dir()
         if bundled is None:
             raise SystemExit("--compare needs the bundled default model in this checkout")
-        models = {"bundled": bundled, **{folder.name: folder for folder in args.compare}}
+        models = {**{folder.name: folder for folder in args.compare}, "bundled": bundled}  # the first is the base
         with tempfile.TemporaryDirectory(prefix="braintumor-bench-") as tmp:
             scans = copy_scans(Path(tmp) / "scans")
             result = compare_section(models, scans, settings, start)

@@ -42,12 +42,12 @@ from braintumor.evaluation.metrics import bootstrap, confusion, multiclass_metri
 from braintumor.evaluation.shortcut import markdown_table as probe_table
 from braintumor.evaluation.shortcut import source_probe
 from braintumor.export.onnx import export_runs
-from braintumor.export.quantize import quantize_if_it_holds
+from braintumor.export.quantize import quantize_if_it_holds, stratified
 from braintumor.inference.batch import iter_scores
 from braintumor.inference.predictor import Predictor
 from braintumor.training.config import BUNDLED_RECIPE
 from braintumor.training.data import records_for_split
-from braintumor.training.loop import relabel, train
+from braintumor.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -128,11 +128,9 @@ def main(argv: list[str] | None = None) -> int:
 
     staging = args.work / "export"
     export_runs(runs, staging, name="braintumor-default")
-    train4 = relabel(parts["train"], {"no": "notumor", "yes": ""})
-    val4 = relabel(parts["val"], {"no": "notumor", "yes": ""})
     quant = {}
     for run in runs:
-        quant[run.name] = quantize_if_it_holds(staging / run.name, train4[:128], val4)
+        quant[run.name] = quantize_if_it_holds(staging / run.name, stratified(parts["train"], 128), parts["val"])
         print(run.name, quant[run.name], flush=True)
 
     # The ensemble's decision rule: on validation p(tumor), every validation image, each dataset's sensitivity.

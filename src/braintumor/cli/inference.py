@@ -26,7 +26,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     members = [out / r.name for r in runs] if len(runs) > 1 else [out]
     if args.int8 != "off":
         from braintumor.data.splits import read_split
-        from braintumor.export.quantize import quantize_if_it_holds, set_default_precision
+        from braintumor.export.quantize import quantize_if_it_holds, set_default_precision, stratified
         from braintumor.models.export_dir import ExportDir
         from braintumor.training.data import records_for_split
 
@@ -37,7 +37,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         for run, member in zip(runs, members, strict=True):
             rows, _ = read_split(run / "split.csv")
             parts = records_for_split([str(d) for d in args.data], rows)
-            verdict = quantize_if_it_holds(member, parts["train"][: args.calibration_images], parts["val"])
+            verdict = quantize_if_it_holds(member, stratified(parts["train"], args.calibration_images), parts["val"])
             if args.int8 == "on":
                 set_default_precision(ExportDir(member), "int8")
             choice = "int8" if verdict["int8_default"] or args.int8 == "on" else "fp32"

@@ -111,6 +111,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, check: bool = True) 
 
     run = Path(run_dir)
     model, _ = load_checkpoint(run / "checkpoint.pt")
+    return export_model(model, out_dir, source_run=run.name, check=check)
+
+
+def export_model(model: BrainTumorNet, out_dir: str | Path, *, source_run: str, check: bool = True) -> Path:
+    """Export a model in memory the way :func:`export_run` exports a run (``source_run`` names where it came
+    from in the card); the benchmarks export random-init backbones through it."""
     card = copy.deepcopy(model.card)
     graph = ServingGraph(model, card.temperature).eval()
     size = card.input_size
@@ -133,7 +139,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, check: bool = True) 
         probs_classes=list(card.class_names),
         temperature=card.temperature,
         sha256=hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
-        source_run=run.name,
+        source_run=source_run,
     )
     out.write_card(card)
     return Path(out.root)
