@@ -35,6 +35,7 @@ No torch here: the checks are numpy and PIL; fitting (:mod:`.gate_fit`) runs the
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -205,11 +206,15 @@ class PrototypeModel:
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Cosine distance (0 = same direction, 2 = opposite) of each row to its nearest prototype."""
         z = _features_transform(features)
-        prototypes = self.prototypes.T.astype(np.float64)
         out = np.empty(len(z))
         for start in range(0, len(z), 1024):
-            out[start : start + 1024] = 1.0 - (z[start : start + 1024] @ prototypes).max(axis=1)
+            out[start : start + 1024] = 1.0 - (self._rows @ z[start : start + 1024].T).max(axis=0)
         return out
+
+    @functools.cached_property
+    def _rows(self) -> np.ndarray:
+        """The prototypes in float64, converted once rather than on every call."""
+        return np.ascontiguousarray(self.prototypes, dtype=np.float64)
 
 
 class InputGate:

@@ -26,7 +26,7 @@ from braintumor.errors import ModelLoadError, NotAnMRIError
 from braintumor.imaging.transforms import Placement
 from braintumor.imaging.types import ImageMeta, LoadedImage
 from braintumor.inference.gate import InputGate
-from braintumor.inference.members import Member, load_members, preprocess_batch
+from braintumor.inference.members import Member, load_members, preprocess_batch, single_threaded_blas
 from braintumor.models.decision import Band, DecisionRule, ensemble_decision, ensemble_weights
 from braintumor.models.export_dir import ExportDir
 
@@ -138,6 +138,7 @@ class Predictor:
             raise NotAnMRIError(result.reason)
         return result
 
+    @single_threaded_blas
     def predict_batch(self, images: Sequence[LoadedImage], *, cam: bool = True) -> list[Prediction | Rejection]:
         """Predict a batch of decoded images (one ONNX Runtime call per member); rejected images get a
         :class:`Rejection` with the gate's reason instead of a prediction."""
