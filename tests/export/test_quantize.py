@@ -86,3 +86,13 @@ def test_verdict_goes_on_the_card_and_decides_what_serving_loads(export_copy: Pa
     strict = quantize_if_it_holds(export_copy, stratified(records, 8), records, max_drop=-1.0)
     assert not strict["int8_default"]
     assert [m.precision for m in Predictor.load(export_copy).members] == ["fp32"]
+
+
+def test_the_stem_convolution_can_stay_in_fp32(export_copy: Path, tiny_dataset: Path) -> None:
+    stem = backbone_nodes(onnx.load(str(export_copy / "model.onnx")), ["Conv"])[0]
+    out = quantize_export(export_copy, discover(tiny_dataset)[:8], QuantRecipe(method="MinMax", fp32_first_convs=1))
+    graph = onnx.load(str(out)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = {n.name: n for n in graph.node if n.op_type == "Conv"}
+    assert stem in convs and convs[stem].input[1] not in dequantized  # its weights stay float
+    assert any(c.input[1] in dequantized for name, c in convs.items() if name != stem)  # the others are int8

@@ -42,7 +42,9 @@ CalibrationName = Literal["MinMax", "Entropy", "Percentile"]
 class QuantRecipe:
     """How one member is quantized. ``scope``: ``backbone`` (the nodes the pooled features depend on) or
     ``conv`` (only Conv nodes, anywhere: the recipe before issue 17). ``activations``: ``U8`` (QUInt8, ONNX
-    Runtime's fast path on x86) or ``S8``. ``exclude``: node names kept in fp32 (e.g. the first convolution)."""
+    Runtime's fast path on x86) or ``S8``. ``fp32_first_convs``: how many of the backbone's first convolutions
+    stay in fp32 (the stem sees raw intensities, often the most sensitive layer); ``exclude``: node names kept in
+    fp32."""
 
     ops: tuple[str, ...] = ("Conv", "Clip", "Relu", "Add")
     scope: Literal["backbone", "conv"] = "backbone"
@@ -50,6 +52,7 @@ class QuantRecipe:
     percentile: float = 99.99
     activations: Literal["U8", "S8"] = "U8"
     reduce_range: bool = False
+    fp32_first_convs: int = 0
     exclude: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
@@ -125,11 +128,13 @@ def quantize_export(
     with tempfile.TemporaryDirectory() as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         quant_pre_process(str(folder.model_file("fp32")), str(prepped), skip_symbolic_shape=True)
+        graph = onnx.load(str(prepped))
+        kept = set(recipe.exclude) | set(backbone_nodes(graph, ["Conv"])[: recipe.fp32_first_convs])
         if recipe.scope == "backbone":
-            nodes = [n for n in backbone_nodes(onnx.load(str(prepped)), recipe.ops) if n not in recipe.exclude]
+            nodes = [n for n in backbone_nodes(graph, recipe.ops) if n not in kept]
             options: dict[str, Any] = {"nodes_to_quantize": nodes, "op_types_to_quantize": list(recipe.ops)}
         else:
-            options = {"op_types_to_quantize": ["Conv"], "nodes_to_exclude": list(recipe.exclude)}
+            options = {"op_types_to_quantize": ["Conv"], "nodes_to_exclude": sorted(kept)}
         out = folder.model_file("int8")
         quantize_static(
             str(prepped),
