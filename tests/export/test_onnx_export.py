@@ -7,10 +7,30 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import torch
 
-from braintumor.export.onnx import export_run, torch_reference
+from braintumor.explain.cam import GradCAM
+from braintumor.export.onnx import export_run
 from braintumor.imaging.io import load_image
 from braintumor.imaging.transforms import letterbox, to_rgb
+from braintumor.training.checkpoint import load_checkpoint
+
+
+def torch_reference(run_dir: str | Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and Grad-CAM maps of the PyTorch model (autograd), what the ONNX graph must reproduce."""
+    model, _ = load_checkpoint(Path(run_dir) / "checkpoint.pt")
+    card = model.card
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(card.mean).view(1, 3, 1, 1)) / torch.tensor(card.std).view(1, 3, 1, 1)
+    with GradCAM(model, card.cam_layer) as cam:
+        result = cam(x)
+    logits = result.logits.double() / card.temperature
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits[:, 0])
+        probs = torch.stack([1 - p, p], dim=1)
+    else:
+        probs = torch.softmax(logits, dim=1)
+    return probs.numpy(), result.maps.numpy()
 
 
 def _batch(folder: Path, size: int, n: int = 6) -> np.ndarray:

@@ -14,7 +14,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -155,7 +154,3 @@ def cross_validate(
           result.table_row(cfg.arch, metrics), ""]  # fmt: skip
     (out / "cv.md").write_text("\n".join(md))
     return result
-
-
-def summary_json(result: CVResult) -> dict[str, Any]:
-    return {"arch": result.arch, "k": result.k, "repeats": result.repeats, "summary": result.summary()}

@@ -23,7 +23,6 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
@@ -158,23 +157,3 @@ def export_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, name: st
         members.append(EnsembleMember(member, member, 1.0))
     ExportDir(out).write_ensemble(EnsembleSpec(name, members))
     return out
-
-
-def torch_reference(run_dir: str | Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and Grad-CAM maps of the PyTorch model (autograd) for parity checks."""
-    from braintumor.explain.cam import GradCAM
-    from braintumor.training.checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(Path(run_dir) / "checkpoint.pt")
-    card = model.card
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    x = (x - torch.tensor(card.mean).view(1, 3, 1, 1)) / torch.tensor(card.std).view(1, 3, 1, 1)
-    with GradCAM(model, card.cam_layer) as cam:
-        result = cam(x)
-    logits = result.logits.double() / card.temperature
-    if logits.shape[1] == 1:
-        p = torch.sigmoid(logits[:, 0])
-        probs = torch.stack([1 - p, p], dim=1)
-    else:
-        probs = torch.softmax(logits, dim=1)
-    return probs.numpy(), result.maps.numpy()
