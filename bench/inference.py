@@ -26,6 +26,9 @@ What it measures, and why:
 5. **Single-scan latency** of ``Predictor.predict(load_image(path))`` (decode → label + heatmap) over 50 scans:
    median and p90, split into decode + letterbox, ONNX Runtime and post-processing (CAM unmapping). Goal:
    ≤ 25 ms per scan.
+6. **Our code around the models**: one scan end to end and ``iter_scores`` over 64 files (no heatmaps)
+   against the members' bare ONNX Runtime sessions on the same scans already letterboxed, interleaved (issue
+   17). Goals: ≤ 1.15× single, ≤ 1.10× batch. ``--overhead`` runs this section alone.
 
 The machine is shared and noisy, so contenders are timed in interleaved rounds (A B C, C B A, …) and every
 ratio is the median of per-round ratios, measured in the same run; times are medians of the rounds. Torch and
@@ -899,6 +902,74 @@ def latency_section(model_dir: Path, scans: Sequence[Path], start: float) -> Lat
     return LatencyResult(total, parts)
 
 
+# -- 6. our code around the models ------------------------------------------------------------------------
+GOAL_SINGLE_OVERHEAD = 1.15
+GOAL_BATCH_OVERHEAD = 1.10
+
+
+def _bare_members(sessions: Sequence[Any], batches: Sequence[np.ndarray]) -> None:
+    for boxed in batches:
+        for sess in sessions:
+            sess.run(None, {"image": boxed})
+
+
+def overhead_section(model_dir: Path, scans: Sequence[Path], settings: Settings, start: float) -> dict[str, Any]:
+    """Our path against the members' bare ONNX Runtime calls on the same scans, interleaved: one scan end to end
+    (``predict(load_image(path))``: decode, gate, every member, heatmap) against every member's session on the
+    scan already letterboxed; and ``iter_scores`` over 64 files without heatmaps (decoding in its thread pool)
+    against every member's session on the same 64 scans letterboxed, in batches of 16. The bare calls fetch
+    every output, as the predictor does."""
+    predictor = Predictor.load(model_dir, threads=THREADS)
+    decoded = [(p, load_image(p)) for p in scans]
+    verdicts = predictor.predict_batch([im for _, im in decoded], cam=False)
+    kept = [(p, im) for (p, im), v in zip(decoded, verdicts, strict=True) if not isinstance(v, Rejection)]
+    single_files, batch_files = [p for p, _ in kept[:16]], [p for p, _ in kept[:64]]
+    sizes = {m.size for m in predictor.members}
+    if len(sizes) != 1:
+        raise SystemExit("the overhead section assumes members of one input size")
+    size = sizes.pop()
+    sessions = [m.session for m in predictor.members]
+    one_by_one = [preprocess_batch([im], size)[0] for _, im in kept[:16]]
+    boxed64, _ = preprocess_batch([im for _, im in kept[:64]], size)
+    batches = [boxed64[i : i + 16] for i in range(0, len(boxed64), 16)]
+    single = interleaved({
+        "ours": functools.partial(lambda fs: [_predict_path(predictor, f) for f in fs], single_files),
+        "bare": functools.partial(_bare_members, sessions, one_by_one),
+    }, settings)  # fmt: skip
+    batch = interleaved({
+        "ours": functools.partial(lambda fs: list(iter_scores(predictor, fs, batch_size=16)), batch_files),
+        "bare": functools.partial(_bare_members, sessions, batches),
+    }, settings)  # fmt: skip
+    ratios = single["ours"].ratio(single["bare"]), batch["ours"].ratio(batch["bare"])
+    log(f"overhead: single {ratios[0]:.2f}×, batch {ratios[1]:.2f}×", start)
+    members = ", ".join(f"{m.name} ({m.precision})" for m in predictor.members)
+    return {"single": single, "batch": batch, "members": members, "left_out": len(decoded) - len(kept)}
+
+
+def report_overhead(result: dict[str, Any]) -> list[str]:
+    single, batch = result["single"], result["batch"]
+    rows = [
+        ("one scan end to end (16 scans, heatmaps)", single, 16, GOAL_SINGLE_OVERHEAD),
+        ("batch of 64 files, no heatmaps (`iter_scores`)", batch, 64, GOAL_BATCH_OVERHEAD),
+    ]
+    lines = [
+        "## 6. Our code around the models",
+        "",
+        f"Members: {result['members']}; {THREADS} ONNX Runtime threads. 'bare' = every member's ONNX Runtime "
+        "session on the scans already letterboxed (all outputs fetched, as the predictor does); 'ours' = the "
+        "project's path from the file (decode, input gate, members, ensemble, heatmap where asked). Ratio: median "
+        f"of per-round ratios of interleaved rounds. {result['left_out']} scan(s) the gate refuses left out.",
+        "",
+        "| workload | ours ms/scan | bare ms/scan | ours / bare | goal | n |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, t, n, goal in rows:
+        ratio = t["ours"].ratio(t["bare"])
+        lines.append(f"| {name} | {t['ours'].median / n * 1e3:.1f} | {t['bare'].median / n * 1e3:.1f} | "
+                     f"{ratio:.2f}× | ≤ {goal:.2f}×: {_verdict(ratio <= goal)} | {t['ours'].n} |")  # fmt: skip
+    return [*lines, ""]
+
+
 def compare_section(
     models: dict[str, Path], scans: Sequence[Path], settings: Settings, start: float
 ) -> dict[str, dict[str, Timing]]:
@@ -1341,9 +1412,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compare", nargs="+", type=Path, metavar="MODEL_DIR",
                         help="only compare the serving cost of the bundled model with these model folders (the first "
                         "is the base; writes bench/results-serving.md unless --out is given)")  # fmt: skip
+    parser.add_argument("--overhead", action="store_true",
+                        help="only section 6, our code against bare ONNX Runtime (writes bench/results-overhead.md "
+                        "unless --out is given)")  # fmt: skip
     args = parser.parse_args(argv)
     settings = Settings.make(args.quick)
     start = time.perf_counter()
+    if args.overhead:
+        bundled = bundled_model_dir()
+        if bundled is None:
+            raise SystemExit("--overhead needs the bundled default model in this checkout")
+        with tempfile.TemporaryDirectory(prefix="braintumor-bench-") as tmp:
+            result = overhead_section(bundled, copy_scans(Path(tmp) / "scans"), settings, start)
+        out = args.out if args.out != RESULTS else RESULTS.with_name("results-overhead.md")
+        out.write_text("\n".join([f"Command: `{_command()}`; load average {load_average()}.", "",
+                                   *report_overhead(result)]))  # fmt: skip
+        log(f"wrote {out}", start)
+        return 0
     if args.compare:
         bundled = bundled_model_dir()
         if bundled is None:
@@ -1382,6 +1467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         predicted = predict_section(model_dir, model_note, scans, work, settings, start)
         loads["latency"] = load_average()
         latency = latency_section(model_dir, scans, start)
+        loads["overhead"] = load_average()
+        overhead = overhead_section(model_dir, scans, settings, start)
         loads["end"] = load_average()
     sgemm["end"] = sgemm_section(settings)
     log(f"sgemm again: numpy {sgemm['end'].peak:.0f} GFLOP/s", start)
@@ -1396,6 +1483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         *report_cam(cams),
         *report_predict(predicted),
         *report_latency(latency),
+        *report_overhead(overhead),
     ]
     args.out.write_text("\n".join(lines))
     log(f"wrote {args.out}", start)
