@@ -17,6 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from braintumor.data.datasets import is_tumor_label
+
+from .servers import serving
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -140,30 +144,28 @@ def make_labelled_slice(seed: int, tumor: bool, size: int = 96) -> np.ndarray:
     return img
 
 
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``tiny/yes`` and ``tiny/no`` with 20 synthetic JPEG slices each."""
-    root = tmp_path_factory.mktemp("data") / "tiny"
-    for label in ("yes", "no"):
+def _write_slices(root: Path, counts: dict[str, tuple[int, int]], suffix: str) -> Path:
+    """``root/<label>/<label><i><suffix>`` synthetic slices: ``counts[label] = (how many, first seed)``."""
+    for label, (n, first_seed) in counts.items():
         (root / label).mkdir(parents=True)
-        for i in range(20):
-            seed = i if label == "yes" else 100 + i
-            Image.fromarray(make_labelled_slice(seed, label == "yes")).save(
-                root / label / f"{label}{i}.jpg", quality=95
+        for i in range(n):
+            pixels = make_labelled_slice(first_seed + i, is_tumor_label(label))
+            Image.fromarray(pixels).save(
+                root / label / f"{label}{i}{suffix}", **({"quality": 95} if suffix == ".jpg" else {})
             )
     return root
 
 
 @pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny/yes`` and ``tiny/no`` with 20 synthetic JPEG slices each."""
+    return _write_slices(tmp_path_factory.mktemp("data") / "tiny", {"yes": (20, 0), "no": (20, 100)}, ".jpg")
+
+
+@pytest.fixture(scope="session")
 def tiny_typed_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``typed/glioma`` and ``typed/notumor`` (16 synthetic slices each): a second source with tumor types."""
-    root = tmp_path_factory.mktemp("data") / "typed"
-    for label in ("glioma", "notumor"):
-        (root / label).mkdir(parents=True)
-        for i in range(16):
-            seed = 500 + i if label == "glioma" else 600 + i
-            Image.fromarray(make_labelled_slice(seed, label == "glioma")).save(root / label / f"{label}{i}.png")
-    return root
+    return _write_slices(tmp_path_factory.mktemp("data") / "typed", {"glioma": (16, 500), "notumor": (16, 600)}, ".png")
 
 
 @pytest.fixture(scope="session")
@@ -217,9 +219,7 @@ def secantus_uri(tmp_path_factory: pytest.TempPathFactory) -> Any:
     Skips (fails on CI) when ``secantusd-py`` is not installed (``pip install secantusdb``).
     """
     import shutil
-    import subprocess
     import sys
-    import time
 
     exe = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
     if not Path(exe).is_file():
@@ -232,31 +232,18 @@ def secantus_uri(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     port = free_port()
     folder = tmp_path_factory.mktemp("secantus")
-    log = (folder / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [exe, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(folder / "db"), "--standalone"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     uri = f"mongodb://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
+
+    def answers() -> bool:
         try:
             MongoClient(uri, serverSelectionTimeoutMS=500).admin.command("ping")
-            break
+            return True
         except PyMongoError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"SecantusDB did not start: see {folder / 'server.log'}")
-            time.sleep(0.2)
-    yield uri
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+            return False
+
+    cmd = [exe, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(folder / "db"), "--standalone"]
+    with serving(cmd, log=folder / "server.log", ready=answers, what="SecantusDB", timeout=30):
+        yield uri
 
 
 @pytest.fixture(scope="session")
