@@ -20,17 +20,21 @@ from braintumor.storage.deid import SAFE_TAGS, deidentified_tags, deidentify
 from ..dicom_files import encoded, identified
 
 
+def _sequence(**values: str) -> Sequence:
+    """A sequence of one item holding ``values``."""
+    item = Dataset()
+    for keyword, value in values.items():
+        setattr(item, keyword, value)
+    return Sequence([item])
+
+
 def _identified(name: str = "MR_small.dcm") -> bytes:
     values = {"PatientID": "MRN-123456", "PatientAge": "055Y", "AccessionNumber": "ACC-42", "StudyDate": "20240102"}
     ds = identified(name, **values, OperatorsName="Tech^Tom")
     ds.add_new(0x00091001, "LO", "private secret")
-    item = Dataset()
-    item.PatientName = "Nested^Name"
-    item.ReferencedSOPInstanceUID = "1.2.3.4"
-    ds.ReferencedStudySequence = Sequence([item])
-    series = Dataset()
-    series.SeriesInstanceUID = "1.2.3.5"
-    ds.ReferencedSeriesSequence = Sequence([series])  # not in the profile's table: kept, its items cleaned
+    ds.ReferencedStudySequence = _sequence(PatientName="Nested^Name", ReferencedSOPInstanceUID="1.2.3.4")
+    # not in the profile's table: kept, its items cleaned
+    ds.ReferencedSeriesSequence = _sequence(SeriesInstanceUID="1.2.3.5")
     return encoded(ds)
 
 
@@ -104,14 +108,9 @@ def _with_review_findings() -> bytes:
     ds.PerformedStationName = "PERF-STN-JD"
     ds.StationName = "STN-JD"
     ds.RequestingPhysician = "Kildare^James"
-    text = Dataset()
-    text.ValueType = "TEXT"
-    text.TextValue = "Findings for John Doe, 55, Ward 7"
-    ds.ContentSequence = Sequence([text])
-    deep = Dataset()
-    deep.PatientName = "NESTED^DOE"
-    deep.CodeMeaning = "brain"
-    ds.ProcedureCodeSequence = Sequence([deep])  # not in the profile's table: cleaned by the nested pass
+    ds.ContentSequence = _sequence(ValueType="TEXT", TextValue="Findings for John Doe, 55, Ward 7")
+    # not in the profile's table: cleaned by the nested pass
+    ds.ProcedureCodeSequence = _sequence(PatientName="NESTED^DOE", CodeMeaning="brain")
     return encoded(ds)
 
 
