@@ -18,6 +18,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+ACCEPTED = "JPEG, PNG, BMP, TIFF and DICOM"  # what a 415 names
+
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
@@ -85,18 +87,18 @@ CORPUS: dict[str, tuple[Callable[[], bytes], int, str]] = {
     "DICOM without pixels": (dicom_without_pixels, 422, "no pixel data"),
     "truncated DICOM": (lambda: Path(get_testdata_file("MR_truncated.dcm")).read_bytes(), 422, "DICOM"),
     "DICOM preamble only": (lambda: b"\x00" * 128 + b"DICM", 422, "DICOM"),
-    "a PDF": (lambda: b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer\n%%EOF", 415, "JPEG, PNG and DICOM"),
-    "a zip of a PNG": (_zip, 415, "JPEG, PNG and DICOM"),
-    "a BMP": (lambda: _encode("BMP"), 415, "BMP"),
-    "a TIFF": (lambda: _encode("TIFF"), 415, "TIFF"),
-    "a GIF": (lambda: _encode("GIF"), 415, "JPEG, PNG and DICOM"),
+    "a PDF": (lambda: b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer\n%%EOF", 415, ACCEPTED),
+    "a zip of a PNG": (_zip, 415, ACCEPTED),
+    "truncated TIFF": (lambda: _encode("TIFF")[:200], 422, "TIFF"),
+    "truncated BMP": (lambda: _encode("BMP")[:100], 422, "BMP"),
+    "a GIF": (lambda: _encode("GIF"), 415, ACCEPTED),
     "an SVG with a script": (
         lambda: b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>",
         415,
-        "JPEG, PNG and DICOM",
+        ACCEPTED,
     ),
-    "plain text": (lambda: b"hello, this is not an image", 415, "JPEG, PNG and DICOM"),
-    "random bytes": (lambda: np.random.default_rng(1).bytes(4096), 415, "JPEG, PNG and DICOM"),
+    "plain text": (lambda: b"hello, this is not an image", 415, ACCEPTED),
+    "random bytes": (lambda: np.random.default_rng(1).bytes(4096), 415, ACCEPTED),
 }
 
 

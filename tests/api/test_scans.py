@@ -19,7 +19,8 @@ def test_predict_png_returns_the_full_result(api: Any, scan_png: bytes) -> None:
     body = r.json()
     assert r.headers["location"] == f"/history/{body['id']}"
     assert body["filename"] == "Brain (1).png"
-    assert body["label"] in ("tumor", "no_tumor") and body["band"] in ("tumor", "refer", "no_tumor")
+    assert body["outcome"] in ("tumor", "refer", "no_tumor") and "label" not in body and "band" not in body
+    assert body["outcome"] == body["result"]["outcome"]
     assert 0 <= body["p_tumor"] <= 1 and body["threshold"] == pytest.approx(body["result"]["threshold"])
     assert body["model_name"] and body["model_version"] == body["result"]["model_version"]
     assert [m["arch"] for m in body["members"]] == ["mobilenet_v3_small"]
@@ -59,6 +60,68 @@ def test_predict_jpeg_and_dicom(api: Any, scan_jpeg: bytes, scan_dicom: bytes) -
         assert secret.decode() not in str(api.client.get(f"/history/{dcm['id']}", headers=headers).json())
     ds = pydicom.dcmread(io.BytesIO(stored.content))
     assert ds.PatientIdentityRemoved == "YES"
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF"])
+def test_bmp_and_tiff_are_analysed_and_stored_as_png(api: Any, brain: Any, encoder: Any, fmt: str) -> None:
+    """The API takes what the reader reads (issue 14 item 3); the stored copy is a PNG of the pixels (TIFF tags may
+    hold identifiers), and its report renders."""
+    headers = api.user("alice")
+    data = encoder(brain(3, 150, 120), fmt)
+    body = api.scan(headers, data, f"scan.{fmt.lower()}")
+    assert body["image"]["format"] == fmt.lower() and (body["image"]["width"], body["image"]["height"]) == (150, 120)
+    assert body["files"]["original"]["content_type"] == "image/png"
+    stored = api.client.get(body["files"]["original"]["url"], headers=headers).content
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(stored)).convert("L")),
+                          np.asarray(Image.open(io.BytesIO(data)).convert("L")))  # fmt: skip
+    assert api.client.get(body["report_url"], headers=headers).status_code == 200
+
+
+def test_history_stats_count_one_outcome_per_scan(api: Any, brain: Any, encoder: Any) -> None:
+    """The Dashboard's numbers come from one call (issue 14 item 9) and add up to the scans (item 1)."""
+    headers = api.user("alice")
+    made = [api.scan(headers, encoder(brain(seed, 128, 128), "PNG"), f"{seed}.png") for seed in range(4)]
+    other = api.user("bob")
+    api.scan(other, encoder(brain(9, 128, 128), "PNG"))
+    stats = api.client.get("/history/stats", headers=headers).json()
+    assert stats["scans"] == 4 and sum(stats["outcomes"].values()) == 4
+    assert stats["outcomes"] == {o: sum(m["outcome"] == o for m in made) for o in {m["outcome"] for m in made}}
+    assert stats["mean_p_tumor"] == pytest.approx(sum(m["p_tumor"] for m in made) / 4)
+    assert stats["models"] == [{"model": f"{made[0]['model_name']} v{made[0]['model_version']}", "scans": 4}]
+    assert sum(sum(v) for v in stats["histogram"].values()) == 4 and stats["threshold"] == made[-1]["threshold"]
+    today = dt.datetime.now(dt.UTC).date()
+    assert sum(d["scans"] for d in stats["per_day"] if d["date"] == today.isoformat()) == 4
+    later = {"date_from": (today + dt.timedelta(days=2)).isoformat()}
+    assert api.client.get("/history/stats", headers=headers, params=later).json()["scans"] == 0
+    bad = api.client.get("/history/stats", headers=headers, params={"utc_offset_minutes": 5000})
+    assert bad.status_code == 422
+
+
+def test_an_ensemble_stores_and_serves_one_overlay_per_member(
+    make_api: Any, smoke_export: Any, tmp_path: Any, scan_png: bytes
+) -> None:
+    """Per-member heatmaps (issue 14 item 9): each member's overlay is a file of the scan, named by its member."""
+    import dataclasses
+    import json
+    import shutil
+
+    from braintumor.inference.predictor import Predictor
+
+    root = tmp_path / "ens"
+    shutil.copytree(smoke_export, root / "a")
+    shutil.copytree(smoke_export, root / "b")
+    members = [{"name": "a", "path": "a"}, {"name": "b", "path": "b"}]
+    (root / "ensemble.json").write_text(json.dumps({"name": "pair", "version": "2", "members": members}))
+    ensemble = Predictor.load(root, threads=1)
+    api = make_api(predictor=dataclasses.replace(ensemble, gate=None))
+    headers = api.user("alice")
+    body = api.scan(headers, scan_png)
+    kinds = [m["heatmap"] for m in body["members"]]
+    assert kinds == ["overlay.0", "overlay.1"] and set(kinds) <= set(body["files"])
+    for m in body["members"]:
+        png = api.client.get(body["files"][m["heatmap"]]["url"], headers=headers)
+        assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (160, 128)
+        assert m["outcome"] in ("tumor", "refer", "no_tumor")
 
 
 def test_sites_may_keep_dicom_identifiers(make_api: Any, scan_dicom: bytes) -> None:
@@ -132,9 +195,10 @@ def test_history_pagination_search_filters(api: Any, scan_png: bytes, brain: Any
     assert search(".*") == ["A.*.png"]
     assert sorted(search("A")) == ["A.*.png", "a (1).png"]
     assert search("^") == [] and search("$regex") == []
-    label = made[0]["label"]
-    by_label = api.client.get("/history", headers=headers, params={"label": label}).json()
-    assert by_label["total"] == sum(m["label"] == label for m in made)
+    outcome = made[0]["outcome"]
+    by_outcome = api.client.get("/history", headers=headers, params={"outcome": outcome}).json()
+    assert by_outcome["total"] == sum(m["outcome"] == outcome for m in made)
+    assert {i["outcome"] for i in by_outcome["items"]} == {outcome}
     today = dt.datetime.now(dt.UTC).date()
     window = {"date_from": today.isoformat(), "date_to": today.isoformat()}
     assert api.client.get("/history", headers=headers, params=window).json()["total"] == 5
@@ -142,7 +206,7 @@ def test_history_pagination_search_filters(api: Any, scan_png: bytes, brain: Any
     assert api.client.get("/history", headers=headers, params=past).json()["total"] == 0
     swapped = {"date_from": today.isoformat(), "date_to": (today - dt.timedelta(days=1)).isoformat()}
     assert api.client.get("/history", headers=headers, params=swapped).status_code == 400
-    for bad in ({"page": 0}, {"page_size": 1000}, {"label": "maybe"}, {"date_from": "yesterday"}):
+    for bad in ({"page": 0}, {"page_size": 1000}, {"outcome": "maybe"}, {"date_from": "yesterday"}):
         assert api.client.get("/history", headers=headers, params=bad).status_code == 422
 
 

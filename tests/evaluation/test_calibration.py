@@ -60,9 +60,9 @@ def test_decision_rule_band_surrounds_threshold() -> None:
     p = np.clip(0.5 * y + rng.uniform(0, 0.5, 300), 0, 1)
     rule = decision_rule(p, y)
     assert rule.refer_low <= rule.threshold <= rule.refer_high
-    assert rule.band(0.0) == "no_tumor" and rule.band(1.0) == "tumor"
+    assert rule.outcome(0.0) == "no_tumor" and rule.outcome(1.0) == "tumor"
     if rule.refer_high > rule.refer_low:
-        assert rule.band((rule.refer_low + rule.refer_high) / 2) == "refer"
+        assert rule.outcome((rule.refer_low + rule.refer_high) / 2) == "refer"
 
 
 def test_partial_label_nll_uses_one_minus_p_no_tumor() -> None:

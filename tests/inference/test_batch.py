@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from PIL import Image
 from braintumor.cli import main
 from braintumor.inference.batch import columns, expand_paths, score_paths, score_with_dask
 from braintumor.inference.predictor import Predictor
+from braintumor.models.decision import OUTCOMES
 
 
 @pytest.fixture
@@ -41,7 +43,7 @@ def test_every_file_gets_a_status_and_the_run_goes_on(smoke_export: Path, archiv
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == 6
     for r in ok:
-        assert r["prediction"] in ("tumor", "no_tumor") and 0 <= r["p_tumor"] <= 1
+        assert r["outcome"] in ("tumor", "refer", "no_tumor") and 0 <= r["p_tumor"] <= 1
         assert r["p_no_tumor"] + r["p_tumor"] == pytest.approx(1, abs=1e-5)
     assert [r["path"] for r in rows] == [str(p) for p in expand_paths([archive])]
 
@@ -55,13 +57,18 @@ def test_cli_csv_json_heatmaps_and_exit_codes(
     assert code == 0
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == columns(["no_tumor", "tumor"])
-    assert list(rows[0])[:7] == ["path", "status", "reason", "prediction", "band", "p_tumor", "p_no_tumor"]
+    assert list(rows[0])[:6] == ["path", "status", "reason", "outcome", "p_tumor", "p_no_tumor"]
     assert sum(r["status"] == "ok" for r in rows) == 6
     heatmaps = [r["heatmap"] for r in rows if r["status"] == "ok"]
     assert all(Path(h).is_file() for h in heatmaps) and len(set(heatmaps)) == 6
     src = next(r for r in rows if r["status"] == "ok")
     assert Image.open(src["heatmap"]).size == Image.open(src["path"]).size
-    assert "scored 6 of 8" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "scored 6 of 8" in err
+    # one outcome per scan: the summary's three counts add up to what was scored (issue 14 item 1)
+    counts = re.search(r"(\d+) tumor, (\d+) to refer, (\d+) no tumor", err)
+    assert counts is not None and sum(map(int, counts.groups())) == 6
+    assert [int(n) for n in counts.groups()] == [sum(r["outcome"] == o for r in rows) for o in OUTCOMES]
 
     assert main(["predict", str(archive), "--model", str(smoke_export), "--format", "json", "--no-cam"]) == 0
     data = json.loads(capsys.readouterr().out)

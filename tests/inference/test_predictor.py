@@ -27,13 +27,15 @@ def test_single_export_predicts_with_cam(smoke_export: Path, tiny_dataset: Path)
     image = load_image(path)
     result = predictor.predict(image)
     assert isinstance(result, Prediction)
-    assert result.label in ("tumor", "no_tumor") and result.band in ("tumor", "refer", "no_tumor")
+    assert result.outcome == result.decision.outcome(result.p_tumor)
+    assert not hasattr(result, "label") and not hasattr(result, "band")
     assert 0 <= result.p_tumor <= 1
     assert result.probs["tumor"] == pytest.approx(result.p_tumor)
     assert result.cam is not None and result.cam.shape == image.pixels.shape[:2]
     assert result.members[0].cam.shape == (224, 224)
     d = result.as_dict()
     assert d["threshold"] == result.decision.threshold and json.dumps(d)
+    assert d["outcome"] == result.outcome and "label" not in d and "band" not in d
 
 
 def test_batch_equals_single_calls(smoke_export: Path, tiny_dataset: Path) -> None:
@@ -65,6 +67,10 @@ def test_ensemble_of_two_members_averages(smoke_export: Path, tiny_dataset: Path
     r1, r2 = single.predict(image), ens.predict(image)
     assert r2.p_tumor == pytest.approx(r1.p_tumor, abs=1e-6)
     assert [m.name for m in r2.members] == ["a", "b"]
+    # members are read under the ensemble's rule, and each carries its own map at the image's size
+    assert all(m.outcome == ens.decision.outcome(m.p_tumor) for m in r2.members)
+    assert all(m.heatmap is not None and m.heatmap.shape == image.pixels.shape[:2] for m in r2.members)
+    assert r2.cam is not None and np.allclose(r2.cam, np.mean([m.heatmap for m in r2.members], axis=0), atol=1e-5)
     assert r2.model_name == "twins" and r2.model_version == "1"
     assert ens.card_summary()["members"][1]["weight"] == 2
 

@@ -13,7 +13,7 @@ from braintumor.storage import Blob, NewScan, NewUser
 def _fill(store: Any) -> tuple[str, str]:
     alice = store.create_user(NewUser("alice", "h", "r"))
     rec = store.add_scan(
-        NewScan(alice.id, "a.png", "tumor", "tumor", 0.9, result={"x": 1}),
+        NewScan(alice.id, "a.png", "tumor", 0.9, result={"x": 1}),
         [Blob("original", b"original bytes", "image/png"), Blob("heatmap", b"heat", "image/png")],
     )
     return alice.id, rec.id

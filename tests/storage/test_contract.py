@@ -23,7 +23,7 @@ from braintumor.storage import (
     UserExistsError,
     UserNotFoundError,
 )
-from braintumor.storage.base import utcnow
+from braintumor.storage.base import summarise_scans, utcnow
 
 BACKENDS = ("embedded", "secantus", "mongodb")
 
@@ -45,11 +45,12 @@ def blobs(tag: str = "x") -> list[Blob]:
     ]
 
 
-def scan(store: Storage, owner: str, filename: str = "a.png", label: str = "tumor", **kw: Any) -> Any:
-    fields = {"band": label, "p_tumor": 0.9 if label == "tumor" else 0.1, "result": {"k": [1, 2]}, **kw}
+def scan(store: Storage, owner: str, filename: str = "a.png", outcome: str = "tumor", **kw: Any) -> Any:
+    p = {"tumor": 0.9, "refer": 0.4, "no_tumor": 0.1}[outcome]
+    fields = {"p_tumor": p, "result": {"k": [1, 2]}, **kw}
     tag = kw.pop("tag", filename)
     fields.pop("tag", None)
-    return store.add_scan(NewScan(owner, filename, label, **fields), blobs(tag))
+    return store.add_scan(NewScan(owner, filename, outcome, **fields), blobs(tag))
 
 
 # -- revoked tokens (sign-out, issue 13 item 8) ------------------------------------------------------------
@@ -122,9 +123,7 @@ def test_list_users_searches_plain_text_with_counts(store: Storage) -> None:
 def test_scan_round_trip_with_files(store: Storage) -> None:
     alice = user(store)
     result = {"label": "tumor", "members": [{"name": "m", "p": 0.9}], "nested": {"a": None}}
-    rec = store.add_scan(
-        NewScan(alice.id, "scan.png", "tumor", "refer", 0.61, "glioma", "ens", "3", 0.55, result), blobs()
-    )
+    rec = store.add_scan(NewScan(alice.id, "scan.png", "refer", 0.61, "glioma", "ens", "3", 0.55, result), blobs())
     got = store.get_scan(rec.id)
     assert got == rec
     assert got is not None and got.result == result and got.tumor_type == "glioma" and got.threshold == 0.55
@@ -141,7 +140,7 @@ def test_scan_round_trip_with_files(store: Storage) -> None:
 
 def test_unknown_owner_stores_nothing(store: Storage) -> None:
     with pytest.raises(UserNotFoundError):
-        store.add_scan(NewScan("ghost", "a.png", "tumor", "tumor", 0.9), blobs())
+        store.add_scan(NewScan("ghost", "a.png", "tumor", 0.9), blobs())
     report = store.check()
     assert report.ok and report.orphan_blobs == []
 
@@ -162,7 +161,7 @@ def test_search_is_plain_text_and_filters_combine(store: Storage) -> None:
     alice = user(store)
     scan(store, alice.id, "Brain (1).PNG", "tumor")
     scan(store, alice.id, "brain 1.png", "no_tumor")
-    scan(store, alice.id, "a.*b.jpg", "no_tumor", band="refer")
+    scan(store, alice.id, "a.*b.jpg", "refer")
 
     def names(q: ScanQuery) -> list[str]:
         return sorted(s.filename for s in store.list_scans(alice.id, q).items)
@@ -172,9 +171,10 @@ def test_search_is_plain_text_and_filters_combine(store: Storage) -> None:
     assert names(ScanQuery(search=".*")) == ["a.*b.jpg"]
     assert names(ScanQuery(search="[")) == []
     assert names(ScanQuery(search="$where")) == []
-    assert names(ScanQuery(label="no_tumor")) == ["a.*b.jpg", "brain 1.png"]
-    assert names(ScanQuery(label="no_tumor", band="refer")) == ["a.*b.jpg"]
-    assert names(ScanQuery(search="brain", label="tumor")) == ["Brain (1).PNG"]
+    assert names(ScanQuery(outcome="no_tumor")) == ["brain 1.png"]
+    assert names(ScanQuery(outcome="refer")) == ["a.*b.jpg"]
+    assert names(ScanQuery(search="brain", outcome="tumor")) == ["Brain (1).PNG"]
+    assert names(ScanQuery(search="a.", outcome="tumor")) == []
 
 
 def test_owners_are_isolated(store: Storage) -> None:
@@ -224,15 +224,32 @@ def test_stats(store: Storage) -> None:
     alice, bob = user(store, "alice"), user(store, "bob", "admin")
     scan(store, alice.id, "1.png", "tumor")
     scan(store, alice.id, "2.png", "no_tumor")
-    scan(store, bob.id, "3.png", "tumor", band="refer")
+    scan(store, bob.id, "3.png", "refer")
     scan(store, bob.id, "old.png", "tumor", created_at=utcnow() - dt.timedelta(days=3))
     s = store.stats(days=7)
     assert (s.users, s.admins, s.scans) == (2, 1, 4)
     assert s.scans_per_user == [("bob", 2), ("alice", 2)] or s.scans_per_user == [("alice", 2), ("bob", 2)]
-    assert s.labels == {"tumor": 3, "no_tumor": 1}
-    assert s.bands == {"tumor": 2, "no_tumor": 1, "refer": 1}
+    assert s.outcomes == {"tumor": 2, "no_tumor": 1, "refer": 1}
     assert len(s.per_day) == 7 and s.per_day[-1] == (dt.datetime.now(dt.UTC).date().isoformat(), 3)
     assert dict(s.per_day)[(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)).isoformat()] == 1
+
+
+def test_scan_facts_are_one_users_newest_first_and_summarise_per_outcome(store: Storage) -> None:
+    alice, bob = user(store, "alice"), user(store, "bob")
+    old = utcnow() - dt.timedelta(days=3)
+    scan(store, alice.id, "old.png", "tumor", created_at=old, model_name="m", model_version="1")
+    scan(store, alice.id, "1.png", "refer", model_name="m", model_version="2", threshold=0.3)
+    scan(store, alice.id, "2.png", "no_tumor", model_name="m", model_version="2", threshold=0.3)
+    scan(store, bob.id, "3.png", "tumor")
+    facts = store.scan_facts(alice.id)
+    assert [f.outcome for f in facts][-1] == "tumor" and len(facts) == 3
+    assert facts[0].created_at >= facts[-1].created_at and facts[0].model == "m v2"
+    assert len(store.scan_facts(alice.id, utcnow() - dt.timedelta(days=1))) == 2
+    s = summarise_scans(facts)
+    assert s.scans == 3 and s.outcomes == {"tumor": 1, "refer": 1, "no_tumor": 1}
+    assert s.models == [("m v2", 2), ("m v1", 1)] and s.threshold == 0.3
+    assert s.histogram["tumor"][18] == 1 and s.histogram["refer"][8] == 1 and s.histogram["no_tumor"][2] == 1
+    assert sum(n for _, _, n in s.per_day) == 3 and s.mean_p_tumor == pytest.approx((0.9 + 0.4 + 0.1) / 3)
 
 
 def test_parallel_writers_lose_nothing(store: Storage) -> None:

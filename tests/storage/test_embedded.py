@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -81,8 +82,8 @@ def test_a_deleted_scan_leaves_no_trace_in_the_database_files(tmp_path: Path) ->
     store = EmbeddedStorage(data)
     alice = store.create_user(NewUser("alice", "h", "r"))
     secret = "DOE^JOHN-MRN-777-brain.png"
-    rec = store.add_scan(NewScan(alice.id, secret, "tumor", "tumor", 0.9), [Blob("original", b"x", "image/png")])
-    store.add_scan(NewScan(alice.id, "kept.png", "tumor", "tumor", 0.9), [Blob("original", b"y", "image/png")])
+    rec = store.add_scan(NewScan(alice.id, secret, "tumor", 0.9), [Blob("original", b"x", "image/png")])
+    store.add_scan(NewScan(alice.id, "kept.png", "tumor", 0.9), [Blob("original", b"y", "image/png")])
     on_disk = b"".join(p.read_bytes() for p in data.glob("braintumor.db*"))
     assert secret.encode() in on_disk
     assert store.delete_scans(alice.id, [rec.id]) == [rec.id]
@@ -90,3 +91,36 @@ def test_a_deleted_scan_leaves_no_trace_in_the_database_files(tmp_path: Path) ->
     assert secret.encode() not in on_disk and b"kept.png" in on_disk
     assert store.list_scans(alice.id, ScanQuery()).total == 1
     store.close()
+
+
+def test_a_version_1_database_keeps_its_scans_with_the_band_as_the_outcome(tmp_path: Path) -> None:
+    """Version 1 stored a threshold label beside the band; opening it keeps the band as the one outcome."""
+    data = tmp_path / "data"
+    store = EmbeddedStorage(data)
+    alice = store.create_user(NewUser("alice", "h", "r"))
+    store.close()
+    conn = sqlite3.connect(data / "braintumor.db", isolation_level=None)
+    conn.executescript(
+        "DROP TABLE files; DROP TABLE scans;"
+        "CREATE TABLE scans (id TEXT PRIMARY KEY, owner_id TEXT NOT NULL REFERENCES users(id), filename TEXT NOT NULL,"
+        " label TEXT NOT NULL, band TEXT NOT NULL, p_tumor REAL NOT NULL, tumor_type TEXT, model_name TEXT NOT NULL,"
+        " model_version TEXT NOT NULL, threshold REAL NOT NULL, result TEXT NOT NULL, created_at TEXT NOT NULL);"
+        "CREATE TABLE files (id TEXT PRIMARY KEY, scan_id TEXT NOT NULL REFERENCES scans(id) ON DELETE CASCADE,"
+        " kind TEXT NOT NULL, content_type TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,"
+        " UNIQUE (scan_id, kind));"
+        "UPDATE meta SET value = '1' WHERE key = 'schema_version';"
+    )
+    conn.execute(
+        "INSERT INTO scans VALUES ('s1', ?, 'old.png', 'tumor', 'refer', 0.45, NULL, 'm', '1', 0.4, '{}',"
+        " '2026-01-01T00:00:00.000000+00:00')",
+        (alice.id,),
+    )
+    conn.close()
+    store = EmbeddedStorage(data)
+    rec = store.get_scan("s1")
+    assert rec is not None and rec.outcome == "refer" and not hasattr(rec, "label")
+    assert [s.id for s in store.list_scans(alice.id, ScanQuery(outcome="refer")).items] == ["s1"]
+    assert store.stats().outcomes == {"refer": 1}
+    store.close()
+    version = sqlite3.connect(data / "braintumor.db").execute("SELECT value FROM meta WHERE key = 'schema_version'")
+    assert version.fetchone()[0] == "2"

@@ -49,21 +49,28 @@ def test_batch_with_good_and_bad_files(ui, mri: Callable[[str], tuple[str, bytes
     errors = ui.errors(at)
     assert len(errors) == 2
     assert "broken.jpg" in errors[0] and "Unreadable image" in errors[0]
-    assert "notes.txt" in errors[1] and "Unsupported file" in errors[1] and "JPEG, PNG and DICOM" in errors[1]
+    assert "notes.txt" in errors[1] and "Unsupported file" in errors[1] and "BMP, TIFF and DICOM" in errors[1]
     assert "Traceback" not in "\n".join(errors)
     table = at.dataframe[0].value
     assert list(table["File"]) == ["Y1.jpg", "1 no.jpeg", "broken.jpg", "notes.txt"]
 
     scan = outcomes[0].scan
     page = ui.texts(at)
-    band_title = {"tumor": "Tumor suspected", "refer": "Refer for expert review", "no_tumor": "No tumor detected"}
-    assert band_title[scan.band] in page
+    title = {"tumor": "Tumor suspected", "refer": "Refer for expert review", "no_tumor": "No tumor detected"}
+    assert title[scan.outcome] in page
+    assert sum(t in page for t in title.values()) == 1  # one answer per scan: no second label beside it
+    assert "label" not in page.lower()
     assert f"{100 * scan.p_tumor:.1f}%" in page
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Threshold used"] == f"{100 * scan.threshold:.1f}%"
+    assert "Threshold used" not in metrics
+    assert metrics["Referral band"] == f"{100 * scan.refer_low:.1f}%–{100 * scan.refer_high:.1f}%"
     assert metrics["P(tumor), calibrated"] == f"{100 * scan.p_tumor:.1f}%"
     members = at.dataframe[1].value
     assert list(members["Member"]) == [m.name for m in scan.members]
+    assert "Label" not in members.columns  # members are read under the ensemble's rule, with no answer of their own
+    assert list(members["Under the ensemble's rule"]) == [
+        {"tumor": "Tumor", "refer": "Refer", "no_tumor": "No tumor"}[m.outcome] for m in scan.members
+    ]
     assert len(at.image) >= 2  # original, overlay (+ colour bar)
     assert at.download_button[0].label == "Download PDF report"
 
@@ -71,6 +78,11 @@ def test_batch_with_good_and_bad_files(ui, mri: Callable[[str], tuple[str, bytes
     at.run()
     assert "#### 1 no.jpeg" in ui.texts(at)
     assert at.slider(key=f"analyze_{outcomes[1].scan.id}_zoom").value == 1.0
+    key = f"analyze_{outcomes[1].scan.id}"
+    assert not at.slider(key=f"{key}_opacity").disabled
+    at.radio(key=f"{key}_mode").set_value("Heatmap only")
+    at.run()
+    assert at.slider(key=f"{key}_opacity").disabled  # the heatmap alone has no opacity to set (issue 14 item 9)
 
 
 def test_opacity_and_zoom_are_drawn_here(ui, mri, requests_made: list[str]) -> None:

@@ -178,7 +178,7 @@ def test_clinician_journey(
             banner = page.locator(".bt-banner").inner_text()
             assert re.search(r"(Tumor suspected|Refer for expert review|No tumor detected)", banner), banner
             assert re.search(r"Calibrated probability of tumor \d+\.\d%", banner), banner
-            expect(page.get_by_text("Threshold used")).to_be_visible()
+            expect(page.get_by_text("Referral band").first).to_be_visible()
             expect(page.get_by_text("Original", exact=True)).to_be_visible()
             expect(page.get_by_text(re.compile(r"Grad-CAM overlay \(opacity 0\.40\)"))).to_be_visible()
             images = page.get_by_test_id("stImage").locator("img")

@@ -20,6 +20,7 @@ PAIRS: dict[type[Any], tuple[str, set[str], set[str]]] = {
     client.UserPage: ("UserPage", set(), set()),
     client.User: ("UserAdminView", set(), set()),
     client.Stats: ("StatsPublic", set(), set()),
+    client.ScanStats: ("ScanStatsPublic", set(), set()),
     client.BulkDeleted: ("BulkDeleted", set(), set()),
 }
 

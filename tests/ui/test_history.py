@@ -77,15 +77,13 @@ def test_search_filters_and_pagination(ui, with_scans) -> None:
     at.run()
     first = rows(at)
     scans = {s.id: s for s in current(at).items}
-    band = scans[first[0]].band
-    at.selectbox(key="history_band").set_value({"tumor": "Tumor", "refer": "Refer", "no_tumor": "No tumor"}[band])
+    outcome = scans[first[0]].outcome
+    names = {"tumor": "Tumor", "refer": "Refer", "no_tumor": "No tumor"}
+    at.selectbox(key="history_outcome").set_value(names[outcome])
     at.run()
-    assert all(s.band == band for s in current(at).items)
-    at.selectbox(key="history_band").set_value("All bands")
-    at.selectbox(key="history_label").set_value("No tumor")
-    at.run()
-    assert all(s.label == "no_tumor" for s in current(at).items)
-    at.selectbox(key="history_label").set_value("All labels")
+    assert current(at).items and all(s.outcome == outcome for s in current(at).items)
+    assert [o for o in at.selectbox(key="history_outcome").options] == ["All outcomes", *names.values()]
+    at.selectbox(key="history_outcome").set_value("All outcomes")
     tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
     at.date_input(key="history_from").set_value(tomorrow)
     at.run()
@@ -183,7 +181,8 @@ def test_reruns_do_not_refetch(ui, with_scans, monkeypatch: pytest.MonkeyPatch) 
     ui.go(at, "Dashboard")
     ui.go(at, "History")
     ui.go(at, "Dashboard")
-    assert seen.count("GET /history") == 2, seen  # one page of the list, one for the dashboard
+    # one page of the list, one stats call for the dashboard (never paging through the history)
+    assert (seen.count("GET /history"), seen.count("GET /history/stats")) == (1, 1), seen
 
 
 def test_times_are_shown_in_the_browsers_time_zone(ui, with_scans) -> None:

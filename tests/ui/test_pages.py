@@ -30,13 +30,14 @@ def test_dashboard_numbers_and_plots(ui, api_server, mri) -> None:
     ui.go(at, "Dashboard")
     ui.ok(at)
     metrics = {m.label: m.value for m in at.metric}
-    tumor = sum(s["label"] == "tumor" for s in made)
+    count = {o: sum(s["outcome"] == o for s in made) for o in ("tumor", "refer", "no_tumor")}
     mean = sum(float(s["p_tumor"]) for s in made) / 4
     assert metrics["Scans"] == "4"
-    assert metrics["With tumor"] == f"{100 * tumor / 4:.1f}%"
-    assert metrics["Mean P(tumor)"] == f"{100 * mean:.1f}%"
-    assert metrics["Referred for review"] == str(sum(s["band"] == "refer" for s in made))
-    assert charts(at) == 4  # band mix, histogram, per day, per model
+    # one outcome per scan: the three counts add up to the scans (issue 14 item 1)
+    assert (metrics["Tumor"], metrics["Refer for review"], metrics["No tumor"]) == tuple(map(str, count.values()))
+    assert "With tumor" not in metrics
+    assert f"Mean calibrated P(tumor) {100 * mean:.1f}%." in ui.texts(at)
+    assert charts(at) == 4  # outcome mix, histogram, per day, per model
     at.segmented_control(key="dashboard_period").set_value("All time")
     at.run()
     ui.ok(at)

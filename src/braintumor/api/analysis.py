@@ -10,8 +10,8 @@ deadline and a memory ceiling (:func:`braintumor.imaging.untrusted.run_isolated`
 
 Example:
     >>> analysis = analyse(png_bytes, "scan.png", predictor, settings, salt=b"k")  # doctest: +SKIP
-    >>> analysis.scan.label, [b.kind for b in analysis.blobs]  # doctest: +SKIP
-    ('tumor', ['original', 'heatmap', 'overlay', 'cam'])
+    >>> analysis.scan.outcome, [b.kind for b in analysis.blobs]  # doctest: +SKIP
+    ('tumor', ['original', 'heatmap', 'overlay', 'cam', 'overlay.0', 'overlay.1'])
 """
 
 from __future__ import annotations
@@ -36,7 +36,15 @@ from braintumor.inference.predictor import Prediction, Predictor
 from braintumor.storage import Blob, NewScan
 from braintumor.storage.deid import deidentified_tags, deidentify, strip_metadata
 
-ACCEPTED = {"jpeg": "image/jpeg", "png": "image/png", "dicom": "application/dicom"}
+#: What the API takes, every format the imaging core reads (decided by content), and the type it is stored as:
+#: BMP and TIFF are stored as a lossless PNG of the decoded pixels (TIFF tags can hold anything, identifiers too).
+ACCEPTED = {
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "bmp": "image/png",
+    "tiff": "image/png",
+    "dicom": "application/dicom",
+}
 PREVIEW_SIDE = 32
 CAM_BLOB_SIDE = 256
 DISCLAIMER = "Decision support, not a diagnosis: every result must be reviewed by a qualified clinician."
@@ -75,7 +83,9 @@ def analyse(data: bytes, filename: str | None, predictor: Predictor, settings: S
     fmt = sniff_format(data[:256])
     if fmt not in ACCEPTED:
         what = fmt.upper() if fmt else "not an image"
-        raise UnsupportedImageError(f"only JPEG, PNG and DICOM are accepted (decided by content); this is {what}")
+        raise UnsupportedImageError(
+            f"only JPEG, PNG, BMP, TIFF and DICOM are accepted (decided by content); this is {what}"
+        )
     args = (data, fmt, settings.image_limits, salt, settings.keep_dicom_identifiers)
     if settings.isolate_decoding:
         parsed = run_isolated(
@@ -97,6 +107,7 @@ def analyse(data: bytes, filename: str | None, predictor: Predictor, settings: S
 
     blobs = [Blob("original", parsed.original, ACCEPTED[fmt])]
     preview = None
+    member_kinds: list[str | None] = [None] * len(prediction.members)
     if prediction.cam is not None:
         heat_png, overlay_png, cam_npy, preview = render(image, prediction.cam, settings)
         blobs += [
@@ -104,12 +115,16 @@ def analyse(data: bytes, filename: str | None, predictor: Predictor, settings: S
             Blob("overlay", overlay_png, "image/png"),
             Blob("cam", cam_npy, "application/x-npy"),
         ]
-    result = build_result(prediction, predictor, image, tags, notes, preview, deidentified)
+        if len(prediction.members) > 1:  # one member's map is the ensemble's
+            for i, member in enumerate(prediction.members):
+                if member.heatmap is not None:
+                    kind = member_kinds[i] = member_overlay_kind(i)
+                    blobs.append(Blob(kind, render_overlay(image, member.heatmap, settings), "image/png"))
+    result = build_result(prediction, predictor, image, tags, notes, preview, deidentified, member_kinds)
     scan = NewScan(
         owner_id="",
         filename=clean_filename(filename),
-        label=prediction.label,
-        band=prediction.band,
+        outcome=prediction.outcome,
         p_tumor=prediction.p_tumor,
         tumor_type=prediction.tumor_type,
         model_name=prediction.model_name,
@@ -122,7 +137,9 @@ def analyse(data: bytes, filename: str | None, predictor: Predictor, settings: S
 
 def parse_upload(data: bytes, fmt: str, limits: ImageLimits, salt: bytes, keep_identifiers: bool) -> ParsedUpload:
     """Decode an upload and make the copy to store: DICOM de-identified (unless the site keeps identifiers), JPEG
-    and PNG without metadata. Raises typed image errors only; meant to run in :func:`run_isolated`."""
+    and PNG without metadata, BMP and TIFF as a PNG of their pixels.
+
+    Raises typed image errors only; meant to run in :func:`run_isolated`."""
     image = load_image(data, limits=limits)
     tags = dict(image.meta.dicom)
     if fmt == "dicom":
@@ -130,6 +147,8 @@ def parse_upload(data: bytes, fmt: str, limits: ImageLimits, salt: bytes, keep_i
             return ParsedUpload(image, data, tags, False, False)
         clean = deidentify(data, salt=salt, limits=limits)
         return ParsedUpload(image, clean.data, deidentified_tags(tags), True, clean.burned_in_annotation)
+    if fmt in ("bmp", "tiff"):
+        return ParsedUpload(image, _png(image.pixels), tags, False, False)
     return ParsedUpload(image, strip_metadata(data, fmt), tags, False, False)
 
 
@@ -141,28 +160,49 @@ def build_result(
     notes: list[str],
     preview: dict[str, Any] | None,
     deidentified: bool,
+    member_kinds: list[str | None] | None = None,
 ) -> dict[str, Any]:
     """What the history keeps besides the indexed fields (a :class:`StoredResult`): the full output, the model
-    card, image facts."""
+    card, image facts, and which blob holds each member's overlay."""
     width, height = image.meta.original_size
+    answer = prediction.as_dict()
+    for member, kind in zip(answer["members"], member_kinds or [], strict=False):
+        member["heatmap"] = kind
     image_info = {"format": image.meta.source_format, "width": width, "height": height,
                   "frames": image.meta.frames, "notes": notes}  # fmt: skip
-    result = {"prediction": prediction.as_dict(), "model_card": predictor.card_summary(), "heatmap": preview,
+    result = {"prediction": answer, "model_card": predictor.card_summary(), "heatmap": preview,
               "image": image_info, "dicom": tags, "deidentified": deidentified}  # fmt: skip
     StoredResult.model_validate(result)  # the contract the readers rely on
     return result
 
 
-def render(image: LoadedImage, cam: np.ndarray, settings: Settings) -> tuple[bytes, bytes, bytes, dict[str, Any]]:
-    """Heatmap PNG, overlay PNG (longest side at most ``max_render_side``), the raw map as float16 ``.npy``
-    (longest side at most 256) and a 32×32 preview for the response."""
+def member_overlay_kind(index: int) -> str:
+    """The blob kind of ensemble member ``index``'s overlay (``overlay.0``, ``overlay.1``, …)."""
+    return f"overlay.{index}"
+
+
+def _render_size(image: LoadedImage, settings: Settings) -> tuple[np.ndarray, tuple[int, int], float]:
     pixels = image.pixels
     height, width = pixels.shape[:2]
     scale = min(1.0, settings.max_render_side / max(width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    cam = np.asarray(cam, dtype=np.float32)
     if scale < 1.0:
         pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR))
+    return pixels, size, scale
+
+
+def render_overlay(image: LoadedImage, cam: np.ndarray, settings: Settings) -> bytes:
+    """One overlay PNG of ``cam`` on the image (a member's map), sized like :func:`render`'s."""
+    pixels, size, _ = _render_size(image, settings)
+    return _png(overlay(pixels, resize_float(np.asarray(cam, dtype=np.float32), size), alpha=settings.overlay_alpha))
+
+
+def render(image: LoadedImage, cam: np.ndarray, settings: Settings) -> tuple[bytes, bytes, bytes, dict[str, Any]]:
+    """Heatmap PNG, overlay PNG (longest side at most ``max_render_side``), the raw map as float16 ``.npy``
+    (longest side at most 256) and a 32×32 preview for the response."""
+    pixels, size, _ = _render_size(image, settings)
+    height, width = image.pixels.shape[:2]
+    cam = np.asarray(cam, dtype=np.float32)
     shown = resize_float(cam, size)
     heat = colorize(normalise_map(shown))
     blended = overlay(pixels, shown, alpha=settings.overlay_alpha)

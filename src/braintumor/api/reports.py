@@ -28,6 +28,8 @@ from braintumor.storage import ScanRecord
 from braintumor.storage.deid import deidentified_tags
 
 _BAND_TEXT = {"tumor": "tumor", "refer": "refer for review (uncertain)", "no_tumor": "no tumor"}
+_OUTCOME_SHORT = {"tumor": "tumor", "refer": "refer", "no_tumor": "no tumor"}
+_HEADING_H = 9.0  # mm a section heading takes (its gap and line)
 
 
 def _latin1(text: object) -> str:
@@ -112,12 +114,11 @@ def build_report(
         line("Image", f"{image.format.upper()}, {image.width} x {image.height} px")
 
     heading("Result")
-    line("Ensemble label", rec.label.replace("_", " "))
-    line("Band", _BAND_TEXT.get(rec.band, rec.band))
+    line("Outcome", _BAND_TEXT.get(rec.outcome, rec.outcome))
     line("Probability of tumor", f"{rec.p_tumor:.1%} (calibrated)")
     low = rec.threshold if pred.refer_low is None else pred.refer_low
     high = rec.threshold if pred.refer_high is None else pred.refer_high
-    line("Threshold", f"{rec.threshold:.3f} (refer band {low:.3f} to {high:.3f})")
+    line("Decision rule", f"no tumor below {low:.3f}, tumor from {high:.3f}, refer for review in between")
     if rec.tumor_type:
         probs = pred.type_probs
         detail = ", ".join(f"{k} {v:.1%}" for k, v in sorted(probs.items(), key=lambda kv: -kv[1]))
@@ -126,17 +127,11 @@ def build_report(
     heading("Result per model")
     members = pred.members
     with pdf.table(col_widths=(40, 40, 30, 30), text_align="LEFT", line_height=5) as table:
-        table.row(["Model", "Architecture", "p(tumor)", "Label"])
+        table.row(["Model", "Architecture", "p(tumor)", "Under the ensemble's rule"])
         for m in members:
-            table.row(
-                [
-                    _latin1(m.name),
-                    _latin1(m.arch),
-                    f"{m.p_tumor:.3f}",
-                    _latin1(m.label.replace("_", " ")),
-                ]
-            )
-        table.row(["Ensemble", f"{len(members)} member(s)", f"{rec.p_tumor:.3f}", rec.label.replace("_", " ")])
+            table.row([_latin1(m.name), _latin1(m.arch), f"{m.p_tumor:.3f}", _OUTCOME_SHORT.get(m.outcome, m.outcome)])
+        ensemble = _OUTCOME_SHORT.get(rec.outcome, rec.outcome)
+        table.row(["Ensemble", f"{len(members)} member(s)", f"{rec.p_tumor:.3f}", ensemble])
 
     heading("Model")
     line("Name and version", f"{rec.model_name} {rec.model_version}")
@@ -170,7 +165,6 @@ def build_report(
         pdf.set_font("Helvetica", "I", 8)
         pdf.multi_cell(width, 5, _latin1(note), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
-    heading("Images")
     pictures = []
     if "original" in images and (png := _scan_png(images["original"], max_pixels)) is not None:
         pictures.append(("Scan", png))
@@ -187,8 +181,9 @@ def build_report(
             with Image.open(io.BytesIO(data)) as im:
                 heights.append(w * im.height / im.width)
         h = max(heights)
-        if pdf.get_y() + h + 8 > pdf.h - 18:
+        if pdf.get_y() + _HEADING_H + h + 8 > pdf.h - 18:  # the heading goes with its pictures, never alone
             pdf.add_page()
+        heading("Images")
         top = pdf.get_y()
         pdf.set_font("Helvetica", "", 8)
         for k, (title, data) in enumerate(pictures):

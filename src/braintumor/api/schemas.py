@@ -13,12 +13,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,31}$"
 
-Label = Literal["tumor", "no_tumor"]
-Band = Literal["tumor", "refer", "no_tumor"]
+#: The one answer a scan gets (``braintumor.models.decision.Outcome``; the API does not import the model side).
+Outcome = Literal["tumor", "refer", "no_tumor"]
 RoleName = Literal["user", "admin"]
 
 
@@ -87,11 +87,22 @@ class FileLink(BaseModel):
 
 
 class MemberOutput(BaseModel):
+    """One ensemble member: its probabilities, and what its p(tumor) reads as under the *ensemble's* rule."""
+
     name: str
     arch: str
     probs: dict[str, float]
     p_tumor: float
-    label: str
+    outcome: Outcome = Field(description="this member's p(tumor) under the ensemble's rule (not a rule of its own)")
+    heatmap: str | None = Field(default=None, description="blob kind of this member's overlay in the scan's files")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "outcome" not in data:  # records of before the one outcome
+            data = {k: v for k, v in data.items() if k != "label"}
+            data["outcome"] = "tumor" if float(data.get("p_tumor", 0.0)) >= 0.5 else "no_tumor"
+        return data
 
 
 class HeatmapPreview(BaseModel):
@@ -111,10 +122,10 @@ class ImageInfo(BaseModel):
 
 
 class StoredPrediction(BaseModel):
-    """The model's answer as stored with a scan (``Prediction.as_dict()``); defaults read older records."""
+    """The model's answer as stored with a scan (``Prediction.as_dict()``); defaults read older records (whose
+    ``band`` was the three-way answer, beside a threshold ``label`` no longer shown)."""
 
-    label: str = "no_tumor"
-    band: str = "no_tumor"
+    outcome: Outcome = "no_tumor"
     p_tumor: float = 0.0
     probs: dict[str, float] = {}
     tumor_type: str | None = None
@@ -125,6 +136,15 @@ class StoredPrediction(BaseModel):
     members: list[MemberOutput] = []
     model: str = ""
     model_version: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "outcome" not in data and "band" in data:
+            band = data["band"]
+            data = {k: v for k, v in data.items() if k not in ("band", "label")}
+            data["outcome"] = band
+        return data
 
 
 class StoredResult(BaseModel):
@@ -143,8 +163,7 @@ class ScanSummary(BaseModel):
     id: str
     filename: str
     created_at: dt.datetime
-    label: str
-    band: str
+    outcome: Outcome = Field(description="the answer: tumor, refer (for review by a clinician) or no_tumor")
     p_tumor: float
     tumor_type: str | None
     model_name: str
@@ -233,9 +252,31 @@ class StatsPublic(BaseModel):
     admins: int
     scans: int
     scans_per_user: list[UserScans]
-    labels: dict[str, int]
-    bands: dict[str, int]
+    outcomes: dict[str, int]
     per_day: list[DayCount]
+
+
+class OutcomeDayCount(BaseModel):
+    date: dt.date
+    outcome: Outcome
+    scans: int
+
+
+class ModelCount(BaseModel):
+    model: str = Field(description="name vVERSION")
+    scans: int
+
+
+class ScanStatsPublic(BaseModel):
+    """Your scans at a glance (the Dashboard), computed by the server instead of paging through the history."""
+
+    scans: int
+    outcomes: dict[str, int]
+    mean_p_tumor: float | None
+    models: list[ModelCount] = Field(description="scans per model, most first")
+    histogram: dict[str, list[int]] = Field(description="per outcome, scans in 20 bins of p(tumor) (0–5 %, …)")
+    per_day: list[OutcomeDayCount]
+    threshold: float | None = Field(description="the operating threshold of the newest scan's model")
 
 
 class ModelHealth(BaseModel):

@@ -84,7 +84,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             out.close()
     s = summarize(rows)
     print(
-        f"scored {s['ok']} of {s['files']} file(s): {s['tumor']} tumor, {s['refer']} to refer; "
+        f"scored {s['ok']} of {s['files']} file(s): {s['tumor']} tumor, {s['refer']} to refer, "
+        f"{s['no_tumor']} no tumor; "
         f"{s['rejected']} rejected (not brain MRI), {s['error']} unreadable",
         file=sys.stderr,
     )

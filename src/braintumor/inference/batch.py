@@ -5,7 +5,7 @@ whether the work runs in this process or across a Dask cluster (``--dask``), in 
 
 Example:
     >>> rows = score_paths(Predictor.load(model_dir), ["archive/"])  # doctest: +SKIP
-    >>> rows[0]["status"], rows[0]["prediction"]  # doctest: +SKIP
+    >>> rows[0]["status"], rows[0]["outcome"]  # doctest: +SKIP
     ('ok', 'tumor')
 """
 
@@ -24,14 +24,15 @@ from braintumor.errors import BrainTumorError
 from braintumor.imaging.io import load_image
 from braintumor.imaging.types import LoadedImage
 from braintumor.inference.predictor import Prediction, Predictor, Rejection
+from braintumor.models.decision import OUTCOMES
 
 Row = dict[str, Any]
-BASE_COLUMNS = ("path", "status", "reason", "prediction", "band", "p_tumor")
+BASE_COLUMNS = ("path", "status", "reason", "outcome", "p_tumor")
 TAIL_COLUMNS = ("tumor_type", "threshold", "model", "model_version", "heatmap")
 
 
 def columns(class_names: Sequence[str]) -> list[str]:
-    """CSV columns: path, status, reason, prediction, band, p_tumor, one p_<class> per class, then the rest."""
+    """CSV columns: path, status, reason, outcome, p_tumor, one p_<class> per class, then the rest."""
     per_class = [f"p_{c}" for c in class_names if f"p_{c}" not in BASE_COLUMNS]  # binary: p_tumor is there
     return [*BASE_COLUMNS, *per_class, *TAIL_COLUMNS]
 
@@ -83,8 +84,7 @@ def _row(
         return row
     row.update(
         status="ok",
-        prediction=result.label,
-        band=result.band,
+        outcome=result.outcome,
         p_tumor=round(result.p_tumor, 6),
         tumor_type=result.tumor_type or "",
         threshold=round(result.decision.threshold, 6),
@@ -239,7 +239,6 @@ def summarize(rows: Sequence[Row]) -> dict[str, Any]:
         "ok": statuses.count("ok"),
         "rejected": statuses.count("rejected"),
         "error": statuses.count("error"),
-        "tumor": sum(1 for r in ok if r["prediction"] == "tumor"),
-        "refer": sum(1 for r in ok if r["band"] == "refer"),
+        **{outcome: sum(1 for r in ok if r["outcome"] == outcome) for outcome in OUTCOMES},
         "mean_p_tumor": float(np.mean([r["p_tumor"] for r in ok])) if ok else None,
     }

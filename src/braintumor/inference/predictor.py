@@ -8,7 +8,7 @@ calibrated probabilities and the Grad-CAM map, so a heatmap costs next to nothin
 Example:
     >>> predictor = Predictor.load("path/to/model")  # doctest: +SKIP
     >>> result = predictor.predict(load_image("scan.dcm"))  # doctest: +SKIP
-    >>> result.band, round(result.p_tumor, 3), result.tumor_type  # doctest: +SKIP
+    >>> result.outcome, round(result.p_tumor, 3), result.tumor_type  # doctest: +SKIP
     ('tumor', 0.981, 'glioma')
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -27,10 +27,8 @@ from braintumor.imaging.transforms import Placement
 from braintumor.imaging.types import ImageMeta, LoadedImage
 from braintumor.inference.gate import InputGate
 from braintumor.inference.members import Member, load_members, preprocess_batch, single_threaded_blas
-from braintumor.models.decision import Band, DecisionRule, ensemble_decision, ensemble_weights
+from braintumor.models.decision import DecisionRule, Outcome, ensemble_decision, ensemble_weights
 from braintumor.models.export_dir import ExportDir
-
-Label = Literal["tumor", "no_tumor"]
 
 
 def tumor_probability(probs: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
@@ -50,20 +48,24 @@ _MemberOutput = tuple[Member, np.ndarray, np.ndarray, np.ndarray, list[Placement
 
 @dataclass(frozen=True)
 class MemberResult:
+    """One member's output. ``outcome`` is its p(tumor) read under the *ensemble's* rule (what this member alone
+    would have led the ensemble to say), so a member never shows an answer of its own beside the ensemble's."""
+
     name: str
     arch: str
     probs: dict[str, float]
     p_tumor: float
-    label: Label
+    outcome: Outcome
     cam: np.ndarray  # raw, member input size
+    heatmap: np.ndarray | None = None  # max-normalised map at the original image size (when CAMs are asked for)
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """The ensemble's answer for one image, with everything a report needs."""
+    """The ensemble's answer for one image, with everything a report needs. ``outcome`` is the one answer;
+    ``decision.above_threshold(p_tumor)`` is the binary decision evaluation scores."""
 
-    label: Label  # by the threshold
-    band: Band  # by the refer band
+    outcome: Outcome
     p_tumor: float
     probs: dict[str, float]  # in the ensemble's class space
     tumor_type: str | None
@@ -78,12 +80,10 @@ class Prediction:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no arrays): what the API stores with a scan (``StoredPrediction``)."""
-        answer = {
-            name: getattr(self, name) for name in ("label", "band", "p_tumor", "probs", "tumor_type", "type_probs")
-        }
+        answer = {name: getattr(self, name) for name in ("outcome", "p_tumor", "probs", "tumor_type", "type_probs")}
         rule = {name: getattr(self.decision, name) for name in ("threshold", "refer_low", "refer_high")}
         members = [
-            {name: getattr(m, name) for name in ("name", "arch", "probs", "p_tumor", "label")} for m in self.members
+            {name: getattr(m, name) for name in ("name", "arch", "probs", "p_tumor", "outcome")} for m in self.members
         ]
         return {**answer, **rule, "members": members, "model": self.model_name, "model_version": self.model_version}
 
@@ -184,15 +184,16 @@ class Predictor:
             names = member.class_names
             if tuple(names) == self.class_names:
                 class_vectors.append(p)
-            member_label: Label = "tumor" if pt >= member.card.decision.threshold else "no_tumor"
-            results.append(
-                MemberResult(member.name, member.card.arch, dict(zip(names, map(float, p), strict=True)), pt,
-                             member_label, cams[i])
-            )  # fmt: skip
+            member_map = None
             if with_cam:
                 top = float(cams[i].max())
                 unmapped = placements[i].unmap(cams[i])
-                maps.append(unmapped / top if top > 0 else unmapped)
+                member_map = (unmapped / top if top > 0 else unmapped).astype(np.float32)
+                maps.append(member_map)
+            results.append(
+                MemberResult(member.name, member.card.arch, dict(zip(names, map(float, p), strict=True)), pt,
+                             self.decision.outcome(pt), cams[i], member_map)
+            )  # fmt: skip
         p_tumor = float(np.dot(weights, p_tumors))
         if len(class_vectors) == len(self.members):
             class_p = np.tensordot(weights, np.stack(class_vectors), axes=1)
@@ -203,12 +204,11 @@ class Predictor:
         type_probs = {n: v for n, v in combined.items() if is_tumor_label(n)}
         if set(type_probs) == {"tumor"}:
             type_probs = {}
-        label: Label = "tumor" if p_tumor >= self.decision.threshold else "no_tumor"
-        tumor_type = max(type_probs, key=lambda k: type_probs[k]) if type_probs and label == "tumor" else None
+        outcome = self.decision.outcome(p_tumor)
+        tumor_type = max(type_probs, key=lambda k: type_probs[k]) if type_probs and outcome == "tumor" else None
         ensemble_map = np.mean(maps, axis=0).astype(np.float32) if maps else None
         return Prediction(
-            label=label,
-            band=self.decision.band(p_tumor),
+            outcome=outcome,
             p_tumor=p_tumor,
             probs=combined,
             tumor_type=tumor_type,

@@ -9,7 +9,7 @@ default rule, 0.5 and no band) when a member has no rule.
 
 Example:
     >>> rule = DecisionRule(threshold=0.3, refer_low=0.1, refer_high=0.6)
-    >>> rule.band(0.05), rule.band(0.4), rule.band(0.9)
+    >>> rule.outcome(0.05), rule.outcome(0.4), rule.outcome(0.9)
     ('no_tumor', 'refer', 'tumor')
     >>> ensemble_weights([1, 3], 2).tolist()
     [0.25, 0.75]
@@ -24,16 +24,19 @@ from typing import Any, Literal
 
 import numpy as np
 
-Band = Literal["tumor", "refer", "no_tumor"]
+#: The one answer a scan gets: tumor, refer for review, or no tumor.
+Outcome = Literal["tumor", "refer", "no_tumor"]
+OUTCOMES: tuple[Outcome, ...] = ("tumor", "refer", "no_tumor")
 
 
 @dataclass(frozen=True)
 class DecisionRule:
-    """How a calibrated p(tumor) becomes a label: threshold plus a "refer for review" band.
+    """How a calibrated p(tumor) becomes the answer: a "refer for review" band around the operating threshold.
 
-    p < ``refer_low`` → no tumor; p ≥ ``refer_high`` → tumor; in between → refer for review (the
-    label still follows ``threshold``). Stored in the model card; every prediction reports it. The default
-    (0.5, no band) is what an uncalibrated model gets.
+    p < ``refer_low`` → no tumor; p ≥ ``refer_high`` → tumor; in between → refer for review: that three-way
+    :meth:`outcome` is the one answer users see. ``threshold`` (validation sensitivity target) is what evaluation
+    measures sensitivity and specificity at (:meth:`above_threshold`), never shown as a second answer. Stored in
+    the model card; every prediction reports it. The default (0.5, no band) is what an uncalibrated model gets.
     """
 
     threshold: float = 0.5
@@ -42,12 +45,17 @@ class DecisionRule:
     target_sensitivity: float | None = None
     outside_accuracy: float | None = None  # the band's target: share of right answers outside it (validation)
 
-    def band(self, p_tumor: float) -> Band:
+    def outcome(self, p_tumor: float) -> Outcome:
+        """The answer for a calibrated p(tumor)."""
         if p_tumor >= self.refer_high:
             return "tumor"
         if p_tumor < self.refer_low:
             return "no_tumor"
         return "refer"
+
+    def above_threshold(self, p_tumor: float) -> bool:
+        """The binary decision at the operating threshold: what evaluation scores, not an answer for users."""
+        return p_tumor >= self.threshold
 
     def as_dict(self) -> dict[str, Any]:
         """The rule as stored in the card (``calibration.decision``)."""

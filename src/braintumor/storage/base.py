@@ -19,7 +19,7 @@ Example:
     >>> from braintumor.storage import open_storage
     >>> store = open_storage("embedded", data_dir="data")  # doctest: +SKIP
     >>> user = store.create_user(NewUser("alice", "argon2-hash", "argon2-hash-of-recovery-key"))  # doctest: +SKIP
-    >>> scan = store.add_scan(NewScan(owner_id=user.id, filename="a.png", label="tumor", band="tumor",
+    >>> scan = store.add_scan(NewScan(owner_id=user.id, filename="a.png", outcome="tumor",
     ...     p_tumor=0.97), [Blob("original", png_bytes, "image/png")])  # doctest: +SKIP
     >>> store.list_scans(user.id, ScanQuery(search="a.")).total  # doctest: +SKIP
     1
@@ -146,13 +146,13 @@ class FileRecord:
 
 @dataclass(frozen=True)
 class ScanFields:
-    """What a scan is, stored and to store: whose, which file, and the model's answer (the fields of
-    :class:`NewScan` and :class:`ScanRecord`, with the defaults an older record is read with)."""
+    """What a scan is, stored and to store: whose, which file, and the model's one answer, ``outcome`` (tumor,
+    refer or no_tumor; the fields of :class:`NewScan` and :class:`ScanRecord`, with the defaults an older record
+    is read with)."""
 
     owner_id: str
     filename: str
-    label: str
-    band: str
+    outcome: str
     p_tumor: float
     tumor_type: str | None = None
     model_name: str = ""
@@ -180,12 +180,11 @@ class ScanRecord(ScanFields):
 
 @dataclass(frozen=True)
 class ScanQuery:
-    """History filters. ``search`` is a plain-text, case-insensitive substring of the filename; ``date_from``
-    and ``date_to`` are inclusive UTC bounds; results are newest first."""
+    """History filters. ``search`` is a plain-text, case-insensitive substring of the filename; ``outcome`` one
+    answer; ``date_from`` and ``date_to`` are inclusive UTC bounds; results are newest first."""
 
     search: str | None = None
-    label: str | None = None
-    band: str | None = None
+    outcome: str | None = None
     date_from: dt.datetime | None = None
     date_to: dt.datetime | None = None
     offset: int = 0
@@ -208,9 +207,70 @@ class Stats:
     admins: int
     scans: int
     scans_per_user: list[tuple[str, int]]
-    labels: dict[str, int]
-    bands: dict[str, int]
+    outcomes: dict[str, int]
     per_day: list[tuple[str, int]]
+
+
+#: Bins of the probability histogram in :class:`ScanStats` (5 % wide).
+HISTOGRAM_BINS = 20
+
+
+@dataclass(frozen=True)
+class ScanFacts:
+    """The indexed facts of one scan that statistics need (no result JSON, no files)."""
+
+    outcome: str
+    p_tumor: float
+    model: str
+    threshold: float
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class ScanStats:
+    """One user's scans at a glance (the Dashboard): counts per outcome, mean p(tumor), scans per model, a
+    probability histogram (``HISTOGRAM_BINS`` bins per outcome), scans per day per outcome (days in the caller's
+    UTC offset) and the newest scan's threshold."""
+
+    scans: int
+    outcomes: dict[str, int]
+    mean_p_tumor: float | None
+    models: list[tuple[str, int]]
+    histogram: dict[str, list[int]]
+    per_day: list[tuple[str, str, int]]
+    threshold: float | None
+
+
+def summarise_scans(facts: Sequence[ScanFacts], utc_offset_minutes: int = 0) -> ScanStats:
+    """:class:`ScanStats` of ``facts`` (newest first), the same for every backend.
+
+    >>> t = dt.datetime(2026, 1, 2, 23, 30, tzinfo=dt.UTC)
+    >>> s = summarise_scans([ScanFacts("tumor", 0.97, "m v1", 0.4, t), ScanFacts("refer", 0.42, "m v1", 0.4, t)],
+    ...                     utc_offset_minutes=60)
+    >>> s.outcomes, s.per_day, s.histogram["refer"][8]
+    ({'tumor': 1, 'refer': 1}, [('2026-01-03', 'refer', 1), ('2026-01-03', 'tumor', 1)], 1)
+    """
+    outcomes: dict[str, int] = {}
+    models: dict[str, int] = {}
+    histogram: dict[str, list[int]] = {}
+    days: dict[tuple[str, str], int] = {}
+    shift = dt.timedelta(minutes=utc_offset_minutes)
+    for f in facts:
+        outcomes[f.outcome] = outcomes.get(f.outcome, 0) + 1
+        models[f.model] = models.get(f.model, 0) + 1
+        bins = histogram.setdefault(f.outcome, [0] * HISTOGRAM_BINS)
+        bins[min(HISTOGRAM_BINS - 1, max(0, int(f.p_tumor * HISTOGRAM_BINS)))] += 1
+        day = ((f.created_at.astimezone(dt.UTC) + shift).date().isoformat(), f.outcome)
+        days[day] = days.get(day, 0) + 1
+    return ScanStats(
+        scans=len(facts),
+        outcomes=outcomes,
+        mean_p_tumor=sum(f.p_tumor for f in facts) / len(facts) if facts else None,
+        models=sorted(models.items(), key=lambda kv: (-kv[1], kv[0])),
+        histogram=histogram,
+        per_day=[(d, o, n) for (d, o), n in sorted(days.items())],
+        threshold=facts[0].threshold if facts else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -285,6 +345,10 @@ class Storage(Protocol):
 
     # statistics and maintenance
     def stats(self, days: int = 30) -> Stats: ...
+
+    def scan_facts(self, owner_id: str, date_from: dt.datetime | None = None) -> list[ScanFacts]:
+        """The indexed facts of ``owner_id``'s scans since ``date_from`` (all when ``None``), newest first."""
+        ...
 
     def ping(self) -> bool:
         """``True`` when the backend answers (for ``/health``)."""

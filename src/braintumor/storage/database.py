@@ -30,7 +30,7 @@ from pathlib import Path
 from braintumor.storage.base import StorageError
 
 DB_NAME = "braintumor.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
@@ -46,8 +46,7 @@ CREATE TABLE IF NOT EXISTS scans (
     id TEXT PRIMARY KEY,
     owner_id TEXT NOT NULL REFERENCES users(id),
     filename TEXT NOT NULL,
-    label TEXT NOT NULL,
-    band TEXT NOT NULL,
+    outcome TEXT NOT NULL,
     p_tumor REAL NOT NULL,
     tumor_type TEXT,
     model_name TEXT NOT NULL,
@@ -89,6 +88,7 @@ class Database:
             with contextlib.closing(self.open_connection()) as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(_SCHEMA)
+                _migrate(conn)
                 conn.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
@@ -168,6 +168,18 @@ class Database:
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
         self._lock_fh.close()
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an older database to :data:`SCHEMA_VERSION`. Version 1 kept two answers per scan, a threshold
+    ``label`` and a ``band``; version 2 keeps the band's three-way answer as ``outcome`` and drops the label."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(scans)")}
+    if "band" in columns:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ALTER TABLE scans RENAME COLUMN band TO outcome")
+        conn.execute("ALTER TABLE scans DROP COLUMN label")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        conn.execute("COMMIT")
 
 
 def _private_files(data_dir: Path) -> None:

@@ -68,6 +68,9 @@ class MongoStorage:
             self._history.create_index([("created_at", ASCENDING)], name="time")
             self._files.create_index([("metadata.scan_id", ASCENDING)], name="scan")
             self._revoked.create_index([("expires_at", ASCENDING)], name="expiry")
+            # Records of before the one outcome kept a threshold label and a band: the band is the outcome.
+            self._history.update_many({"band": {"$exists": True}}, {"$rename": {"band": "outcome"}})
+            self._history.update_many({"label": {"$exists": True}}, {"$unset": {"label": ""}})
         except ConfigurationError as exc:
             raise base.StorageError("invalid MongoDB URI or options") from exc
         except PyMongoError as exc:
@@ -215,10 +218,8 @@ class MongoStorage:
         q: dict[str, Any] = {"owner_id": owner_id}
         if query.search:
             q["filename"] = {"$regex": re.escape(query.search), "$options": "i"}
-        if query.label:
-            q["label"] = query.label
-        if query.band:
-            q["band"] = query.band
+        if query.outcome:
+            q["outcome"] = query.outcome
         span: dict[str, Any] = {}
         if query.date_from:
             span["$gte"] = query.date_from
@@ -284,11 +285,8 @@ class MongoStorage:
         per_user = sorted(
             ((names.get(d["_id"], "(deleted)"), int(d["n"])) for d in per_owner), key=lambda t: (-t[1], t[0])
         )
-        labels = {
-            d["_id"]: int(d["n"]) for d in self._history.aggregate([{"$group": {"_id": "$label", "n": {"$sum": 1}}}])
-        }
-        bands = {
-            d["_id"]: int(d["n"]) for d in self._history.aggregate([{"$group": {"_id": "$band", "n": {"$sum": 1}}}])
+        outcomes = {
+            d["_id"]: int(d["n"]) for d in self._history.aggregate([{"$group": {"_id": "$outcome", "n": {"$sum": 1}}}])
         }
         since = base.utcnow() - dt.timedelta(days=days + 1)
         pipeline: list[dict[str, Any]] = [
@@ -297,8 +295,26 @@ class MongoStorage:
         ]
         per_day = {d["_id"]: int(d["n"]) for d in self._history.aggregate(pipeline)}
         return base.Stats(
-            int(users), self.count_admins(), int(scans), per_user, labels, bands, base.per_day_series(per_day, days)
+            int(users), self.count_admins(), int(scans), per_user, outcomes, base.per_day_series(per_day, days)
         )
+
+    @_mongo_errors
+    def scan_facts(self, owner_id: str, date_from: dt.datetime | None = None) -> list[base.ScanFacts]:
+        q: dict[str, Any] = {"owner_id": owner_id}
+        if date_from:
+            q["created_at"] = {"$gte": date_from}
+        fields = {"outcome": 1, "p_tumor": 1, "model_name": 1, "model_version": 1, "threshold": 1, "created_at": 1}
+        cursor = self._history.find(q, fields).sort([("created_at", -1), ("_id", -1)])
+        return [
+            base.ScanFacts(
+                str(d.get("outcome", "")),
+                float(d.get("p_tumor", 0.0)),
+                f"{d.get('model_name', '')} v{d.get('model_version', '')}",
+                float(d.get("threshold", 0.5)),
+                _utc(d["created_at"]),
+            )
+            for d in cursor
+        ]
 
     def ping(self) -> bool:
         from pymongo.errors import PyMongoError

@@ -202,14 +202,13 @@ class EmbeddedStorage:
                     if self.blobs.write(sha, content):
                         created_files.append(self.blobs.path(sha))
                 conn.execute(
-                    "INSERT INTO scans (id, owner_id, filename, label, band, p_tumor, tumor_type, model_name,"
-                    " model_version, threshold, result, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO scans (id, owner_id, filename, outcome, p_tumor, tumor_type, model_name,"
+                    " model_version, threshold, result, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.id,
                         record.owner_id,
                         record.filename,
-                        record.label,
-                        record.band,
+                        record.outcome,
                         record.p_tumor,
                         record.tumor_type,
                         record.model_name,
@@ -244,12 +243,9 @@ class EmbeddedStorage:
             # instr() is a plain substring test: no wildcard or pattern in user text means anything.
             clauses.append("instr(lower(filename), ?) > 0")
             params.append(query.search.lower())
-        if query.label:
-            clauses.append("label = ?")
-            params.append(query.label)
-        if query.band:
-            clauses.append("band = ?")
-            params.append(query.band)
+        if query.outcome:
+            clauses.append("outcome = ?")
+            params.append(query.outcome)
         if query.date_from:
             clauses.append("created_at >= ?")
             params.append(timestamp(query.date_from))
@@ -347,8 +343,7 @@ class EmbeddedStorage:
                 "GROUP BY u.id ORDER BY n DESC, u.username"
             )
         ]
-        labels = {r[0]: int(r[1]) for r in conn.execute("SELECT label, COUNT(*) FROM scans GROUP BY label")}
-        bands = {r[0]: int(r[1]) for r in conn.execute("SELECT band, COUNT(*) FROM scans GROUP BY band")}
+        outcomes = {r[0]: int(r[1]) for r in conn.execute("SELECT outcome, COUNT(*) FROM scans GROUP BY outcome")}
         since = timestamp(base.utcnow() - dt.timedelta(days=days + 1))
         per_day = {
             r[0]: int(r[1])
@@ -358,8 +353,18 @@ class EmbeddedStorage:
             )
         }
         return base.Stats(
-            int(users), _count_admins(conn), int(scans), per_user, labels, bands, base.per_day_series(per_day, days)
+            int(users), _count_admins(conn), int(scans), per_user, outcomes, base.per_day_series(per_day, days)
         )
+
+    @_db_errors
+    def scan_facts(self, owner_id: str, date_from: dt.datetime | None = None) -> list[base.ScanFacts]:
+        since = timestamp(date_from) if date_from else ""
+        rows = self._conn().execute(
+            "SELECT outcome, p_tumor, model_name, model_version, threshold, created_at FROM scans"
+            " WHERE owner_id = ? AND created_at >= ? ORDER BY created_at DESC, id DESC",
+            (owner_id, since),
+        )
+        return [base.ScanFacts(r[0], float(r[1]), f"{r[2]} v{r[3]}", float(r[4]), _parsetimestamp(r[5])) for r in rows]
 
     def ping(self) -> bool:
         try:

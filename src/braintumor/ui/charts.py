@@ -1,4 +1,4 @@
-"""Altair charts for the dashboard and the admin page: few marks, fixed band colours, labelled axes.
+"""Altair charts for the dashboard and the admin page: few marks, fixed outcome colours, labelled axes.
 
 Why Altair: it ships with Streamlit, renders crisp in the browser, and its tooltips give exact numbers
 without cluttering the chart. Data go in as plain rows (no pandas needed).
@@ -13,54 +13,61 @@ from typing import Any
 
 import altair as alt
 
-from braintumor.ui.components import BAND_COLOURS, BAND_NAMES
+from braintumor.ui.components import OUTCOME_COLOURS, OUTCOME_NAMES
 
-BAND_ORDER = ["Tumor", "Refer", "No tumor"]
+OUTCOME_ORDER = ["Tumor", "Refer", "No tumor"]
 HEIGHT = 330
 DAY_HEIGHT = 260
 #: Whole-number axes for counts (no "0.5 scans").
 COUNT_AXIS = alt.Axis(tickMinStep=1, format="d")
 
 
-def _band_colour() -> alt.Color:
+def _outcome_colour() -> alt.Color:
     return alt.Color(
-        "band:N",
-        title="Band",
-        scale=alt.Scale(domain=BAND_ORDER, range=[BAND_COLOURS[b] for b in BAND_ORDER]),
+        "outcome:N",
+        title="Outcome",
+        scale=alt.Scale(domain=OUTCOME_ORDER, range=[OUTCOME_COLOURS[b] for b in OUTCOME_ORDER]),
         legend=alt.Legend(orient="bottom"),
     )
 
 
-def band_mix(counts: dict[str, int]) -> alt.LayerChart:
-    """Scans per band (tumor / refer / no tumor), as horizontal bars with their counts."""
+def outcome_mix(counts: dict[str, int]) -> alt.LayerChart:
+    """Scans per outcome (tumor / refer / no tumor), as horizontal bars with their counts."""
     total = sum(counts.values()) or 1
     rows = [
-        {"band": BAND_NAMES.get(k, k), "scans": n, "share": n / total}
-        for k, n in sorted(counts.items(), key=lambda kv: BAND_ORDER.index(BAND_NAMES.get(kv[0], "Tumor")))
+        {"outcome": OUTCOME_NAMES.get(k, k), "scans": n, "share": n / total}
+        for k, n in sorted(counts.items(), key=lambda kv: OUTCOME_ORDER.index(OUTCOME_NAMES.get(kv[0], "Tumor")))
     ]
     base = alt.Chart({"values": rows}).encode(
-        y=alt.Y("band:N", sort=BAND_ORDER, title=None),
+        y=alt.Y("outcome:N", sort=OUTCOME_ORDER, title=None),
         x=alt.X("scans:Q", title="Scans", axis=COUNT_AXIS),
-        tooltip=[alt.Tooltip("band:N"), alt.Tooltip("scans:Q"), alt.Tooltip("share:Q", format=".0%")],
+        tooltip=[alt.Tooltip("outcome:N"), alt.Tooltip("scans:Q"), alt.Tooltip("share:Q", format=".0%")],
     )
-    bars = base.mark_bar(cornerRadiusEnd=3).encode(color=_band_colour().legend(None))
+    bars = base.mark_bar(cornerRadiusEnd=3).encode(color=_outcome_colour().legend(None))
     text = base.mark_text(align="left", dx=4).encode(text="scans:Q")
     return alt.LayerChart(layer=[bars, text], height=100 + 48 * len(rows))
 
 
-def probability_histogram(probabilities: Sequence[tuple[float, str]], threshold: float | None) -> alt.LayerChart:
-    """How the calibrated probabilities spread (bins of 5 %), coloured by band, with the threshold marked."""
-    rows = [{"p": p, "band": BAND_NAMES.get(b, b)} for p, b in probabilities]
+def probability_histogram(histogram: dict[str, Sequence[int]], threshold: float | None) -> alt.LayerChart:
+    """How the calibrated probabilities spread (the server's bins of 5 %), stacked by outcome, with the operating
+    threshold the referral band was built around marked."""
+    rows = []
+    for outcome, counts in histogram.items():
+        step = 1 / max(len(counts), 1)
+        rows += [
+            {"lo": k * step, "hi": (k + 1) * step, "outcome": OUTCOME_NAMES.get(outcome, outcome), "scans": n}
+            for k, n in enumerate(counts)
+            if n
+        ]
     bars = (
         alt.Chart({"values": rows})
         .mark_bar()
         .encode(
-            x=alt.X(
-                "p:Q", bin=alt.Bin(extent=[0, 1], step=0.05), title="Calibrated P(tumor)", axis=alt.Axis(format="%")
-            ),
-            y=alt.Y("count():Q", title="Scans", stack=True, axis=COUNT_AXIS),
-            color=_band_colour(),
-            tooltip=[alt.Tooltip("band:N"), alt.Tooltip("count():Q", title="scans")],
+            x=alt.X("lo:Q", title="Calibrated P(tumor)", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+            x2="hi:Q",
+            y=alt.Y("sum(scans):Q", title="Scans", stack=True, axis=COUNT_AXIS),
+            color=_outcome_colour(),
+            tooltip=[alt.Tooltip("outcome:N"), alt.Tooltip("sum(scans):Q", title="scans")],
         )
     )
     layers: list[Any] = [bars]
@@ -74,10 +81,12 @@ def probability_histogram(probabilities: Sequence[tuple[float, str]], threshold:
     return alt.LayerChart(layer=layers, height=HEIGHT)
 
 
-def per_day(days: Iterable[tuple[dt.date, str]], first: dt.date, last: dt.date) -> alt.Chart:
-    """Scans per day from ``first`` to ``last`` (days without scans shown as gaps at zero), stacked by band."""
-    counts = Counter((d, BAND_NAMES.get(b, b)) for d, b in days)
-    rows = [{"date": d.isoformat(), "band": b, "scans": n} for (d, b), n in sorted(counts.items())]
+def per_day(days: Iterable[tuple[dt.date, str, int]], first: dt.date, last: dt.date) -> alt.Chart:
+    """Scans per day from ``first`` to ``last`` (days without scans shown as gaps at zero), stacked by outcome."""
+    counts: Counter[tuple[dt.date, str]] = Counter()
+    for d, outcome, n in days:
+        counts[(d, OUTCOME_NAMES.get(outcome, outcome))] += n
+    rows = [{"date": d.isoformat(), "outcome": b, "scans": n} for (d, b), n in sorted(counts.items())]
     span = max((last - first).days, 0)
     chart: alt.Chart = (
         alt.Chart({"values": rows}, height=DAY_HEIGHT)
@@ -91,10 +100,10 @@ def per_day(days: Iterable[tuple[dt.date, str]], first: dt.date, last: dt.date) 
                 axis=alt.Axis(format="%b %d", labelAngle=0),
             ),
             y=alt.Y("sum(scans):Q", title="Scans", axis=COUNT_AXIS),
-            color=_band_colour(),
+            color=_outcome_colour(),
             tooltip=[
                 alt.Tooltip("date:T", format="%Y-%m-%d"),
-                alt.Tooltip("band:N"),
+                alt.Tooltip("outcome:N"),
                 alt.Tooltip("sum(scans):Q", title="scans"),
             ],
         )

@@ -96,13 +96,15 @@ class FileLink:
 
 @dataclass(frozen=True)
 class MemberResult:
-    """One ensemble member's own answer."""
+    """One ensemble member: its probabilities, what its p(tumor) reads as under the ensemble's rule, and which of
+    the scan's files is its overlay (``None`` for a single model, whose map is the scan's)."""
 
     name: str
     arch: str
     p_tumor: float
-    label: str
+    outcome: str
     probs: dict[str, float]
+    heatmap: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,7 @@ class Scan:
     id: str
     filename: str
     created_at: dt.datetime
-    label: str
-    band: str
+    outcome: str
     p_tumor: float
     tumor_type: str | None
     model_name: str
@@ -140,15 +141,21 @@ class Scan:
             for k, v in data["files"].items()
         }
         members = tuple(
-            MemberResult(str(m["name"]), str(m["arch"]), float(m["p_tumor"]), str(m["label"]), dict(m.get("probs", {})))
+            MemberResult(
+                str(m["name"]),
+                str(m["arch"]),
+                float(m["p_tumor"]),
+                str(m["outcome"]),
+                dict(m.get("probs", {})),
+                m.get("heatmap"),
+            )
             for m in data.get("members", [])
         )
         return cls(
             id=str(data["id"]),
             filename=str(data["filename"]),
             created_at=_when(data["created_at"]),
-            label=str(data["label"]),
-            band=str(data["band"]),
+            outcome=str(data["outcome"]),
             p_tumor=float(data["p_tumor"]),
             tumor_type=data.get("tumor_type"),
             model_name=str(data["model_name"]),
@@ -199,9 +206,21 @@ class Stats:
     admins: int
     scans: int
     scans_per_user: tuple[tuple[str, int], ...]
-    labels: dict[str, int]
-    bands: dict[str, int]
+    outcomes: dict[str, int]
     per_day: tuple[tuple[dt.date, int], ...]
+
+
+@dataclass(frozen=True)
+class ScanStats:
+    """The signed-in user's scans at a glance (``/history/stats``, for the Dashboard)."""
+
+    scans: int
+    outcomes: dict[str, int]
+    mean_p_tumor: float | None
+    models: tuple[tuple[str, int], ...]
+    histogram: dict[str, tuple[int, ...]]
+    per_day: tuple[tuple[dt.date, str, int], ...]
+    threshold: float | None
 
 
 @dataclass(frozen=True)
@@ -362,7 +381,7 @@ class ApiClient:
 
     # -- scans -------------------------------------------------------------------------------------------
     def predict(self, filename: str, data: bytes) -> Scan:
-        """Analyse one scan (JPEG, PNG or DICOM, decided by content) and store it in the history."""
+        """Analyse one scan (JPEG, PNG, BMP, TIFF or DICOM, decided by content) and store it in the history."""
         files = {"file": (filename, data, "application/octet-stream")}
         return Scan.from_json(self._json("POST", "/predict", files=files, timeout=PREDICT_TIMEOUT_S))
 
@@ -372,14 +391,13 @@ class ApiClient:
         page_size: int = 20,
         *,
         q: str | None = None,
-        label: str | None = None,
-        band: str | None = None,
+        outcome: str | None = None,
         date_from: dt.date | None = None,
         date_to: dt.date | None = None,
     ) -> ScanPage:
         """One page of the signed-in user's scans, newest first, filtered."""
         params: dict[str, str | int] = {"page": page, "page_size": page_size}
-        for key, value in (("q", q), ("label", label), ("band", band)):
+        for key, value in (("q", q), ("outcome", outcome)):
             if value:
                 params[key] = value
         if date_from:
@@ -393,6 +411,24 @@ class ApiClient:
             int(data["page"]),
             int(data["page_size"]),
             int(data["pages"]),
+        )
+
+    def scan_stats(self, date_from: dt.date | None = None, utc_offset_minutes: int = 0) -> ScanStats:
+        """The signed-in user's numbers since ``date_from`` (all time when ``None``), days in the given offset."""
+        params: dict[str, str | int] = {"utc_offset_minutes": utc_offset_minutes}
+        if date_from:
+            params["date_from"] = date_from.isoformat()
+        data = self._json("GET", "/history/stats", params=params)
+        return ScanStats(
+            scans=int(data["scans"]),
+            outcomes={str(k): int(v) for k, v in data["outcomes"].items()},
+            mean_p_tumor=None if data["mean_p_tumor"] is None else float(data["mean_p_tumor"]),
+            models=tuple((str(m["model"]), int(m["scans"])) for m in data["models"]),
+            histogram={str(k): tuple(int(n) for n in v) for k, v in data["histogram"].items()},
+            per_day=tuple(
+                (dt.date.fromisoformat(d["date"]), str(d["outcome"]), int(d["scans"])) for d in data["per_day"]
+            ),
+            threshold=None if data["threshold"] is None else float(data["threshold"]),
         )
 
     def scan(self, scan_id: str) -> Scan:
@@ -420,8 +456,7 @@ class ApiClient:
             admins=int(data["admins"]),
             scans=int(data["scans"]),
             scans_per_user=tuple((str(u["username"]), int(u["scans"])) for u in data["scans_per_user"]),
-            labels={str(k): int(v) for k, v in data["labels"].items()},
-            bands={str(k): int(v) for k, v in data["bands"].items()},
+            outcomes={str(k): int(v) for k, v in data["outcomes"].items()},
             per_day=tuple((dt.date.fromisoformat(d["date"]), int(d["scans"])) for d in data["per_day"]),
         )
 

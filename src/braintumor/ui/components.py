@@ -14,19 +14,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 
-from braintumor.imaging.overlay import colorize, normalise_map
 from braintumor.ui import imaging, state
 from braintumor.ui.client import ApiError, FileLink, Scan
 
-#: How each band reads, its colour, and what it asks of the reader.
-BANDS: dict[str, tuple[str, str, str]] = {
+#: How each outcome (the one answer a scan gets) reads, its colour, and what it asks of the reader.
+OUTCOMES: dict[str, tuple[str, str, str]] = {
     "tumor": ("Tumor suspected", "#b71c1c", "Probability above the referral band: review urgently."),
     "refer": ("Refer for expert review", "#e65100", "Probability inside the referral band: the model is unsure."),
-    "no_tumor": ("No tumor detected", "#1b5e20", "Probability below the decision threshold."),
+    "no_tumor": ("No tumor detected", "#1b5e20", "Probability below the referral band."),
 }
-LABELS = {"tumor": "Tumor", "no_tumor": "No tumor"}
-BAND_NAMES = {"tumor": "Tumor", "refer": "Refer", "no_tumor": "No tumor"}
-BAND_COLOURS = {"Tumor": "#c62828", "Refer": "#ef6c00", "No tumor": "#2e7d32"}
+OUTCOME_NAMES = {"tumor": "Tumor", "refer": "Refer", "no_tumor": "No tumor"}
+OUTCOME_COLOURS = {"Tumor": "#c62828", "Refer": "#ef6c00", "No tumor": "#2e7d32"}
 VIEW_WIDTH = 560
 CSS = """
 <style>
@@ -53,10 +51,10 @@ def inject_css() -> None:
     st.markdown(CSS, unsafe_allow_html=True)
 
 
-def pill(band: str) -> str:
-    """HTML for a small coloured band label."""
-    name = BAND_NAMES.get(band, band)
-    return f'<span class="bt-pill" style="background:{BAND_COLOURS.get(name, "#555")}">{html.escape(name)}</span>'
+def pill(outcome: str) -> str:
+    """HTML for a small coloured outcome label."""
+    name = OUTCOME_NAMES.get(outcome, outcome)
+    return f'<span class="bt-pill" style="background:{OUTCOME_COLOURS.get(name, "#555")}">{html.escape(name)}</span>'
 
 
 def percent(p: float) -> str:
@@ -85,20 +83,19 @@ def zone_name() -> str:
 
 
 def result_banner(scan: Scan) -> None:
-    """The answer in one glance: band, calibrated probability, label, tumour type."""
-    title, colour, hint = BANDS.get(scan.band, (scan.band, "#333", ""))
+    """The answer in one glance: the outcome, calibrated probability, tumour type."""
+    title, colour, hint = OUTCOMES.get(scan.outcome, (scan.outcome, "#333", ""))
     kind = f" · type: <b>{html.escape(scan.tumor_type)}</b>" if scan.tumor_type else ""
     st.markdown(
         f'<div class="bt-banner" style="--bt-colour:{colour}"><h3>{html.escape(title)}</h3>'
-        f"<p>Calibrated probability of tumor <b>{percent(scan.p_tumor)}</b> · label <b>"
-        f"{html.escape(LABELS.get(scan.label, scan.label))}</b>{kind}</p>"
+        f"<p>Calibrated probability of tumor <b>{percent(scan.p_tumor)}</b>{kind}</p>"
         f"<p><small>{html.escape(hint)}</small></p></div>",
         unsafe_allow_html=True,
     )
 
 
 def probability_scale(scan: Scan) -> None:
-    """Where the probability falls against the threshold and the referral band the model was calibrated with."""
+    """Where the probability falls against the referral band the model was calibrated with."""
     low = scan.refer_low if scan.refer_low is not None else scan.threshold
     high = scan.refer_high if scan.refer_high is not None else scan.threshold
     shift = "-100%" if scan.p_tumor > 0.92 else "0%" if scan.p_tumor < 0.08 else "-50%"  # keep the label inside
@@ -109,22 +106,24 @@ def probability_scale(scan: Scan) -> None:
         '<div class="bt-ticks"><span>0%</span><span>25%</span><span>50%</span><span>75%</span><span>100%</span></div>',
         unsafe_allow_html=True,
     )
-    band = f"referral band {percent(low)}–{percent(high)}" if high > low else "no referral band"
+    band = f"**{percent(low)}–{percent(high)}**" if high > low else f"none (one cut at **{percent(high)}**)"
     st.caption(
-        f"Decision threshold **{percent(scan.threshold)}** (set at calibration for the target sensitivity; "
-        f"it cannot be changed here) · {band} · model **{scan.model_name}** v{scan.model_version}"
+        f"Below the referral band: no tumor; inside it: refer for review; above it: tumor. Referral band {band} "
+        f"(set at calibration; it cannot be changed here) · model **{scan.model_name}** v{scan.model_version}"
     )
 
 
 def facts(scan: Scan) -> None:
-    """Numbers beside the banner: probability, threshold, tumour type."""
+    """Numbers beside the banner: probability, the referral band, tumour type."""
     a, b, c = st.columns(3)
     a.metric("P(tumor), calibrated", percent(scan.p_tumor))
-    b.metric("Threshold used", percent(scan.threshold))
+    low = scan.refer_low if scan.refer_low is not None else scan.threshold
+    high = scan.refer_high if scan.refer_high is not None else scan.threshold
+    b.metric("Referral band", f"{percent(low)}–{percent(high)}", help="Scans inside it are referred for review.")
     if scan.tumor_type:
         c.metric("Tumor type", scan.tumor_type.replace("_", " ").capitalize())
     elif scan.type_probs:
-        c.metric("Tumor type", "—", help="No type is given when no tumor is found.")
+        c.metric("Tumor type", "—", help="A type is given only when the outcome is tumor.")
     else:
         c.metric("Tumor type", "Not estimated", help="This model tells tumor from no tumor only; it has no type head.")
     if scan.type_probs:
@@ -133,11 +132,16 @@ def facts(scan: Scan) -> None:
 
 
 def members_table(scan: Scan) -> None:
-    """Each ensemble member's own answer."""
+    """Each ensemble member's probability, read under the ensemble's rule (members have no answer of their own)."""
     if not scan.members:
         return
     rows = [
-        {"Member": m.name, "Architecture": m.arch, "P(tumor)": m.p_tumor, "Label": LABELS.get(m.label, m.label)}
+        {
+            "Member": m.name,
+            "Architecture": m.arch,
+            "P(tumor)": m.p_tumor,
+            "Under the ensemble's rule": OUTCOME_NAMES.get(m.outcome, m.outcome),
+        }
         for m in scan.members
     ]
     st.dataframe(
@@ -176,11 +180,18 @@ def viewer(scan: Scan, key: str, original: bytes | None = None) -> None:
 
     controls = st.columns([1.2, 1.2, 1.2, 1])
     zoom = controls[0].slider("Zoom", 1.0, 4.0, 1.0, 0.25, key=f"{key}_zoom", format="%.2f×")
-    opacity = controls[1].slider(
-        "Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key=f"{key}_opacity", disabled=cam is None or pixels is None
-    )
     mode = controls[2].radio(
         "Right panel", ["Overlay", "Heatmap only"], key=f"{key}_mode", horizontal=True, disabled=cam is None
+    )
+    opacity = controls[1].slider(
+        "Heatmap opacity",
+        0.0,
+        1.0,
+        0.4,
+        0.05,
+        key=f"{key}_opacity",
+        disabled=cam is None or pixels is None or mode == "Heatmap only",
+        help="Applies to the overlay; the heatmap alone is drawn opaque.",
     )
     center = (0.5, 0.5)
     if zoom > 1:
@@ -218,19 +229,18 @@ def viewer(scan: Scan, key: str, original: bytes | None = None) -> None:
 
 
 def member_heatmaps(scan: Scan) -> None:
-    """Per-member maps when the server stores them (``cam:<member>`` files); otherwise what the map above is."""
-    maps = {k.split(":", 1)[1]: link for k, link in scan.files.items() if k.startswith("cam:")}
+    """Each member's overlay (the server stores one per member of an ensemble); otherwise what the map above is."""
+    maps = [(m, scan.files[m.heatmap]) for m in scan.members if m.heatmap and m.heatmap in scan.files]
     if maps:
-        original = scan.files.get("original")
-        try:
-            pixels = imaging.decode(file_bytes(original)) if original else None
-        except imaging.DisplayError:
-            pixels = None
         columns = st.columns(min(len(maps), 3))
-        for i, (name, link) in enumerate(sorted(maps.items())):
-            cam = imaging.load_cam(file_bytes(link))
-            shown = imaging.blend(pixels, cam, 0.5) if pixels is not None else colorize(normalise_map(cam))
-            columns[i % len(columns)].image(imaging.enlarge(shown, 320), caption=name, width="stretch")
+        for i, (member, link) in enumerate(maps):
+            try:
+                shown = imaging.decode(file_bytes(link))
+            except imaging.DisplayError as exc:
+                columns[i % len(columns)].info(str(exc))
+                continue
+            caption = f"{member.name} ({member.arch}): P(tumor) {percent(member.p_tumor)}"
+            columns[i % len(columns)].image(imaging.enlarge(shown, 320), caption=caption, width="stretch")
     elif len(scan.members) <= 1:
         st.caption("Single-model ensemble: the heatmap above is this member's own Grad-CAM map.")
     else:
@@ -248,7 +258,7 @@ def image_facts(scan: Scan) -> None:
         line = f"{str(info.get('format', '?')).upper()} · {info.get('width', '?')}×{info.get('height', '?')} px"
         st.caption(line + (f" · {frames} frames" if frames > 1 else ""))
         for note in info.get("notes", []) or []:
-            st.caption(f"ⓘ {note}")
+            st.caption(f":material/info: {note}")
     if scan.dicom:
         badge = "de-identified" if scan.deidentified else "identifiers kept by this site"
         st.markdown(f"**DICOM information** ({badge})")

@@ -37,7 +37,7 @@ Username = Annotated[str, PathParam(max_length=64)]
 def stats(
     admin: AdminUser, storage: StorageDep, audit: AuditDep, days: Annotated[int, Query(ge=1, le=366)] = 30
 ) -> StatsPublic:
-    """Users, scans, scans per user, label and band mix, and scans per day over the last ``days`` days."""
+    """Users, scans, scans per user, the outcome mix, and scans per day over the last ``days`` days."""
     s = storage.stats(days)
     audit.record("admin.stats", actor=admin.username)
     return StatsPublic(
@@ -45,8 +45,7 @@ def stats(
         admins=s.admins,
         scans=s.scans,
         scans_per_user=[UserScans(username=u, scans=n) for u, n in s.scans_per_user],
-        labels=s.labels,
-        bands=s.bands,
+        outcomes=s.outcomes,
         per_day=[DayCount(date=d, scans=n) for d, n in s.per_day],  # type: ignore[arg-type]
     )
 

@@ -23,18 +23,21 @@ from braintumor.api.analysis import DISCLAIMER, analyse
 from braintumor.api.deps import AuditDep, CurrentUser, PredictorDep, SettingsDep, StorageDep
 from braintumor.api.reports import build_report
 from braintumor.api.schemas import (
-    Band,
     BulkDelete,
     BulkDeleted,
     FileLink,
-    Label,
+    ModelCount,
+    Outcome,
+    OutcomeDayCount,
     ScanPage,
     ScanPublic,
+    ScanStatsPublic,
     ScanSummary,
     StoredResult,
 )
 from braintumor.errors import ImageTooLargeError
 from braintumor.storage import NewScan, ScanQuery, ScanRecord, Storage, UserRecord
+from braintumor.storage.base import summarise_scans
 
 router = APIRouter(tags=["scans"])
 ScanId = Annotated[str, PathParam(max_length=64, description="scan id")]
@@ -114,8 +117,9 @@ async def predict(
     storage: StorageDep,
     audit: AuditDep,
 ) -> ScanPublic:
-    """Analyse one scan with the ensemble: label, band, calibrated probability, tumour type, every member's
-    result, the threshold, the model, and the heatmap (preview here; PNG and overlay under ``files``)."""
+    """Analyse one scan with the ensemble: the outcome (tumor / refer / no tumor), calibrated probability, tumour
+    type, every member's probabilities under the ensemble's rule, the model, and the heatmaps (preview here; PNG,
+    overlay and one overlay per member under ``files``)."""
     data = await _read_capped(file, settings.max_upload_bytes)
     salt = request.app.state.deid_salt
     limiter: anyio.CapacityLimiter = request.app.state.predict_limiter
@@ -124,7 +128,7 @@ async def predict(
     )
     scan = NewScan(**{**analysis.scan.__dict__, "owner_id": user.id})
     rec = await run_in_threadpool(storage.add_scan, scan, analysis.blobs)
-    audit.record("scan.create", actor=user.username, target=rec.id, label=rec.label, band=rec.band)
+    audit.record("scan.create", actor=user.username, target=rec.id, outcome=rec.outcome)
     response.headers["Location"] = f"/history/{rec.id}"
     return detail(rec)
 
@@ -136,17 +140,16 @@ def history(
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     q: Annotated[str | None, Query(max_length=200, description="plain-text filename search")] = None,
-    label: Label | None = None,
-    band: Band | None = None,
+    outcome: Outcome | None = None,
     date_from: Annotated[dt.date | None, Query(description="first day (UTC), inclusive")] = None,
     date_to: Annotated[dt.date | None, Query(description="last day (UTC), inclusive")] = None,
 ) -> ScanPage:
-    """Your scans, newest first, with filename search (plain text), label/band and date filters."""
+    """Your scans, newest first, with filename search (plain text), outcome and date filters."""
     if date_from and date_to and date_from > date_to:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "date_from is after date_to")
     start = dt.datetime.combine(date_from, dt.time.min, dt.UTC) if date_from else None
     end = dt.datetime.combine(date_to, dt.time.max, dt.UTC) if date_to else None
-    query = ScanQuery(q or None, label, band, start, end, (page - 1) * page_size, page_size)
+    query = ScanQuery(q or None, outcome, start, end, (page - 1) * page_size, page_size)
     result = storage.list_scans(user.id, query)
     return ScanPage(
         items=[summary(r) for r in result.items],
@@ -154,6 +157,28 @@ def history(
         page=page,
         page_size=page_size,
         pages=math.ceil(result.total / page_size),
+    )
+
+
+@router.get("/history/stats", response_model=ScanStatsPublic)
+def history_stats(
+    user: CurrentUser,
+    storage: StorageDep,
+    date_from: Annotated[dt.date | None, Query(description="first day, inclusive (in the given UTC offset)")] = None,
+    utc_offset_minutes: Annotated[int, Query(ge=-840, le=840, description="the viewer's time zone")] = 0,
+) -> ScanStatsPublic:
+    """Your scans at a glance (the Dashboard): outcomes, mean p(tumor), models, probability histogram, per day."""
+    shift = dt.timedelta(minutes=utc_offset_minutes)
+    start = dt.datetime.combine(date_from, dt.time.min, dt.UTC) - shift if date_from else None
+    stats = summarise_scans(storage.scan_facts(user.id, start), utc_offset_minutes)
+    return ScanStatsPublic(
+        scans=stats.scans,
+        outcomes=stats.outcomes,
+        mean_p_tumor=stats.mean_p_tumor,
+        models=[ModelCount(model=m, scans=n) for m, n in stats.models],
+        histogram=stats.histogram,
+        per_day=[OutcomeDayCount(date=dt.date.fromisoformat(d), outcome=o, scans=n) for d, o, n in stats.per_day],  # type: ignore[arg-type]
+        threshold=stats.threshold,
     )
 
 

@@ -34,8 +34,8 @@ def render() -> None:
     a.metric("Users", stats.users, border=True)
     b.metric("Administrators", stats.admins, border=True)
     c.metric("Scans", stats.scans, border=True)
-    tumor = stats.labels.get("tumor", 0)
-    d.metric("With tumor", components.percent(tumor / stats.scans) if stats.scans else "—", border=True)
+    tumor = stats.outcomes.get("tumor", 0)
+    d.metric("Outcome tumor", components.percent(tumor / stats.scans) if stats.scans else "—", border=True)
 
     left, right = st.columns([3, 2])
     with left, st.container(border=True):
@@ -46,9 +46,9 @@ def render() -> None:
         else:
             st.caption("No scans yet.")
     with right, st.container(border=True):
-        st.markdown("**Result mix** (all time)")
-        if stats.bands:
-            st.altair_chart(charts.band_mix(stats.bands), width="stretch")
+        st.markdown("**Outcome mix** (all time)")
+        if stats.outcomes:
+            st.altair_chart(charts.outcome_mix(stats.outcomes), width="stretch")
         else:
             st.caption("No scans yet.")
         with st.expander(f"Scans per user: all {len(stats.scans_per_user)} active users"):

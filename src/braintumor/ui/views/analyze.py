@@ -56,7 +56,7 @@ def refusal(exc: ApiError) -> tuple[str, str]:
     """A headline and the server's reason for a file that was not analysed."""
     text = exc.message
     if exc.status == 415:
-        return "Unsupported file", text + ". Upload a JPEG, PNG or DICOM brain MRI slice."
+        return "Unsupported file", text + ". Upload a JPEG, PNG, BMP, TIFF or DICOM brain MRI slice."
     if exc.status == 413:
         return "File too large", text
     if exc.status == 422 and UNREADABLE.search(text):
@@ -154,7 +154,7 @@ def show(outcomes: list[Outcome]) -> None:
         rows = [
             {
                 "File": o.filename,
-                "Result": components.BANDS[o.scan.band][0] if o.scan else o.title,
+                "Result": components.OUTCOMES[o.scan.outcome][0] if o.scan else o.title,
                 "P(tumor)": components.percent(o.scan.p_tumor) if o.scan else "—",
                 "Tumor type": (o.scan.tumor_type or "—") if o.scan else "—",
             }

@@ -18,8 +18,7 @@ PAGE = "history_page"
 OPEN = "history_open"
 CONFIRM = "history_confirm"
 FILTERS = "history_filters"
-LABEL_FILTER = {"All labels": None, "Tumor": "tumor", "No tumor": "no_tumor"}
-BAND_FILTER = {"All bands": None, "Tumor": "tumor", "Refer": "refer", "No tumor": "no_tumor"}
+OUTCOME_FILTER = {"All outcomes": None, "Tumor": "tumor", "Refer": "refer", "No tumor": "no_tumor"}
 PAGE_SIZES = (10, 20, 50, 100)
 
 
@@ -44,7 +43,7 @@ def render() -> None:
         st.session_state[PAGE] = result.pages
         st.rerun()
     if result.total == 0:
-        filtered = any(filters[k] for k in ("q", "label", "band", "date_from", "date_to"))
+        filtered = any(filters[k] for k in ("q", "outcome", "date_from", "date_to"))
         st.info("No scan matches these filters." if filtered else "No scans yet: analyze one on the Analyze page.")
         return
     first = (page - 1) * size + 1
@@ -57,18 +56,16 @@ def render() -> None:
 
 
 def filter_bar() -> dict[str, Any]:
-    """Search, label, band, dates and page size; returns the current values."""
-    a, b, c, d, e, f = st.columns([1.6, 1.2, 1.2, 1.5, 1.5, 0.9])
+    """Search, outcome, dates and page size; returns the current values."""
+    a, b, d, e, f = st.columns([1.8, 1.5, 1.5, 1.5, 0.9])
     q = a.text_input("Search by filename", key="history_q", placeholder="e.g. Y12 or .dcm")
-    label = b.selectbox("Label", list(LABEL_FILTER), key="history_label")
-    band = c.selectbox("Band", list(BAND_FILTER), key="history_band")
+    outcome = b.selectbox("Outcome", list(OUTCOME_FILTER), key="history_outcome")
     date_from = d.date_input("From", value=None, key="history_from", format="YYYY-MM-DD", help="First day (UTC)")
     date_to = e.date_input("To", value=None, key="history_to", format="YYYY-MM-DD", help="Last day (UTC)")
     size = f.selectbox("Per page", PAGE_SIZES, index=1, key="history_page_size")
     return {
         "q": q.strip(),
-        "label": LABEL_FILTER[label],
-        "band": BAND_FILTER[band],
+        "outcome": OUTCOME_FILTER[outcome],
         "date_from": date_from if isinstance(date_from, dt.date) else None,
         "date_to": date_to if isinstance(date_to, dt.date) else None,
         "page_size": int(size),
@@ -85,8 +82,7 @@ def fetch(filters: dict[str, Any], page: int, size: int) -> ScanPage:
             page,
             size,
             q=filters["q"] or None,
-            label=filters["label"],
-            band=filters["band"],
+            outcome=filters["outcome"],
             date_from=filters["date_from"],
             date_to=filters["date_to"],
         ),
@@ -130,7 +126,7 @@ def table(result: ScanPage) -> None:
             row[0].checkbox("Select", key=row_key(scan.id), label_visibility="collapsed")
             row[1].markdown(scan.filename.replace("_", "\\_").replace("*", "\\*"))
             row[2].markdown(components.when(scan.created_at, zone=False))
-            row[3].markdown(components.pill(scan.band), unsafe_allow_html=True)
+            row[3].markdown(components.pill(scan.outcome), unsafe_allow_html=True)
             row[4].markdown(components.percent(scan.p_tumor))
             row[5].caption(f"{scan.model_name} v{scan.model_version}")
             if row[6].button("Open", key=f"history_open_{scan.id}", icon=":material/visibility:"):
