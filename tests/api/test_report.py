@@ -71,6 +71,48 @@ def test_dicom_report_is_deidentified_unless_asked_and_allowed(
     assert "Doe^Jane" in text and "St. Example Hospital" in text and "Identified view" in text
 
 
+def test_dicom_report_gives_one_outcome_and_keeps_the_images_heading_with_its_pictures(
+    api: Any, scan_dicom: bytes, tmp_path: Path
+) -> None:
+    """Issue 14: the outcome is the one answer (no label beside it); the "Images" heading is never left alone at
+    the bottom of a page (the DICOM report's tags push the pictures to page 2)."""
+    pypdf = pytest.importorskip("pypdf")
+    headers = api.user("alice")
+    scan = api.scan(headers, scan_dicom, "study.dcm")
+    path = tmp_path / "dicom.pdf"
+    path.write_bytes(api.client.get(scan["report_url"], headers=headers).content)
+    pages = [page.extract_text() for page in pypdf.PdfReader(path).pages]
+    text = "\n".join(pages)
+    assert "Outcome" in text and "label" not in text.lower() and "Band" not in text
+    assert _images_heading_pages(pages) == ([len(pages) - 1], [len(pages) - 1])
+
+
+def _images_heading_pages(pages: list[str]) -> tuple[list[int], list[int]]:
+    heading = [i for i, t in enumerate(pages) if "\nImages\n" in f"\n{t}\n"]
+    return heading, [i for i, t in enumerate(pages) if "Heatmap (Grad-CAM)" in t]
+
+
+def test_the_images_heading_is_never_orphaned(tmp_path: Path, brain: Any, encoder: Any) -> None:
+    """However long the study section is, "Images" lands on the page of its pictures (issue 14 item 9)."""
+    import datetime as dt
+    import io
+
+    pypdf = pytest.importorskip("pypdf")
+    from braintumor.api.reports import build_report
+    from braintumor.storage import ScanRecord
+
+    png = encoder(brain(1, 256, 256), "PNG")
+    for n_tags in range(0, 48, 3):  # moves the pictures' start down page 1 in steps of one or two lines
+        tags = {f"Tag{k:02d}": f"value {k}" for k in range(n_tags)}
+        result = {"image": {"format": "dicom", "width": 256, "height": 256}, "dicom": tags, "deidentified": True}
+        rec = ScanRecord("o", "a.dcm", "refer", 0.4, id="s", result=result, created_at=dt.datetime.now(dt.UTC),
+                         files={})  # fmt: skip
+        pdf = build_report(rec, {"original": png, "heatmap": png, "overlay": png}, identifiers=True)
+        pages = [p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf)).pages]
+        heading, pictures = _images_heading_pages(pages)
+        assert len(heading) == 1 and heading == pictures, (n_tags, heading, pictures)
+
+
 def test_report_survives_odd_text(api: Any, scan_png: bytes, tmp_path: Path) -> None:
     headers = api.user("alice")
     scan = api.scan(headers, scan_png, "Gehirn–Schnitt ✓ 脑.png")

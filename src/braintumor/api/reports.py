@@ -118,7 +118,11 @@ def build_report(
     line("Probability of tumor", f"{rec.p_tumor:.1%} (calibrated)")
     low = rec.threshold if pred.refer_low is None else pred.refer_low
     high = rec.threshold if pred.refer_high is None else pred.refer_high
-    line("Decision rule", f"no tumor below {low:.3f}, tumor from {high:.3f}, refer for review in between")
+    line(
+        "Decision rule",
+        f"no tumor below {low:.3f}, tumor from {high:.3f}, refer for review in between "
+        f"(a band around the operating threshold {rec.threshold:.3f})",
+    )
     if rec.tumor_type:
         probs = pred.type_probs
         detail = ", ".join(f"{k} {v:.1%}" for k, v in sorted(probs.items(), key=lambda kv: -kv[1]))
