@@ -286,3 +286,48 @@ def test_a_bad_environment_default_is_a_one_line_error(
     assert done.value.code == 0 and capsys.readouterr().out.strip().startswith("braintumor ")
     assert main(["app"]) == 2
     assert capsys.readouterr().err.strip() == "braintumor: error: BRAINTUMOR_PORT must be a whole number, not 'abc'"
+
+
+# -- explain without a torch checkpoint (issue 14 item 2) ----------------------------------------------------
+def test_explain_with_the_bundled_model(capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path: Path) -> None:
+    """``braintumor explain IMAGE --out heatmap.png`` as the README shows it: the bundled ensemble's in-graph map."""
+    from braintumor.inference.bundled import bundled_model_dir
+
+    if bundled_model_dir() is None:
+        pytest.skip("this installation carries no bundled model")
+    scan = shared_data / "brain_tumor_dataset" / "yes" / "Y1.jpg"
+    out, raw = tmp_path / "heatmap.png", tmp_path / "map.npy"
+    code, stdout, err = run_cli(capsys, "explain", scan, "--out", out, "--raw", raw, "--threads", "1")
+    assert code == 0, err
+    line = json.loads(stdout)
+    assert line["outcome"] in ("tumor", "refer", "no_tumor") and 0 <= line["p_tumor"] <= 1
+    assert len(line["members"]) >= 1 and line["heatmap"] == str(out)
+    with Image.open(scan) as original, Image.open(out) as heat:
+        assert heat.size == original.size and heat.mode == "RGB"
+        drawn = np.asarray(heat, dtype=np.int16)
+        gray = np.asarray(original.convert("RGB"), dtype=np.int16)
+    assert np.abs(drawn - gray).mean() > 2  # the map is really drawn on the scan
+    cam = np.load(raw)
+    assert cam.shape == (original.size[1], original.size[0]) and cam.min() >= 0 and cam.max() <= 1 + 1e-6
+
+
+def test_explain_with_any_export_and_its_limits(
+    capsys: pytest.CaptureFixture[str], smoke_export: Path, tmp_path: Path
+) -> None:
+    scan = tmp_path / "scan.png"
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:160, :128]
+    brain = ((((yy - 80) / 70) ** 2 + ((xx - 64) / 55) ** 2) < 1) * (120 + 40 * rng.random((160, 128)))
+    Image.fromarray(brain.astype(np.uint8)).save(scan)
+    out = tmp_path / "heatmap.png"
+    code, stdout, err = run_cli(capsys, "explain", scan, "--model", smoke_export, "--out", out)
+    assert code == 0, err
+    line = json.loads(stdout)
+    assert len(line["members"]) == 1 and line["explained"].startswith("the predicted class")
+    assert Image.open(out).size == (128, 160)
+    code, _, err = run_cli(capsys, "explain", scan, "--model", smoke_export, "--out", out, "--method", "gradcam++")
+    assert code != 0 and "--run" in err
+    assert_one_line_error(err)
+    code, _, err = run_cli(capsys, "explain", scan, "--model", tmp_path, "--out", out)
+    assert code != 0
+    assert_one_line_error(err)

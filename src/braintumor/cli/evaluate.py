@@ -52,18 +52,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    """Grad-CAM heatmap of one scan, overlaid on the original"""
+    """Grad-CAM heatmap of one scan, overlaid on the original
+
+    With no --run: the exported model (--model, default the bundled one), whose graph computes Grad-CAM of the
+    predicted class (an ensemble: the mean of its members' max-normalised maps); no torch needed. With --run: a
+    torch checkpoint, which also gives Grad-CAM++ and any --target class.
+    """
     from PIL import Image
 
-    from braintumor.explain.explainer import explain_image
     from braintumor.imaging.io import load_image
+
+    image = load_image(args.image)
+    if args.run is None:
+        return _explain_export(args, image)
+    from braintumor.explain.explainer import explain_image
     from braintumor.training.checkpoint import load_checkpoint
 
-    if args.run is None:
-        raise BrainTumorError("give --run RUN (the bundled default model arrives with the inference package)")
+    if args.model is not None:
+        raise BrainTumorError("give --run (a torch checkpoint) or --model (an export), not both")
     model, _ = load_checkpoint(Path(args.run) / "checkpoint.pt")
     card = model.card
-    ex = explain_image(model, card, load_image(args.image), method=args.method, target=args.target, alpha=args.alpha)
+    ex = explain_image(model, card, image, method=args.method, target=args.target, alpha=args.alpha)
     Image.fromarray(ex.overlay).save(args.out)
     if args.raw:
         import numpy as np
@@ -77,6 +86,45 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                 "prediction": ex.predicted,
                 "explained": ex.explained,
                 "probabilities": probs,
+                "heatmap": str(args.out),
+            }
+        )
+    )
+    return 0
+
+
+def _explain_export(args: argparse.Namespace, image: Any) -> int:
+    """``explain`` with an exported model: the in-graph Grad-CAM map, drawn like the app and ``predict`` draw it."""
+    from PIL import Image
+
+    from braintumor.imaging.overlay import overlay
+    from braintumor.inference.bundled import resolve_model_dir
+    from braintumor.inference.predictor import Predictor
+
+    if args.method != "gradcam" or args.target:
+        raise BrainTumorError(
+            "--method gradcam++ and --target need --run (a torch checkpoint): an exported model's graph computes "
+            "Grad-CAM of the predicted class"
+        )
+    predictor = Predictor.load(resolve_model_dir(args.model), threads=args.threads)
+    result = predictor.predict(image)  # the input gate's refusal is a one-line error
+    if result.cam is None:
+        raise BrainTumorError("this model returned no Grad-CAM map")
+    Image.fromarray(overlay(image.pixels, result.cam, alpha=args.alpha)).save(args.out)
+    if args.raw:
+        import numpy as np
+
+        np.save(args.raw, result.cam)
+    print(
+        json.dumps(
+            {
+                "image": str(args.image),
+                "outcome": result.outcome,
+                "p_tumor": round(result.p_tumor, 4),
+                "tumor_type": result.tumor_type,
+                "explained": "the predicted class (in-graph Grad-CAM)",
+                "model": f"{result.model_name} v{result.model_version}",
+                "members": [m.name for m in result.members],
                 "heatmap": str(args.out),
             }
         )
@@ -109,9 +157,11 @@ def add_parser(sub: Any) -> None:
 
     e = command(sub, "explain", _cmd_explain)
     e.add_argument("image", type=Path, metavar="IMAGE")
-    e.add_argument("--run", type=Path, help="run folder (default: the bundled model, once shipped)")
+    e.add_argument("--run", type=Path, help="a training run folder (torch checkpoint; Grad-CAM++ and --target)")
+    e.add_argument("--model", type=Path, help="exported model or ensemble folder (default: the bundled model)")
     e.add_argument("--out", type=Path, required=True, help="overlay PNG to write")
-    e.add_argument("--raw", type=Path, help="also save the raw map (model input size) as .npy")
+    e.add_argument("--raw", type=Path, help="also save the raw map as .npy (--run: model input size; else the image's)")
+    e.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
     e.add_argument("--method", default="gradcam", choices=("gradcam", "gradcam++"))
     e.add_argument("--target", help="class to explain (default: the predicted class)")
     e.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity")
