@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 DEV_STAMP := $(VENV)/.stamp-dev
 
-.PHONY: test lint typecheck pytest doctest test-serve run weights results bench clean help
+.PHONY: test lint typecheck pytest doctest test-serve system-tools run admin weights results bench clean help
 
 help:
 	@echo "make test     - create .venv if missing, install, run ruff, lint-imports, mypy, pytest, doctests and the torch-free serve check (CI)"
 	@echo "make run      - start the application"
+	@echo "make admin    - create the first administrator for the app's data (ARGS=\"--username NAME --password-stdin\" to pipe the password)"
 	@echo "make weights  - provision the ImageNet weights available offline (MobileNetV2, EfficientNet-Lite0)"
 	@echo "make results  - reproduce docs/results.md (about an hour on 2 cores)"
 
@@ -63,8 +64,25 @@ doctest: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-pytest: $(DEV_STAMP)
+pytest: $(DEV_STAMP) system-tools
 	$(BIN)/python -m pytest
+
+# The PDF and browser tests drive Debian's Chromium and poppler-utils (pdftotext): nothing pip can install. Missing
+# ones are installed with apt-get when this runs as root (CI, containers); otherwise make stops and names the command.
+SYSTEM_TOOLS := chromium:chromium pdftotext:poppler-utils
+system-tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing the system tools the tests drive:$$missing (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "make test needs these system packages for the PDF and browser tests:$$missing"; \
+	    echo "install them first: sudo apt-get install -y$$missing   (or run make test as root to install them)"; \
+	    exit 2; \
+	  fi; \
+	fi
 
 test: lint typecheck pytest doctest test-serve
 
@@ -78,6 +96,12 @@ results: weights
 # embedded storage in ./data (BRAINTUMOR_DATA_DIR), the bundled model. Ctrl-C stops both; data is kept.
 run: $(SERVE_STAMP)
 	$(SERVE_VENV)/bin/braintumor app
+
+# The first administrator, in the data folder `make run` uses (./data, or BRAINTUMOR_DATA_DIR); run it beside
+# `make run` or before it. Asks on the terminal; scripts pipe the password:
+#   printf '%s\n' "$$PASSWORD" | make admin ARGS="--username admin --password-stdin"
+admin: $(SERVE_STAMP)
+	@$(SERVE_VENV)/bin/braintumor admin create $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -119,6 +119,16 @@ def test_make_run_from_a_fresh_clone(tmp_path: Path, shared_data: Path) -> None:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"}
         result = _post(f"{api}/predict", body, headers)
         assert json.dumps(result)
+        # the README's admin command, as written, beside the running app (issue 14 item 4)
+        admin = subprocess.run(
+            ["bash", "-c", "printf '%s\\n' \"$PASSWORD\" | make admin ARGS=\"--username admin --password-stdin\""],
+            cwd=clone, env={**env, "PASSWORD": "Admin-horse-42!"}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert admin.returncode == 0 and "created admin admin" in admin.stdout, admin.stdout + admin.stderr
+        assert "GetPassWarning" not in admin.stderr and "Admin-horse" not in admin.stdout + admin.stderr
+        admin_token = _post(f"{api}/token", b"username=admin&password=Admin-horse-42%21",
+                            {"Content-Type": "application/x-www-form-urlencoded"})["access_token"]  # fmt: skip
+        assert admin_token
         assert (tmp_path / "data" / "secret.key").is_file()
         assert oct((tmp_path / "data" / "secret.key").stat().st_mode & 0o777) == "0o600"
     finally:
@@ -133,3 +143,26 @@ def test_make_run_from_a_fresh_clone(tmp_path: Path, shared_data: Path) -> None:
     for port in (api_port, ui_port):  # both services stopped with it
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def test_make_test_checks_the_system_tools_it_needs(tmp_path: Path) -> None:
+    """Without Chromium or pdftotext and no way to install them, `make test` stops at once and names the command
+    (issue 14 item 5); as root with apt-get it installs them (what CI and fresh containers get)."""
+    make = _need("make")
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "id").symlink_to(shutil.which("id") or "/usr/bin/id")  # no apt-get, no chromium on this PATH
+    proc = subprocess.run(
+        [make, "-s", "-C", str(REPO), "system-tools", "SYSTEM_TOOLS=no-such-browser:no-such-package"],
+        env={"PATH": str(bare)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert (
+        "make test needs these system packages" in proc.stdout and "apt-get install -y no-such-package" in proc.stdout
+    )
+    present = subprocess.run([make, "-s", "-C", str(REPO), "system-tools", "SYSTEM_TOOLS=sh:dash"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert present.returncode == 0 and present.stdout == ""

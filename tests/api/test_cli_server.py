@@ -225,3 +225,22 @@ def test_serve_ignores_forwarded_for_from_loopback(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(20)
         log.close()
+
+
+def test_admin_create_with_a_piped_password(tmp_path: Path, fast_env: None) -> None:
+    """Issue 14 item 4: piping works with --password-stdin (no GetPassWarning, no prompt eating the password); piping
+    without it is a one-line error instead of an echoed prompt."""
+    data = tmp_path / "data"
+    cmd = [sys.executable, "-m", "braintumor.cli", "admin", "create", "--data-dir", str(data)]
+    env = {**os.environ, **FAST_ENV}
+    piped = subprocess.run([*cmd, "--password-stdin"], input=PASSWORD + "\n", env=env, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    assert "created admin admin" in piped.stdout and "Warning" not in piped.stderr and PASSWORD not in piped.stdout
+    without = subprocess.run([*cmd, "--username", "second"], input=PASSWORD + "\n", env=env, capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+    assert without.returncode == 2 and "--password-stdin" in without.stderr
+    assert len(without.stderr.strip().splitlines()) == 1 and "Warning" not in without.stderr
+    empty = subprocess.run([*cmd, "--username", "third", "--password-stdin"], input="", env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert empty.returncode == 2 and "empty" in empty.stderr

@@ -70,8 +70,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_admin_create(args: argparse.Namespace) -> int:
     """create an admin account (the first one, typically)
 
-    Create an admin. The password is read from the terminal (twice), or from the first line of stdin with
-    --password-stdin; a recovery key is printed once.
+    Create an admin. The password is read from the terminal (twice, not echoed), or from the first line of stdin
+    with --password-stdin (for scripts: echo "$PW" | braintumor admin create --username NAME --password-stdin);
+    without a terminal and without --password-stdin it stops rather than read a password that would be echoed. A
+    recovery key is printed once.
     """
     import getpass
 
@@ -82,7 +84,14 @@ def _cmd_admin_create(args: argparse.Namespace) -> int:
     from braintumor.storage import UserExistsError, normalise_username
 
     settings = _server_settings(args)
-    username = normalise_username(args.username or input("admin username [admin]: ") or "admin")
+    interactive = sys.stdin.isatty()
+    if not args.password_stdin and not args.promote and not interactive:
+        raise BrainTumorError(
+            "no terminal to ask the password on: pipe it with --password-stdin (and give --username), "
+            'e.g. echo "$PASSWORD" | braintumor admin create --username admin --password-stdin'
+        )
+    asked = None if args.password_stdin or not interactive else input("admin username [admin]: ")
+    username = normalise_username(args.username or asked or "admin")
     storage = open_configured_storage(settings)
     try:
         existing = storage.get_user(username)
@@ -102,6 +111,8 @@ def _cmd_admin_create(args: argparse.Namespace) -> int:
             return 0
         if args.password_stdin:
             password = sys.stdin.readline().rstrip("\r\n")
+            if not password:
+                raise BrainTumorError("--password-stdin: the first line of stdin is empty")
         else:
             password = getpass.getpass(f"password for {username}: ")
             if getpass.getpass("repeat the password: ") != password:
@@ -200,8 +211,10 @@ def add_parser(sub: Any) -> None:
 
     admin = group(sub, "admin", "administer accounts from the command line")
     create = command(admin, "create", _cmd_admin_create)
-    create.add_argument("--username", help="account name (asked when missing; default admin)")
-    create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    create.add_argument("--username", help="account name (asked on a terminal when missing; default admin)")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from the first line of stdin (scripts)"
+    )
     create.add_argument(
         "--promote",
         action="store_true",
