@@ -174,3 +174,34 @@ def test_unreachable_api_is_a_readable_message(ui, monkeypatch: pytest.MonkeyPat
     assert ui.errors(at) == [
         f"Cannot reach the analysis server at http://127.0.0.1:{port}: check that it is running (braintumor serve)"
     ]
+
+
+def test_lockout_warns_first_says_the_wait_once_and_an_admin_can_unlock(ui, api_server) -> None:
+    """Issue 14 item 7: a warning before the lock, the wait said once (not "15 minute(s) (retry in 899 s)"), and
+    the Admin page shows the lock and clears it."""
+    name = api_server.user("locked")
+    at = ui.app()
+    messages = []
+    for _ in range(6):  # BRAINTUMOR_LOGIN_ATTEMPTS defaults to 5
+        ui.sign_in(at, name, "not-the-password-1")
+        messages.append(" ".join(ui.errors(at)))
+    assert "one more failed attempt locks sign-in" in messages[3] and "locks" not in messages[2]
+    assert "is now locked for 15 minutes" in messages[4]
+    last = messages[5]
+    assert "try again in about 15 minutes" in last and last.count("try again") == 1
+    assert "minute(s)" not in last and " s)" not in last and "retry in" not in last
+    ui.sign_in(at, name, PASSWORD)
+    assert "try again in" in " ".join(ui.errors(at))  # the right password waits for the lock too
+
+    admin, _ = ui.signed_in(api_server.admin, api_server.admin_password)
+    ui.go(admin, "Admin")
+    ui.ok(admin)
+    assert name in ui.texts(admin)
+    unlock = [b for b in admin.button if b.key and b.key.startswith("admin_unlock_") and b.key.endswith(name)]
+    assert len(unlock) == 1
+    unlock[0].click()
+    admin.run()
+    assert f"Cleared the sign-in locks of {name}." in ui.texts(admin)
+    at = ui.sign_in(ui.app(), name, PASSWORD)
+    ui.ok(at)
+    assert at.session_state["nav"] == "Analyze"

@@ -21,6 +21,7 @@ PAIRS: dict[type[Any], tuple[str, set[str], set[str]]] = {
     client.User: ("UserAdminView", set(), set()),
     client.Stats: ("StatsPublic", set(), set()),
     client.ScanStats: ("ScanStatsPublic", set(), set()),
+    client.Lock: ("LockPublic", set(), set()),
     client.BulkDeleted: ("BulkDeleted", set(), set()),
 }
 

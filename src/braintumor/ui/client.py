@@ -224,6 +224,18 @@ class ScanStats:
 
 
 @dataclass(frozen=True)
+class Lock:
+    """A sign-in lock (``scope`` ``client``: one account from one address) or an account-wide back-off; a name that
+    is not an account is ``unknown:<hash>``."""
+
+    username: str
+    client: str | None
+    scope: str
+    failures: int
+    locked_for_s: float
+
+
+@dataclass(frozen=True)
 class Health:
     """``/health``: is the model loaded (and which), is the storage reachable."""
 
@@ -270,8 +282,8 @@ def describe(response: httpx.Response) -> ApiError:
     else:
         message = f"the server answered {response.status_code} {response.reason_phrase}".strip()
     message = message[0].upper() + message[1:]
-    if response.status_code == 429 and (wait := response.headers.get("retry-after")):
-        message += f" (retry in about {wait} s)"
+    if response.status_code == 429 and (wait := response.headers.get("retry-after")) and "try again in" not in message:
+        message += f" (try again in about {wait} s)"  # the server's message says when, if it knows: not twice
     return ApiError(response.status_code, message, request_id)
 
 
@@ -459,6 +471,17 @@ class ApiClient:
             outcomes={str(k): int(v) for k, v in data["outcomes"].items()},
             per_day=tuple((dt.date.fromisoformat(d["date"]), int(d["scans"])) for d in data["per_day"]),
         )
+
+    def admin_locks(self) -> tuple[Lock, ...]:
+        """Running sign-in locks and back-offs, longest first."""
+        return tuple(
+            Lock(str(d["username"]), d.get("client"), str(d["scope"]), int(d["failures"]), float(d["locked_for_s"]))
+            for d in self._json("GET", "/admin/locks")
+        )
+
+    def clear_locks(self, username: str) -> int:
+        """Clear every sign-in lock and back-off of ``username``; returns how many entries went."""
+        return int(self._json("DELETE", f"/admin/locks/{quote(username, safe='')}")["cleared"])
 
     def admin_users(self, q: str | None = None, page: int = 1, page_size: int = 20) -> UserPage:
         params: dict[str, str | int] = {"page": page, "page_size": page_size}

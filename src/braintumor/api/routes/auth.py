@@ -68,7 +68,7 @@ def _throttle(guard: LoginGuard, request: Request) -> None:
 def _refuse_if_locked(guard: LoginGuard, username: str, client: str) -> None:
     wait = guard.locked_for(username, client)
     if wait:
-        when = f"about {max(1, round(wait / 60))} minute(s)" if wait >= 90 else f"{int(wait) + 1} second(s)"
+        when = _duration(wait)
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             f"too many failed attempts for this account; try again in {when}",
@@ -76,10 +76,23 @@ def _refuse_if_locked(guard: LoginGuard, username: str, client: str) -> None:
         )
 
 
+def _duration(seconds: float) -> str:
+    """A wait as people say it: ``about 15 minutes``, ``1 minute``, ``40 seconds``.
+
+    >>> _duration(899), _duration(61), _duration(39.2)
+    ('about 15 minutes', 'about 1 minute', '40 seconds')
+    """
+    if seconds >= 60:
+        minutes = max(1, round(seconds / 60))
+        return f"about {minutes} minute{'s' if minutes != 1 else ''}"
+    whole = int(seconds) + 1
+    return f"{whole} second{'s' if whole != 1 else ''}"
+
+
 def _failed(guard: LoginGuard, username: str, client: str, reason: str) -> str:
     """Count a failure and say, one attempt before it, that the next one locks this account from this address."""
     left = guard.failure(username, client)
-    minutes = f"{guard.lockout_s / 60:g} minutes"
+    minutes = _duration(guard.lockout_s).removeprefix("about ")
     if left == 1:
         return f"{reason}; one more failed attempt locks sign-in to this account from your address for {minutes}"
     if left == 0:

@@ -59,8 +59,43 @@ def render() -> None:
         st.markdown(f"**Scans per day** (last {days} days, all users)")
         st.altair_chart(charts.counts_per_day(list(stats.per_day)), width="stretch")
 
+    st.subheader("Sign-in locks")
+    locks_section()
     st.subheader("Users")
     users_section(auth.username)
+
+
+def locks_section() -> None:
+    """Running locks and failure counts; an account's can be cleared (a user locked out by someone's guesses)."""
+    locks = state.cached("admin", ("locks",), lambda: state.api().admin_locks(), ttl=30)
+    if not locks:
+        st.caption("No account is locked and no recent failed sign-ins are being counted.")
+        return
+    widths = [2.2, 1.6, 1.0, 1.6, 1.2]
+    with st.container(border=True):
+        head = st.columns(widths)
+        for col, name in zip(head, ("Account", "From", "Failures", "Locked for"), strict=False):
+            col.markdown(f"**{name}**")
+        shown: set[str] = set()  # one Unlock per account: it clears the account's locks from every address
+        for i, lock in enumerate(locks):
+            row = st.columns(widths, vertical_alignment="center")
+            known = not lock.username.startswith("unknown:") and lock.username not in shown
+            shown.add(lock.username)
+            row[0].markdown("(not an account)" if lock.username.startswith("unknown:") else lock.username)
+            row[1].markdown(lock.client or "all addresses")
+            row[2].markdown(str(lock.failures))
+            row[3].markdown(_wait(lock.locked_for_s) if lock.locked_for_s > 0 else "not locked (counting)")
+            if known and row[4].button("Unlock", key=f"admin_unlock_{i}_{lock.username}", icon=":material/lock_open:"):
+                unlock(lock.username)
+    st.caption("A lock holds one account from one address; failures from elsewhere never lock its owner out.")
+
+
+def unlock(username: str) -> None:
+    act(lambda: state.api().clear_locks(username), f"Cleared the sign-in locks of {username}.")
+
+
+def _wait(seconds: float) -> str:
+    return f"{max(1, round(seconds / 60))} min" if seconds >= 60 else f"{int(seconds) + 1} s"
 
 
 def users_section(me: str) -> None:
