@@ -122,3 +122,46 @@ def animated_png(frames: int, size: int = 16) -> bytes:
     buf = io.BytesIO()
     black.save(buf, "PNG", save_all=True, append_images=[white if i % 2 == 0 else black for i in range(frames - 1)])
     return buf.getvalue()
+
+
+def mr_series(
+    slices: list[Any], *, identity: dict[str, str] | None = None, description: str = "T1 AX"
+) -> list[Dataset]:
+    """Real 8-bit slices (``(H, W)`` uint8 arrays, e.g. from ``../shared/data``) wrapped as the MR Image Storage
+    instances of one new study and series: axial, 0.5 mm pixels, 5 mm apart, with ``identity`` (default
+    :data:`IDENTITY`), a study date and an accession number, as a scanner would send them."""
+    import numpy as np
+
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    out = []
+    for number, pixels in enumerate(slices, start=1):
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        for keyword, value in (identity if identity is not None else IDENTITY).items():
+            setattr(ds, keyword, value)
+        ds.PatientSex, ds.StudyDate, ds.StudyTime = "F", "20240229", "101512.345678"
+        ds.AccessionNumber, ds.StudyID = "ACC-7", "1"
+        ds.StudyDescription, ds.SeriesDescription = "MRI BRAIN", description
+        ds.Modality, ds.Manufacturer, ds.BodyPartExamined = "MR", "Example Scanners", "BRAIN"
+        ds.SeriesNumber, ds.InstanceNumber, ds.PositionReferenceIndicator = 3, number, ""
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "SE", "NONE", "", "2D"
+        ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength, ds.MagneticFieldStrength = 500, 15, 1, 1.5
+        ds.SliceThickness, ds.PixelSpacing = 5, [0.5, 0.5]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0, 0, 5.0 * number]
+        ds.SliceLocation = 5.0 * number
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = pixels.tobytes() + b"\x00" * (pixels.size % 2)
+        out.append(ds)
+    return out

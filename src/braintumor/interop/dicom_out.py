@@ -291,10 +291,11 @@ def new_uid() -> str:
 
 
 def model_device_uid(name: str, version: str) -> str:
-    """A UID for the model as an observer device, the same for the same name and version."""
-    from pydicom.uid import generate_uid
+    """A UID for the model as an observer device, the same for the same name and version: a ``2.25.`` UID of a
+    name-based (version 5) UUID, as PS3.5 B.2 allows."""
+    import uuid
 
-    return str(generate_uid(prefix=None, entropy_srcs=["braintumor model", name, version]))
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, f'braintumor-model:{name}:{version}').int}"
 
 
 def code(value: str, meaning: str) -> Any:
