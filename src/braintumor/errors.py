@@ -8,11 +8,16 @@ from __future__ import annotations
 
 
 class BrainTumorError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose. ``code`` names the kind of refusal for clients
+    that show each kind apart (the API sends it beside the reason)."""
+
+    code: str | None = None
 
 
 class ImageError(BrainTumorError, ValueError):
     """An input image could not be turned into pixels."""
+
+    code = "unreadable"
 
 
 class EmptyImageError(ImageError):
@@ -22,6 +27,8 @@ class EmptyImageError(ImageError):
 class UnsupportedImageError(ImageError):
     """The bytes are not an image format we read (decided by content, not by extension)."""
 
+    code = "unsupported"
+
 
 class CorruptImageError(ImageError):
     """The format is known but the data is truncated or damaged."""
@@ -29,6 +36,8 @@ class CorruptImageError(ImageError):
 
 class ImageTooLargeError(ImageError):
     """The image exceeds the pixel cap (decompression-bomb guard)."""
+
+    code = "too_large"
 
 
 class NoPixelDataError(ImageError):
@@ -92,3 +101,12 @@ class InvalidRequestError(BrainTumorError, ValueError):
 
 class NotAnMRIError(BrainTumorError, ValueError):
     """The input gate judged the image not to be a brain MRI slice (the message says why)."""
+
+    code = "not_mri"
+
+
+class OutOfScopeError(NotAnMRIError):
+    """The input gate refused an image that may well be a brain MRI, but one unlike those the model was validated
+    on (too small, an MR DICOM the gate finds unusual, skull-stripped or another sequence): the message says why."""
+
+    code = "out_of_scope"

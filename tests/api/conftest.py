@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from braintumor.api import Settings, create_app
+from braintumor.inference.gate import Refusal
 from braintumor.inference.predictor import Predictor
 
 from ..dicom_files import encoded, identified
@@ -75,10 +76,10 @@ def api_predictor(smoke_export: Path) -> Predictor:
 class RejectEverything:
     """An input gate that refuses every image (stands in for the real gate in tests of the 422 path)."""
 
-    def check_image(self, _image: Any) -> str:
-        return "this looks like a photograph, not a brain MRI slice"
+    def image_refusal(self, _image: Any) -> Refusal:
+        return Refusal("not_mri", "this looks like a photograph, not a brain MRI slice")
 
-    def check_features(self, features: Any) -> list[str | None]:
+    def feature_refusals(self, features: Any, _images: Any = None) -> list[Refusal | None]:
         return [None] * len(features)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -137,10 +138,38 @@ def test_not_an_mri_is_422_and_nothing_is_stored(make_api: Any, gated_predictor:
     api = make_api(predictor=gated_predictor)
     headers = api.user("alice")
     r = api.upload(headers, scan_png)
-    assert r.status_code == 422 and "not a brain MRI" in r.json()["detail"]
+    assert r.status_code == 422 and "not a brain MRI" in r.json()["detail"] and r.json()["code"] == "not_mri"
     assert api.client.get("/history", headers=headers).json()["total"] == 0
     assert api.storage.check().ok and not api.storage.check().orphan_blobs
     assert not any((api.settings.data_dir / "blobs").glob("*/*"))
+
+
+def test_refusals_name_their_kind(make_api: Any, scan_png: bytes) -> None:
+    """Issue 14 item 8: an unusual but genuine MRI (pydicom's MR_small.dcm) is ``out_of_scope``, apart from
+    ``not_mri`` (a colour photo) and ``unreadable`` (a truncated file); nothing is stored for any of them."""
+    from pydicom.data import get_testdata_file
+
+    from braintumor.inference.bundled import bundled_model_dir
+    from braintumor.inference.predictor import Predictor
+
+    found = bundled_model_dir()
+    if found is None:
+        pytest.skip("this installation carries no bundled model (its gate is what is tested)")
+    api = make_api(predictor=Predictor.load(found, threads=1))
+    headers = api.user("alice")
+    from skimage.data import chelsea
+
+    photo = io.BytesIO()
+    Image.fromarray(chelsea()).save(photo, "PNG")
+    cases = {
+        "out_of_scope": (Path(str(get_testdata_file("MR_small.dcm"))).read_bytes(), "validated on"),
+        "not_mri": (photo.getvalue(), "colour image"),
+        "unreadable": (scan_png[:100], "PNG"),
+    }
+    for code, (data, words) in cases.items():
+        r = api.upload(headers, data)
+        assert r.status_code == 422 and r.json()["code"] == code and words in r.json()["detail"], (code, r.text)
+    assert api.client.get("/history", headers=headers).json()["total"] == 0
 
 
 def test_without_a_model_predict_is_503_and_health_says_why(

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from braintumor.data.datasets import discover
 from braintumor.data.splits import SplitRow, write_split
-from braintumor.errors import BrainTumorError, NotAnMRIError
+from braintumor.errors import BrainTumorError, NotAnMRIError, OutOfScopeError
 from braintumor.imaging.io import load_image
 from braintumor.imaging.types import ImageMeta, LoadedImage
 from braintumor.inference.gate import InputGate, image_statistics
@@ -161,7 +161,7 @@ def test_feature_check_accepts_training_images_and_rejects_far_off_features(
     features = extract_features(smoke_export, held_out, threads=1)
     reasons = gate.check_features(features)
     assert len(reasons) == len(held_out)
-    assert all(r is None or r.startswith("does not look like a brain MRI slice") for r in reasons)
+    assert all(r is None or r.startswith("unlike the brain MRI slices the model was validated on") for r in reasons)
     # A one-hot vector along the feature the prototypes use least points away from every training MRI.
     far = np.zeros((1, features.shape[1]), np.float32)
     far[0, int(np.argmin(np.abs(gate.model.prototypes).max(axis=0)))] = 1.0
@@ -274,3 +274,37 @@ def test_gate_never_imports_torch(gate_file: Path) -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- the kinds of refusal (issue 14 item 8) ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bundled() -> Predictor:
+    from braintumor.inference.bundled import bundled_model_dir
+
+    found = bundled_model_dir()
+    if found is None:
+        pytest.skip("this installation carries no bundled model")
+    return Predictor.load(found, threads=1)
+
+
+def test_unusual_mri_is_out_of_scope_not_a_non_mri(bundled: Predictor, shared_data: Path) -> None:
+    """pydicom's MR_small.dcm (a genuine 64×64 MR crop) and a tiny crop of a real slice are refused as outside the
+    validated images; a colour photo and a CT as not an MRI: three statuses apart, each with its reason."""
+    from pydicom.data import get_testdata_file
+
+    mr_small = load_image(get_testdata_file("MR_small.dcm"))
+    with Image.open(shared_data / "brain_tumor_dataset" / "yes" / "Y1.jpg") as im:
+        crop = _png(im.convert("L").resize((24, 24)))
+    results = bundled.predict_batch([mr_small, crop, cat(), ct_dicom()])
+    assert all(isinstance(r, Rejection) for r in results)
+    kinds = [r.kind for r in results if isinstance(r, Rejection)]
+    reasons = [r.reason for r in results if isinstance(r, Rejection)]
+    assert kinds == ["out_of_scope", "out_of_scope", "not_mri", "not_mri"], reasons
+    assert reasons[0].startswith("an MR image") and "validated on" in reasons[0]
+    assert "too small (24×24 px" in reasons[1] and "validated on" in reasons[1]
+    assert "colour image" in reasons[2] and reasons[3] == "DICOM modality CT: expected MR"
+    with pytest.raises(OutOfScopeError):
+        bundled.predict(mr_small)
+    with pytest.raises(NotAnMRIError) as refused:
+        bundled.predict(cat())
+    assert not isinstance(refused.value, OutOfScopeError)

@@ -4,6 +4,7 @@ viewer (opacity and zoom without a server call), DICOM de-identification, readab
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -128,19 +129,17 @@ def test_dicom_is_shown_deidentified(ui, identified_dicom: bytes) -> None:
 
 
 def test_rejected_upload_message_names_the_reason() -> None:
-    """A 422 from the input gate reads as a rejection, not as a crash (the message is the server's)."""
+    """A 422 reads by the refusal code the server sends (not by its wording), never as a crash; the message is the
+    server's."""
     from braintumor.ui.client import ApiError
 
-    for reason in (
-        "Colour image (colourfulness 37 > 28): brain MRI slices are gray",
-        "Does not look like a brain MRI slice (feature distance 1.8× the training range)",
-        "Aspect ratio 2.6:1 is not a slice's (≤ 2.6:1)",
-        "DICOM modality CT: expected MR",
+    for code, title in (
+        ("not_mri", "Rejected: not a brain MRI slice"),
+        ("out_of_scope", "Not analysed: outside the images the model was validated on"),
+        ("unreadable", "Unreadable image"),
     ):
-        title, message = analyze.refusal(ApiError(422, reason))
-        assert (title, message) == ("Rejected: not a brain MRI slice", reason)
-    for reason in ("Damaged JPEG header: Truncated File Read", "Empty upload: 0 bytes", "DICOM x has no pixel data"):
-        assert analyze.refusal(ApiError(422, reason))[0] == "Unreadable image"
+        assert analyze.refusal(ApiError(422, "the reason", code=code)) == (title, "the reason")
+    assert analyze.refusal(ApiError(422, "something else"))[0] == "Not analysed"
     assert analyze.refusal(ApiError(413, "Upload too large"))[0] == "File too large"
     assert analyze.refusal(ApiError(503, "No model"))[0] == "Analysis unavailable"
 
@@ -191,3 +190,23 @@ def test_a_photograph_is_rejected_with_the_gates_reason(ui, api_server) -> None:
     assert not at.exception
     [error] = ui.errors(at)
     assert error.startswith("**cat.png** — Rejected: not a brain MRI slice.") and "gray" in error
+
+
+def test_an_unusual_mri_is_shown_apart_from_non_mri_and_unreadable(ui, api_server) -> None:
+    """Issue 14 item 8: pydicom's MR_small.dcm is a real MRI the model was not validated on: a warning of its own,
+    not "not a brain MRI slice" and not "unreadable"."""
+    from pydicom.data import get_testdata_file
+
+    with httpx.Client(base_url=api_server.url) as c:
+        if not c.get("/health").json()["model"]["card"].get("gate"):
+            pytest.skip("the model under test has no input gate (the smoke export has none)")
+    at, _ = ui.signed_in()
+    mr_small = Path(str(get_testdata_file("MR_small.dcm"))).read_bytes()
+    upload(ui, at, [("MR_small.dcm", mr_small), ("cut.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)])
+    assert not at.exception
+    warnings = [str(w.value) for w in at.warning]
+    assert any(w.startswith("**MR_small.dcm** — Not analysed: outside the images the model was validated on")
+               and "MR image" in w for w in warnings), warnings  # fmt: skip
+    [error] = ui.errors(at)
+    assert error.startswith("**cut.png** — Unreadable image")
+    assert not any("not a brain MRI slice" in w for w in warnings)

@@ -76,7 +76,13 @@ def test_server_reasons_become_sentences() -> None:
     err = describe(answer(422, {"detail": [{"loc": ["query", "page"], "msg": "must be ≥ 1", "type": "x"}]}))
     assert err.message == "Page: must be ≥ 1"
     err = describe(answer(429, {"detail": "too many requests from this address"}, {"Retry-After": "7"}))
-    assert err.message == "Too many requests from this address (retry in about 7 s)"
+    assert err.message == "Too many requests from this address (try again in about 7 s)"
+    # a message that already says when is not followed by the wait again (issue 14 item 7)
+    said = {"detail": "too many failed attempts for this account; try again in about 15 minutes"}
+    err = describe(answer(429, said, {"Retry-After": "899"}))
+    assert err.message == "Too many failed attempts for this account; try again in about 15 minutes"
+    err = describe(answer(422, {"detail": "an MR image outside …", "code": "out_of_scope"}))
+    assert err.code == "out_of_scope"
     err = describe(answer(502, text="<html>bad gateway</html>"))
     assert err.message == "The server answered 502 Bad Gateway" and "<html>" not in err.message
 

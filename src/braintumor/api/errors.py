@@ -12,7 +12,10 @@ ImageTooLargeError                413    the reason (size, decoded bytes, frames
 UnsupportedImageError             415    the reason (formats accepted)
 other ImageError                  422    the reason (empty, truncated, no pixels, nested too
                                          deep, decoding past its time or memory budget …)
-NotAnMRIError                     422    the input gate's reason
+NotAnMRIError, OutOfScopeError   422    the input gate's reason
+
+Every body is ``{"detail", "request_id"}``, plus ``code`` when the error names its kind (``unreadable``,
+``unsupported``, ``too_large``, ``not_mri``, ``out_of_scope``), so clients show each kind apart.
 InvalidRequestError, PolicyError  400    the reason
 UserExistsError, LastAdminError   409    the reason
 UserNotFoundError                 404    "not found"
@@ -82,8 +85,11 @@ def public_message(exc: BaseException) -> str:
     return _OBJECT_REPR.sub("the input", text)[:300] or type(exc).__name__
 
 
-def _body(detail: object) -> dict[str, object]:
-    return {"detail": detail, "request_id": request_id_var.get()}
+def _body(detail: object, code: str | None = None) -> dict[str, object]:
+    body: dict[str, object] = {"detail": detail, "request_id": request_id_var.get()}
+    if code:
+        body["code"] = code
+    return body
 
 
 async def _typed(request: Request, exc: Exception) -> JSONResponse:
@@ -97,7 +103,8 @@ async def _typed(request: Request, exc: Exception) -> JSONResponse:
         detail = f"{detail}; quote request id {request_id_var.get()} when reporting it"
     else:
         detail = public_message(exc) if show else _GENERIC.get(status, "request refused")
-    return JSONResponse(_body(detail), status_code=status)
+    code = exc.code if isinstance(exc, BrainTumorError) and status < 500 else None
+    return JSONResponse(_body(detail, code), status_code=status)
 
 
 async def _validation(_request: Request, exc: Exception) -> JSONResponse:

@@ -86,7 +86,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(
         f"scored {s['ok']} of {s['files']} file(s): {s['tumor']} tumor, {s['refer']} to refer, "
         f"{s['no_tumor']} no tumor; "
-        f"{s['rejected']} rejected (not brain MRI), {s['error']} unreadable",
+        f"{s['rejected']} rejected (not brain MRI), {s['out_of_scope']} outside the images the model was validated "
+        f"on, {s['error']} unreadable",
         file=sys.stderr,
     )
     return 0 if s["ok"] else 1

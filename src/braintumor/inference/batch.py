@@ -80,7 +80,7 @@ def _row(
         row.update(status="error", reason=result)
         return row
     if isinstance(result, Rejection):
-        row.update(status="rejected", reason=result.reason)
+        row.update(status="rejected" if result.kind == "not_mri" else "out_of_scope", reason=result.reason)
         return row
     row.update(
         status="ok",
@@ -238,6 +238,7 @@ def summarize(rows: Sequence[Row]) -> dict[str, Any]:
         "files": len(rows),
         "ok": statuses.count("ok"),
         "rejected": statuses.count("rejected"),
+        "out_of_scope": statuses.count("out_of_scope"),
         "error": statuses.count("error"),
         **{outcome: sum(1 for r in ok if r["outcome"] == outcome) for outcome in OUTCOMES},
         "mean_p_tumor": float(np.mean([r["p_tumor"] for r in ok])) if ok else None,

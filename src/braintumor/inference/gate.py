@@ -21,7 +21,12 @@ non-MRI example is needed to fit it, so no such example can be overfitted):
    the bench model (``bench/results-gate.md``): with PCA(64) the highest test MRI scored 1.22× its threshold
    and the lowest non-MRI image 1.20× (overlap); with 512 prototypes, 0.95× and 1.22× (a gap).
 
-Every rejection is one line that says what was measured against what the training data allows.
+Every rejection is one line that says what was measured against what the training data allows, and is one of two
+kinds (:class:`Refusal`): ``not_mri`` when the image cannot be a brain MRI slice (a DICOM of another modality;
+statistics no MRI has: colour, blank, noise, documents, screenshots), and ``out_of_scope`` when it may well be one,
+but unlike those the model was validated on: too small, an MR DICOM the checks find unusual, or pooled features far
+from the training MRIs. Feature distance alone cannot tell an unusual MRI (a skull-stripped template slice scores
+1.0–1.4× the threshold, pydicom's 64×64 ``MR_small.dcm`` 1.2×) from a gray photo (from 1.3×), so it says both.
 
 Example:
     >>> gate = InputGate.load("exports/mnv2/gate.npz")  # fitted by gate_fit.fit_gate  # doctest: +SKIP
@@ -42,7 +47,7 @@ import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -53,6 +58,17 @@ from braintumor.imaging.types import LoadedImage
 from braintumor.models.export_dir import write_atomic
 
 GATE_FORMAT = "braintumor-gate-v1"
+
+RefusalKind = Literal["not_mri", "out_of_scope"]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the gate refused an image, and which kind of refusal it is (see the module docstring)."""
+
+    kind: RefusalKind
+    reason: str
+
 
 #: Prototypes summarising the training features (≈ 2.6 MB at C = 1280); fitting defaults: :mod:`.gate_fit`.
 DEFAULT_PROTOTYPES = 512
@@ -236,20 +252,32 @@ class InputGate:
         >>> gate.check_image(load_image("CT_small.dcm"))  # doctest: +SKIP
         'DICOM modality CT: expected MR'
         """
+        refusal = self.image_refusal(image)
+        return refusal.reason if refusal else None
+
+    def image_refusal(self, image: LoadedImage) -> Refusal | None:
+        """:meth:`check_image` with the refusal's kind: an MR DICOM or a too-small image is ``out_of_scope``."""
         meta = image.meta
         modality = (meta.modality or "").strip().upper()
         if meta.source_format == "dicom" and modality and modality != "MR":
-            return f"DICOM modality {modality}: expected MR"
+            return Refusal("not_mri", f"DICOM modality {modality}: expected MR")
         height, width = image.pixels.shape[:2]
         min_side = int(self.params["image"]["min_side"])
         if min(height, width) < min_side:
-            return f"image too small ({width}×{height} px): a brain MRI slice is at least {min_side} px a side"
+            return Refusal(
+                "out_of_scope",
+                f"outside the images the model was validated on: too small ({width}×{height} px; the slices it was "
+                f"validated on are at least {min_side} px a side)",
+            )
         stats = image_statistics(image)
         bounds = self.params["image"]["bounds"]
         for statistic in STATISTICS:
             bound = bounds.get(statistic.name)
             if bound is not None and statistic.violated(stats[statistic.name], float(bound)):
-                return statistic.reason.format(value=stats[statistic.name], bound=float(bound))
+                reason = statistic.reason.format(value=stats[statistic.name], bound=float(bound))
+                if _is_mr_dicom(image):
+                    return Refusal("out_of_scope", f"an MR image outside those the model was validated on: {reason}")
+                return Refusal("not_mri", reason)
         return None
 
     def feature_scores(self, features: np.ndarray) -> np.ndarray:
@@ -270,10 +298,29 @@ class InputGate:
         >>> gate.check_features(np.stack([mri_features, cat_features]))  # doctest: +SKIP
         [None, 'does not look like a brain MRI slice (feature distance 5.3× the training range)']
         """
-        return [
-            None if s <= 1.0 else f"does not look like a brain MRI slice (feature distance {s:.1f}× the training range)"
-            for s in self.feature_scores(features).tolist()
-        ]
+        return [r.reason if r else None for r in self.feature_refusals(features)]
+
+    def feature_refusals(self, features: np.ndarray, images: list[LoadedImage] | None = None) -> list[Refusal | None]:
+        """:meth:`check_features` with kinds: far features are ``out_of_scope``, worded for both things they can be
+        (an MRI unlike the validated ones, or not an MRI); ``images`` (the rows' images) name an MR DICOM as such."""
+        out: list[Refusal | None] = []
+        for k, s in enumerate(self.feature_scores(features).tolist()):
+            if s <= 1.0:
+                out.append(None)
+                continue
+            measured = f"feature distance {s:.1f}× the training range"
+            if images is not None and _is_mr_dicom(images[k]):
+                reason = (
+                    f"an MR image unlike the brain MRI slices the model was validated on ({measured}): e.g. another "
+                    "body part, plane or sequence, a small crop, or a skull-stripped slice"
+                )
+            else:
+                reason = (
+                    f"unlike the brain MRI slices the model was validated on ({measured}): an unusual MRI "
+                    "(skull-stripped, a small crop, another plane or sequence) or not an MRI at all"
+                )
+            out.append(Refusal("out_of_scope", reason))
+        return out
 
     # -- persistence -----------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -308,3 +355,7 @@ class InputGate:
         """The thresholds and provenance, JSON-ready (for reports and the API's model card)."""
         copy: dict[str, Any] = json.loads(json.dumps(self.params))
         return copy
+
+
+def _is_mr_dicom(image: LoadedImage) -> bool:
+    return image.meta.source_format == "dicom" and (image.meta.modality or "").strip().upper() == "MR"

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from braintumor.data.datasets import BINARY_CLASSES, is_tumor_label, negative_index
-from braintumor.errors import ModelLoadError, NotAnMRIError
+from braintumor.errors import ModelLoadError, NotAnMRIError, OutOfScopeError
 from braintumor.imaging.transforms import Placement
 from braintumor.imaging.types import ImageMeta, LoadedImage
-from braintumor.inference.gate import InputGate
+from braintumor.inference.gate import InputGate, Refusal, RefusalKind
 from braintumor.inference.members import Member, load_members, preprocess_batch, single_threaded_blas
 from braintumor.models.decision import DecisionRule, Outcome, ensemble_decision, ensemble_weights
 from braintumor.models.export_dir import ExportDir
@@ -90,10 +90,12 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Rejection:
-    """The input gate's verdict for an image that is not a brain MRI slice."""
+    """The input gate's verdict for an image it refused: ``kind`` ``not_mri`` (cannot be a brain MRI slice) or
+    ``out_of_scope`` (unlike the slices the model was validated on), with the reason."""
 
     reason: str
     meta: ImageMeta
+    kind: RefusalKind = "not_mri"
 
 
 @dataclass
@@ -132,10 +134,11 @@ class Predictor:
 
     # -- prediction --------------------------------------------------------------------------------------
     def predict(self, image: LoadedImage, *, cam: bool = True) -> Prediction:
-        """Predict one image; raises :class:`~braintumor.errors.NotAnMRIError` when the gate rejects it."""
+        """Predict one image; raises :class:`~braintumor.errors.NotAnMRIError` when the gate rejects it (its
+        subclass :class:`~braintumor.errors.OutOfScopeError` for an image unlike the validated ones)."""
         result = self.predict_batch([image], cam=cam)[0]
         if isinstance(result, Rejection):
-            raise NotAnMRIError(result.reason)
+            raise (OutOfScopeError if result.kind == "out_of_scope" else NotAnMRIError)(result.reason)
         return result
 
     @single_threaded_blas
@@ -144,12 +147,12 @@ class Predictor:
         :class:`Rejection` with the gate's reason instead of a prediction."""
         if not images:
             return []
-        reasons: list[str | None] = [None] * len(images)
+        refusals: list[Refusal | None] = [None] * len(images)
         if self.gate is not None:
-            reasons = [self.gate.check_image(img) for img in images]
-        todo = [i for i, r in enumerate(reasons) if r is None]
+            refusals = [self.gate.image_refusal(img) for img in images]
+        todo = [i for i, r in enumerate(refusals) if r is None]
         out_by_index: dict[int, Prediction | Rejection] = {
-            i: Rejection(r, images[i].meta) for i, r in enumerate(reasons) if r is not None
+            i: Rejection(r.reason, images[i].meta, r.kind) for i, r in enumerate(refusals) if r is not None
         }
         if todo:
             batch = [images[i] for i in todo]
@@ -161,13 +164,15 @@ class Predictor:
                 boxed, placements = prepared[member.size]
                 probs, _logits, maps, features = member.session.run(None, {"image": boxed})
                 per_member.append((member, probs, maps, features, placements))
-            feature_reasons: list[str | None] = [None] * len(batch)
+            feature_refusals: list[Refusal | None] = [None] * len(batch)
             if self.gate is not None:
-                feature_reasons = self.gate.check_features(per_member[0][3])
+                feature_refusals = self.gate.feature_refusals(per_member[0][3], batch)
             for k, i in enumerate(todo):
-                reason = feature_reasons[k]
+                refusal = feature_refusals[k]
                 out_by_index[i] = (
-                    Rejection(reason, images[i].meta) if reason else self._combine(k, images[i], per_member, cam)
+                    Rejection(refusal.reason, images[i].meta, refusal.kind)
+                    if refusal
+                    else self._combine(k, images[i], per_member, cam)
                 )
         return [out_by_index[i] for i in range(len(images))]
 

@@ -38,11 +38,12 @@ class ApiError(Exception):
     'scan not found'
     """
 
-    def __init__(self, status: int, message: str, request_id: str | None = None) -> None:
+    def __init__(self, status: int, message: str, request_id: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.request_id = request_id
+        self.code = code  # the kind of refusal when the server names it (unreadable, not_mri, out_of_scope, …)
 
     @property
     def unauthorized(self) -> bool:
@@ -284,7 +285,8 @@ def describe(response: httpx.Response) -> ApiError:
     message = message[0].upper() + message[1:]
     if response.status_code == 429 and (wait := response.headers.get("retry-after")) and "try again in" not in message:
         message += f" (try again in about {wait} s)"  # the server's message says when, if it knows: not twice
-    return ApiError(response.status_code, message, request_id)
+    code = body.get("code") if isinstance(body, dict) else None
+    return ApiError(response.status_code, message, request_id, str(code) if code else None)
 
 
 class ApiClient:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 
 import streamlit as st
@@ -21,9 +20,13 @@ from braintumor.ui.client import ApiError, Health, Scan
 #: The API's upload cap (the same ``BRAINTUMOR_MAX_UPLOAD_MB`` setting, default 20 MB), so the uploader says it.
 DEFAULT_MAX_UPLOAD_MB = 20.0
 RESULTS = "analyze_results"
-#: How the server words a file it could not decode (a 422 too, like the input gate's refusals; the API gives
-#: no machine-readable code to tell them apart).
-UNREADABLE = re.compile(r"damaged|truncated|cannot decode|cannot apply|no pixel data|empty (input|upload|image)", re.I)
+#: Headlines by the refusal ``code`` the API sends with a 4xx: a file that could not be read, one that cannot be a
+#: brain MRI slice, and one that may be a genuine MRI but unlike those the model was validated on.
+REFUSALS = {
+    "unreadable": "Unreadable image",
+    "not_mri": "Rejected: not a brain MRI slice",
+    "out_of_scope": "Not analysed: outside the images the model was validated on",
+}
 UPLOADER = "analyze_uploader_round"
 SELECTED = "analyze_selected"
 
@@ -59,10 +62,10 @@ def refusal(exc: ApiError) -> tuple[str, str]:
         return "Unsupported file", text + ". Upload a JPEG, PNG, BMP, TIFF or DICOM brain MRI slice."
     if exc.status == 413:
         return "File too large", text
-    if exc.status == 422 and UNREADABLE.search(text):
-        return "Unreadable image", text
-    if exc.status == 422:  # the input gate: the reason says what was measured
-        return "Rejected: not a brain MRI slice", text
+    if exc.status == 422 and exc.code in REFUSALS:  # the reason says what was measured
+        return REFUSALS[exc.code], text
+    if exc.status == 422:
+        return "Not analysed", text
     if exc.status == 503:
         return "Analysis unavailable", text
     return "Not analysed", text
@@ -162,7 +165,10 @@ def show(outcomes: list[Outcome]) -> None:
         ]
         st.dataframe(rows, hide_index=True, width="stretch")
     for o in failed:
-        st.error(f"**{o.filename}** — {o.title}. {o.message}", icon=":material/error:")
+        if o.title == REFUSALS["out_of_scope"]:  # possibly a genuine MRI: not an error of the user's
+            st.warning(f"**{o.filename}** — {o.title}. {o.message}", icon=":material/help:")
+        else:
+            st.error(f"**{o.filename}** — {o.title}. {o.message}", icon=":material/error:")
     if not done:
         return
     names = [f"{o.filename}" for o in done]
