@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
+import re
 import shutil
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,16 +59,17 @@ DATA = ROOT.parent / "shared" / "data"
 DATASETS = [DATA / "brain_tumor_dataset", DATA / "br35h", DATA / "brain_tumor_mri_4class"]
 THREADS = 2
 MAX_DROP, MIN_SPEEDUP = 0.005, 1.5
+BACKBONE = QuantRecipe(percentile=99.99, fp32_first_convs=0)
 RECIPES = {
-    "conv-only, Percentile 99.99 (before)": QuantRecipe(scope="conv"),
-    "backbone, Percentile 99.99 (default)": DEFAULT_RECIPE,
-    "backbone, Percentile 99.999": replace(DEFAULT_RECIPE, percentile=99.999),
-    "backbone, MinMax": replace(DEFAULT_RECIPE, method="MinMax"),
-    "backbone, Entropy": replace(DEFAULT_RECIPE, method="Entropy"),
-    "backbone, Percentile 99.99, S8S8": replace(DEFAULT_RECIPE, activations="S8"),
-    "backbone, Percentile 99.99, reduce_range": replace(DEFAULT_RECIPE, reduce_range=True),
-    "backbone, Percentile 99.99, stem conv fp32": replace(DEFAULT_RECIPE, fp32_first_convs=1),
-    "backbone, Percentile 99.999, stem conv fp32": replace(DEFAULT_RECIPE, percentile=99.999, fp32_first_convs=1),
+    "conv-only, Percentile 99.99 (before)": replace(BACKBONE, scope="conv"),
+    "backbone, Percentile 99.99": BACKBONE,
+    "backbone, Percentile 99.999": replace(BACKBONE, percentile=99.999),
+    "backbone, MinMax": replace(BACKBONE, method="MinMax"),
+    "backbone, Entropy": replace(BACKBONE, method="Entropy"),
+    "backbone, Percentile 99.99, S8S8": replace(BACKBONE, activations="S8"),
+    "backbone, Percentile 99.99, reduce_range": replace(BACKBONE, reduce_range=True),
+    "backbone, Percentile 99.99, stem conv fp32": replace(BACKBONE, fp32_first_convs=1),
+    "backbone, Percentile 99.999, stem conv fp32 (default)": DEFAULT_RECIPE,
 }
 
 
@@ -77,6 +81,63 @@ def _log(message: str, start: float) -> None:
     print(f"[{time.perf_counter() - start:6.0f} s] {message}", flush=True)
 
 
+def test_figures(bundled: Path, test: list[Any], start: float) -> list[str]:
+    """The bundled model on the test part per dataset, with its shipped precisions and in fp32 throughout."""
+    tables: list[str] = []
+    for label, precision in (("shipped precisions", None), ("fp32 throughout", "fp32")):
+        predictor = Predictor.load(bundled, precision=precision)
+        scored = list(iter_scores(predictor, [r.path for r in test]))
+        keep = [i for i, row in enumerate(scored) if row["status"] == "ok"]
+        y = np.array([is_tumor_label(test[i].label) for i in keep], dtype=int)
+        p = np.array([float(scored[i]["p_tumor"]) for i in keep])
+        rows = figures_by_dataset([test[i].dataset for i in keep], y, p, predictor.decision)
+        members = ", ".join(f"{m.name} {m.precision}" for m in predictor.members)
+        tables += [f"**{label}** ({members}; {len(test) - len(keep)} rejected by the gate):", "",
+                   markdown_table(rows), ""]  # fmt: skip
+        _log(f"test part scored with {label}", start)
+    return tables
+
+
+PRECISION_HEADING = "## Precision (int8)"
+
+
+def record_on_card(bundled: Path, test_tables: list[str]) -> None:
+    """Put the members' int8 verdicts into ensemble.json and MODEL_CARD.md, with the test figures of the
+    shipped precisions beside fp32 (the card's main table stays the fp32 one it was written with)."""
+    spec_path = bundled / "ensemble.json"
+    spec = json.loads(spec_path.read_text())
+    doc_path = bundled / "MODEL_CARD.md"
+    doc = doc_path.read_text()
+    verdicts = {}
+    for member in spec["members"]:
+        card = ExportDir(bundled / member["path"]).read_card()
+        assert card.export is not None
+        verdicts[member["name"]] = card.export.quantization
+        doc = re.sub(rf"{re.escape(member['name'])} \(int8 default: \w+\)",
+                     f"{member['name']} (int8 default: {card.default_precision == 'int8'})", doc)  # fmt: skip
+    spec.setdefault("metrics", {})["quantization"] = verdicts
+    spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+    section = [
+        PRECISION_HEADING,
+        "",
+        'Serving loads each member\'s int8 graph where its card says so (`Predictor.load(folder, precision="fp32")` '
+        "forces fp32). The int8 recipe per member, its validation verdict and speed are in `bench/results-int8.md` "
+        "(`python bench/int8.py --threads 1 --ship`; recorded here by `--record`); the decision rule is the one "
+        "fitted on fp32 validation scores. "
+        "The grouped test part with the shipped precisions and in fp32:",
+        "",
+        *test_tables,
+    ]
+    if PRECISION_HEADING in doc:
+        head, rest = doc.split(PRECISION_HEADING, 1)
+        tail = rest[rest.index("\n## ") :] if "\n## " in rest else ""
+        doc = head + "\n".join(section).rstrip() + "\n" + tail
+    else:
+        head, sep, tail = doc.partition("\n## Intended use")
+        doc = head.rstrip() + "\n\n" + "\n".join(section).rstrip() + "\n" + sep + tail
+    doc_path.write_text(doc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "int8")
@@ -84,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=int, default=128, help="calibration images (stratified)")
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
     parser.add_argument("--members", nargs="+", help="only these members (default: all)")
+    parser.add_argument("--record", action="store_true",
+                        help="only score the test part with the shipped precisions, record it on the card")  # fmt: skip
     parser.add_argument("--threads", type=int, default=THREADS, help="ONNX Runtime intra-op threads (default 2)")
     parser.add_argument("--ship", action="store_true",
                         help="ship, per member, the held recipe that loses least, into the bundled model")  # fmt: skip
@@ -99,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     parts = records_for_split(data, read_split(split)[0])
     calibration, validation = stratified(parts["train"], args.calibration), parts["val"]
     _log(f"split {sha[:12]}: {len(calibration)} calibration, {len(validation)} validation images", start)
+    if args.record:
+        record_on_card(bundled, test_figures(bundled, parts["test"], start))
+        _log("recorded on the model card", start)
+        return 0
     settings = replace(Settings.make(quick=False), budget_s=12.0, max_repeats=400)  # more rounds: a noisy machine
     rows: list[str] = []
     held: dict[str, list[str]] = {}
@@ -144,20 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         verdict = quantize_if_it_holds(bundled / member, calibration, validation, recipe=RECIPES[name])
         if verdict["int8_default"]:
             shipped.append(f"{member} ({name})")
-    test_tables: list[str] = []
-    if shipped:
-        test = parts["test"]
-        for label, precision in (("shipped precisions", None), ("fp32 throughout", "fp32")):
-            predictor = Predictor.load(bundled, precision=precision)
-            scored = list(iter_scores(predictor, [r.path for r in test]))
-            keep = [i for i, row in enumerate(scored) if row["status"] == "ok"]
-            y = np.array([is_tumor_label(test[i].label) for i in keep], dtype=int)
-            p = np.array([float(scored[i]["p_tumor"]) for i in keep])
-            rows_ = figures_by_dataset([test[i].dataset for i in keep], y, p, predictor.decision)
-            members_ = ", ".join(f"{m.name} {m.precision}" for m in predictor.members)
-            test_tables += [f"**{label}** ({members_}; {len(test) - len(keep)} rejected by the gate):", "",
-                            markdown_table(rows_), ""]  # fmt: skip
-            _log(f"test part scored with {label}", start)
+    test_tables = test_figures(bundled, parts["test"], start) if shipped else []
+    if test_tables:
+        record_on_card(bundled, test_tables)
     lines = [
         "# int8: which recipe holds for the bundled model's members",
         "",
