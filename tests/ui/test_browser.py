@@ -160,6 +160,10 @@ def test_clinician_journey(
             expect(page.get_by_text("Save your recovery key now")).to_be_visible()
             key = page.get_by_test_id("stCode").inner_text().strip()
             assert re.fullmatch(r"[A-Z2-7]{4}(-[A-Z2-7]{4}){7}", key), key
+            page.mouse.move(0, 0)  # the copy button the text names is shown without hovering (issue 14 item 9)
+            copy = page.get_by_test_id("stCode").locator("button")
+            expect(copy).to_be_visible()
+            assert copy.evaluate("b => getComputedStyle(b).opacity") == "1"
             page.get_by_text("I have stored my recovery key safely").click()
             page.get_by_role("button", name="Continue to sign in").click()
 
@@ -187,6 +191,17 @@ def test_clinician_journey(
             expect(page.get_by_text("4 of 4 analysed")).to_be_visible()
             assert all(images.nth(i).evaluate("i => i.naturalWidth > 0") for i in range(images.count()))
             screenshot(page, shots, "analyze", 2250)
+
+            # a refresh keeps the session and the results; the browser holds an opaque id, never the token
+            page.reload()
+            expect(page.get_by_role("heading", name="Analyze scans")).to_be_visible()
+            expect(page.get_by_text(f"Signed in as {username}")).to_be_visible()
+            expect(page.get_by_text("4 of 4 analysed")).to_be_visible()
+            expect(page.get_by_role("button", name="Download PDF report")).to_be_visible()
+            cookies = {c["name"]: c for c in page.context.cookies()}
+            assert "bt_session" in cookies and cookies["bt_session"]["sameSite"] == "Strict"
+            assert not cookies["bt_session"]["value"].startswith("eyJ") and "eyJ" not in page.url
+            assert all(not c["value"].startswith("eyJ") for c in cookies.values())  # no JWT in any cookie
 
             # history: the scan is listed; open it and download its report
             nav(page, "History")
@@ -222,6 +237,9 @@ def test_clinician_journey(
             page.get_by_role("button", name="Sign out").click()
             expect(page.get_by_text("You are signed out.")).to_be_visible()
             expect(page.get_by_role("tab", name="Create account")).to_be_visible()
+            page.reload()  # signed out stays signed out
+            expect(page.get_by_role("tab", name="Create account")).to_be_visible()
+            expect(page.get_by_text(f"Signed in as {username}")).to_have_count(0)
 
             # the administrator's page
             page.get_by_role("textbox", name="Username").fill(api_server.admin)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from braintumor.ui import components, state
+from braintumor.ui import components, sessions, state
 from braintumor.ui.client import ApiError
 from braintumor.ui.views import about, admin, analyze, dashboard, history, login, profile
 
@@ -145,8 +145,10 @@ def main() -> None:
     components.inject_css()
     refresh_account()
     page = sidebar(pages())
+    sessions.write_cookie()
     show_note()
     run_page(page)
+    sessions.save_values()
 
 
 if __name__ == "__main__":

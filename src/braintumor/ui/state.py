@@ -1,8 +1,9 @@
 """Session state in one place: the signed-in account, notes that survive a rerun, navigation and a per-session
 cache.
 
-Why: the seed kept its token in the URL. Here the token lives only in ``st.session_state`` (server-side, per
-browser tab): never in the URL, never in a log line (:class:`Auth` hides it from ``repr``). Signing out clears
+Why: the seed kept its token in the URL. Here the token lives only on the UI server — in ``st.session_state`` and,
+so that a refresh keeps the session, in :mod:`braintumor.ui.sessions` under an opaque id the browser holds in a
+cookie: never in the URL, never in a log line (:class:`Auth` hides it from ``repr``). Signing out clears
 the whole session, so nothing of one user's scans stays in memory for the next. The cache is per session too
 (not ``st.cache_data``, which is shared by every user of the process): a rerun reuses what a page fetched, a
 change (upload, delete) invalidates the scopes it affects.
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 import httpx
 import streamlit as st
 
+from braintumor.ui import sessions
 from braintumor.ui.client import DEFAULT_API_URL, TIMEOUT_S, ApiClient, Token, User
 
 T = TypeVar("T")
@@ -33,6 +35,7 @@ CACHE = "_cache"
 HTTP = "_http"
 NAV = "nav"
 NAV_REQUEST = "_nav_request"
+RESTORED = "_restore_tried"
 #: Seconds before the token's expiry at which the UI signs out by itself (a call must not fail half-way).
 EXPIRY_MARGIN_S = 30
 #: Entries kept per cache scope (oldest dropped first): bounds the memory one session can hold.
@@ -74,6 +77,11 @@ def api() -> ApiClient:
 def current_auth() -> Auth | None:
     """The signed-in account, or ``None``; an expired token signs the session out (with a note) first."""
     auth = st.session_state.get(AUTH)
+    if not isinstance(auth, Auth) and not st.session_state.get(RESTORED):  # a new page load: this browser's session?
+        st.session_state[RESTORED] = True
+        saved = sessions.restore()
+        if isinstance(saved, Auth):
+            st.session_state[AUTH] = auth = saved
     if not isinstance(auth, Auth):
         return None
     if time.time() >= auth.expires_at:
@@ -83,10 +91,14 @@ def current_auth() -> Auth | None:
 
 
 def sign_in(token: Token, user: User) -> None:
-    """Start a signed-in session (the previous one's data is dropped)."""
+    """Start a signed-in session (the previous one's data is dropped), kept for a refresh of this browser."""
+    sessions.forget()
     reset_session()
     expires = time.time() + max(token.expires_in - EXPIRY_MARGIN_S, 1)
-    st.session_state[AUTH] = Auth(user.username, user.role, token.access_token, expires)
+    auth = Auth(user.username, user.role, token.access_token, expires)
+    st.session_state[AUTH] = auth
+    st.session_state[RESTORED] = True
+    sessions.remember(auth)
 
 
 def replace_token(token: Token) -> None:
@@ -105,8 +117,12 @@ def update_role(role: str) -> None:
 
 
 def sign_out(note: str | None = None) -> None:
-    """End the session: token, cache, results and widget values all go; ``note`` is shown on the sign-in page."""
+    """End the session: token, cache, results and widget values all go (and this browser's saved session);
+    ``note`` is shown on the sign-in page."""
+    sessions.forget()
     reset_session()
+    st.session_state[RESTORED] = True
+    sessions.clear_cookie()
     if note:
         set_note(note, "warning")
 

@@ -136,7 +136,14 @@ def recovery_key_panel(username: str, key: str, headline: str) -> None:
         "password. Store it in a password manager or another safe place; do not share it.",
         icon=":material/key:",
     )
-    st.code(key, language=None)
+    # Streamlit shows a code block's copy button only on hover; the instruction below needs it always there.
+    st.markdown(
+        "<style>.st-key-recovery_key [data-testid='stCode'] button {opacity: 1 !important; "
+        "visibility: visible !important;}</style>",
+        unsafe_allow_html=True,
+    )
+    with st.container(key="recovery_key"):
+        st.code(key, language=None)
     st.caption("Use the copy button at the right of the key.")
     stored = st.checkbox("I have stored my recovery key safely", key="key_stored")
     if st.button("Continue to sign in", type="primary", disabled=not stored, width="stretch", key="key_continue"):
