@@ -1,0 +1,231 @@
+"""The DICOMweb PACS client against a real Orthanc (Debian ``orthanc`` + ``orthanc-dicomweb``).
+
+Orthanc is started for the module in a network namespace of its own (``unshare -n``: it binds every interface, and
+there only loopback exists), with a temporary storage folder, a generated config and a password; the tests reach it
+through a relay on 127.0.0.1 (see ``netns.py``). A synthetic study of real slices is stored, searched and retrieved;
+its SR and heatmap captures are written by ``interop.dicom_out``, pushed back, and read back from Orthanc.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import ComprehensiveSRStorage, MRImageStorage, SecondaryCaptureImageStorage
+
+from braintumor.inference.predictor import Predictor
+from braintumor.interop.dicom_out import write_dicom_results
+from braintumor.interop.pacs import PacsClient, PacsError
+
+from ..dicom_files import IDENTITY, encoded, mr_series
+from ..servers import http_ok, serving
+from .conftest import analyse, need_binary
+from .netns import interface_addresses, tcp_to_unix
+
+NETNS = Path(__file__).with_name("netns.py")
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+USER = "braintumor"
+
+
+def _fail_or_skip(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def orthanc_config(folder: Path, port: int, password: str) -> dict[str, Any]:
+    """A test Orthanc: DICOMweb on, DIMSE off, a password, storage in ``folder``."""
+    return {
+        "Name": "braintumor-test",
+        "StorageDirectory": str(folder / "storage"),
+        "IndexDirectory": str(folder / "index"),
+        "HttpPort": port,
+        "DicomServerEnabled": False,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {USER: password},
+        "Plugins": [str(DICOMWEB_PLUGIN)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    }
+
+
+class Orthanc:
+    """A running test Orthanc: its DICOMweb URL on 127.0.0.1, credentials, process and inner port."""
+
+    def __init__(self, port: int, inner_port: int, password: str, proc: subprocess.Popen[bytes]) -> None:
+        self.port, self.inner_port, self.password, self.proc = port, inner_port, password, proc
+        self.url = f"http://127.0.0.1:{port}/dicom-web"
+
+    def client(self, password: str | None = None) -> PacsClient:
+        return PacsClient(self.url, username=USER, password=password or self.password, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    """Orthanc under ``unshare -n`` for this module; skips (fails on CI) without orthanc, its DICOMweb plugin or
+    the right to create a network namespace."""
+    exe = need_binary("Orthanc", "orthanc")
+    if not DICOMWEB_PLUGIN.is_file():
+        _fail_or_skip("Orthanc's DICOMweb plugin not found: install the Debian package orthanc-dicomweb")
+    unshare = need_binary("unshare", "util-linux")
+    probe = subprocess.run([unshare, "-n", "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        _fail_or_skip(f"cannot create a network namespace for Orthanc (unshare -n: {probe.stderr.strip()})")
+    folder = tmp_path_factory.mktemp("orthanc")
+    inner_port = _free_port()  # free here too, so that a refused connection below means "not reachable"
+    password = secrets.token_urlsafe(16)
+    config = folder / "orthanc.json"
+    config.write_text(json.dumps(orthanc_config(folder, inner_port, password)))
+    sock = str(folder / "orthanc.sock")
+    cmd = [unshare, "-n", sys.executable, str(NETNS), "--unix", sock, "--port", str(inner_port), "--", exe, str(config)]
+    with tcp_to_unix(sock) as port:
+        ready = http_ok(f"http://{USER}:{password}@127.0.0.1:{port}/system")
+        with serving(cmd, log=folder / "orthanc.log", ready=ready, what="Orthanc", timeout=60) as proc:
+            yield Orthanc(port, inner_port, password, proc)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _refused(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return False
+    except OSError:
+        return True
+
+
+@pytest.fixture(scope="module")
+def study(real_slices: list[np.ndarray]) -> list[Any]:
+    """A synthetic MR study of real slices, identified as a scanner would send it (built in memory)."""
+    return mr_series(real_slices, description="T1 AX PACS")
+
+
+# -- isolation ---------------------------------------------------------------------------------------------------
+@pytest.mark.pacs
+def test_orthanc_is_reachable_only_through_loopback(orthanc: Orthanc) -> None:
+    assert Path(f"/proc/{orthanc.proc.pid}/ns/net").readlink() != Path("/proc/self/ns/net").readlink()
+    addresses = interface_addresses()
+    assert addresses.get("lo") == "127.0.0.1"
+    for name, address in addresses.items():
+        assert _refused(address, orthanc.inner_port), f"Orthanc's port answers on {name} ({address})"
+        if name != "lo":
+            assert _refused(address, orthanc.port), f"the relay answers on {name} ({address})"
+    with pytest.raises(PacsError, match="refused the credentials"):
+        orthanc.client(password="wrong").search_studies()
+
+
+# -- the round trip ----------------------------------------------------------------------------------------------
+@pytest.mark.pacs
+def test_store_search_retrieve_and_push_results(
+    orthanc: Orthanc, study: list[Any], predictor: Predictor, tmp_path: Path
+) -> None:
+    pacs = orthanc.client()
+    study_uid = str(study[0].StudyInstanceUID)
+    mr_uids = [str(ds.SOPInstanceUID) for ds in study]
+
+    stored = pacs.store(study)
+    assert sorted(stored.stored) == sorted(mr_uids) and not stored.failed
+
+    (found,) = pacs.search_studies(patient_id=IDENTITY["PatientID"])
+    assert found.study_uid == study_uid and found.patient_name == IDENTITY["PatientName"]
+    assert found.modalities == ("MR",) and found.instances == 3 and found.series == 1
+    assert found.accession_number == study[0].AccessionNumber and found.description == study[0].StudyDescription
+    assert pacs.search_studies(patient_id="nobody") == []
+
+    retrieved = {str(ds.SOPInstanceUID): ds for ds in pacs.retrieve_study(study_uid)}
+    assert sorted(retrieved) == sorted(mr_uids)
+    for original in study:
+        np.testing.assert_array_equal(retrieved[str(original.SOPInstanceUID)].pixel_array, original.pixel_array)
+
+    # score what came back, write SR + SC from it (the PACS's own patient and study), push them
+    analysed = [analyse(encoded(retrieved[uid]), predictor) for uid in mr_uids]
+    written = write_dicom_results(analysed, tmp_path / "out")
+    outputs = [pydicom.dcmread(p) for p in (written.sr, *written.captures)]
+    pushed = pacs.store(outputs)
+    assert sorted(pushed.stored) == sorted(str(ds.SOPInstanceUID) for ds in outputs)
+
+    # Orthanc files them in the same study, under the same patient
+    instances = pacs.search_instances(study_uid)
+    classes = sorted(i.sop_class_uid for i in instances)
+    assert classes == sorted([MRImageStorage] * 3 + [ComprehensiveSRStorage] + [SecondaryCaptureImageStorage] * 3)
+    (again,) = pacs.search_studies(study_uid=study_uid)
+    assert again.instances == 7 and set(again.modalities) == {"MR", "SR", "OT"}
+
+    # the SR Orthanc serves references the right instances
+    back = pacs.retrieve_study(study_uid)
+    (sr_ds,) = [ds for ds in back if ds.SOPClassUID == ComprehensiveSRStorage]
+    buf = io.BytesIO()
+    sr_ds.save_as(buf, enforce_file_format=True)
+    sr = hd.sr.srread(io.BytesIO(buf.getvalue()))
+    assert sr.PatientID == IDENTITY["PatientID"] and sr.StudyInstanceUID == study_uid
+    evidence = {
+        str(sop.ReferencedSOPInstanceUID)
+        for item in sr.CurrentRequestedProcedureEvidenceSequence
+        for series in item.ReferencedSeriesSequence
+        for sop in series.ReferencedSOPSequence
+    }
+    assert evidence == set(mr_uids)
+    groups = {g.tracking_identifier: g for g in sr.content.get_image_measurement_groups()}
+    top = mr_uids[int(np.argmax([a.prediction.p_tumor for a in analysed]))]
+    assert [s.referenced_sop_instance_uid for s in groups["Result"].source_images] == [top]
+    for number, uid in enumerate(mr_uids, start=1):
+        assert [s.referenced_sop_instance_uid for s in groups[f"Slice {number}"].source_images] == [uid]
+    captures = sorted(
+        (ds for ds in back if ds.SOPClassUID == SecondaryCaptureImageStorage), key=lambda d: d.InstanceNumber
+    )
+    assert [str(ds.SourceImageSequence[0].ReferencedSOPInstanceUID) for ds in captures] == mr_uids
+
+
+@pytest.mark.pacs
+def test_pull_study_writes_one_file_per_instance(orthanc: Orthanc, study: list[Any], tmp_path: Path) -> None:
+    pacs = orthanc.client()
+    pacs.store(study)  # idempotent: Orthanc keeps one copy per SOP instance
+    study_uid = str(study[0].StudyInstanceUID)
+    paths = pacs.pull_study(study_uid, tmp_path / "pulled")
+    read = [pydicom.dcmread(p) for p in paths]
+    assert {p.name for p in paths} == {f"{ds.SOPInstanceUID}.dcm" for ds in read}
+    assert {str(ds.SOPInstanceUID) for ds in read} >= {str(ds.SOPInstanceUID) for ds in study}
+    assert all(ds.StudyInstanceUID == study_uid for ds in read)
+
+
+@pytest.mark.pacs
+def test_an_unknown_study_is_a_pacs_error(orthanc: Orthanc) -> None:
+    with pytest.raises(PacsError, match="retrieve study"):
+        orthanc.client().retrieve_study("1.2.3.4.5.6.7.8.9")
+    with pytest.raises(PacsError, match="not a DICOM UID"):
+        orthanc.client().retrieve_study("../../etc")
+
+
+# -- without a server ----------------------------------------------------------------------------------------------
+def test_an_unreachable_pacs_is_a_pacs_error() -> None:
+    url = f"http://127.0.0.1:{_free_port()}/dicom-web"
+    pacs = PacsClient(url, username=USER, password="secret", timeout=2, retries=1)
+    started = time.monotonic()
+    with pytest.raises(PacsError, match="unreachable") as caught:
+        pacs.search_studies()
+    assert "secret" not in str(caught.value)
+    assert time.monotonic() - started < 10  # one retry, 1 s later (not dicomweb-client's 30 s of retries)
+
+
+def test_credentials_never_ride_in_the_url() -> None:
+    with pytest.raises(PacsError, match="not in the URL"):
+        PacsClient(f"http://{USER}:secret@127.0.0.1:8042/dicom-web")
+    with pytest.raises(PacsError, match="http"):
+        PacsClient("file:///etc/passwd")
