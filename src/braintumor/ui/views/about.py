@@ -30,9 +30,10 @@ tumor*, and shows where the model looked (Grad-CAM). It supports — never repla
 def render() -> None:
     st.title("About")
     st.markdown(
-        "**Brain MRI Tumor Detection** reads a brain MRI slice and returns a calibrated probability of tumour, "
-        "a decision band, the tumour type when the model has one, each ensemble member's answer and a Grad-CAM "
-        "heatmap. Every analysis is kept in your private history with a PDF report. DICOM identifiers are "
+        "**Brain MRI Tumor Detection** reads a brain MRI slice and returns one outcome — tumour, refer for review "
+        "or no tumour — with its calibrated probability of tumour, the tumour type when the model has one, each "
+        "ensemble member's probability and a Grad-CAM heatmap for the ensemble and for each member. Every "
+        "analysis is kept in your private history with a PDF report. DICOM identifiers are "
         "removed before anything is stored."
     )
     left, right = st.columns([3, 2])
@@ -74,14 +75,17 @@ def model_card(health: Health | None) -> None:
     st.markdown(
         f"- Name **{card.get('name', health.model_name)}**, version {card.get('version', health.model_version)}\n"
         f"- Classes: {classes or '—'}\n"
-        f"- Decision threshold: {components.percent(float(decision.get('threshold', 0.5)))}"
+        f"- Referral band: {components.percent(float(decision.get('refer_low', 0)))}–"
+        f"{components.percent(float(decision.get('refer_high', 0)))} (below: no tumor; inside: refer for review; "
+        "above: tumor)\n"
+        f"- Operating threshold the band surrounds: {components.percent(float(decision.get('threshold', 0.5)))}"
         + (
-            f" (chosen for {components.percent(float(decision['target_sensitivity']))} sensitivity)"
+            f" (chosen for {components.percent(float(decision['target_sensitivity']))} sensitivity; what evaluation "
+            "measures, not a second answer)"
             if decision.get("target_sensitivity")
             else ""
         )
-        + f"\n- Referral band: {components.percent(float(decision.get('refer_low', 0)))}–"
-        f"{components.percent(float(decision.get('refer_high', 0)))}\n"
+        + "\n"
         f"- Input gate (refuses non-MRI images): {'yes' if card.get('gate') else 'no'}"
     )
     members = card.get("members", [])
