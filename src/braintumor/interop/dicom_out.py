@@ -102,7 +102,8 @@ class AnalysedSlice:
 
     @classmethod
     def from_bytes(cls, data: bytes, image: LoadedImage, prediction: Prediction) -> AnalysedSlice:
-        """Read the header of the DICOM file ``data`` (whose decoding is ``image``)."""
+        """Read the header of the DICOM file ``data`` whose decoding is ``image`` (decode first: the readers of
+        :mod:`braintumor.imaging` check a file's structure before pydicom parses it)."""
         import pydicom
 
         return cls(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True), image, prediction)

@@ -298,5 +298,8 @@ def _safe(url: str) -> str:
     """``url`` without user information (for messages)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # not a number
+        port = ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
