@@ -157,6 +157,33 @@ def test_the_model_is_one_device_across_reports(ungated: Predictor) -> None:
     assert model_device_uid(name, version) != model_device_uid(name, version + "-next")
 
 
+@pytest.mark.parametrize(
+    ("sop_class", "frame"),
+    [(pydicom.uid.EnhancedMRImageStorage, 2), (pydicom.uid.MRImageStorage, None)],
+    ids=["enhanced-mr", "single-frame-iod"],
+)
+def test_a_multi_frame_source_is_referenced_by_the_frame_analysed(
+    sop_class: str, frame: int | None, ungated: Predictor, dciodvfy: Validate, tmp_path: Path
+) -> None:
+    """The reader analyses the middle frame of a multi-frame file: the SR and the capture point at that frame where
+    the source's IOD has frames, and at the whole instance where it has not (a legacy MR carrying frames)."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    pixels = ds.pixel_array
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.NumberOfFrames = 3
+    ds.PixelData = np.stack([pixels, pixels[::-1], pixels[:, ::-1]]).astype(pixels.dtype).tobytes()
+    analysed = analyse(encoded(ds), ungated)
+    assert analysed.image.meta.frame_index == 1 and analysed.frame_number == frame
+    written = write_dicom_results([analysed], tmp_path)
+    sr, (sc,) = check_written(written, dciodvfy)
+    (source,) = groups(sr)["Result"].source_images
+    assert source.referenced_sop_instance_uid == ds.SOPInstanceUID
+    assert source.referenced_frame_numbers == (None if frame is None else [frame])
+    assert sc.SourceImageSequence[0].get("ReferencedFrameNumber") == frame
+    assert analysed.prediction.cam is not None
+    np.testing.assert_array_equal(sc.pixel_array, overlay(analysed.image.pixels, analysed.prediction.cam, alpha=0.4))
+
+
 # -- a series of real slices ---------------------------------------------------------------------------------------
 def test_a_series_reports_its_most_suspicious_slice_and_every_slice(
     analysed_series: list[AnalysedSlice], dciodvfy: Validate, tmp_path: Path

@@ -13,7 +13,8 @@ objects are built by `highdicom <https://highdicom.readthedocs.io>`_, not by han
   Contributing Equipment (name, version). VerificationFlag is UNVERIFIED, PreliminaryFlag PRELIMINARY and the
   series description says "not for diagnostic use".
 * The **Secondary Captures** are the Grad-CAM overlay of each analysed slice (at its decoded size), one instance per
-  slice in one new series of the source's study, each referencing its source image. highdicom writes single-frame
+  slice in one new series of the source's study, each referencing its source image (and, for a multi-frame
+  source, the frame the reader analysed: the middle one). highdicom writes single-frame
   SC only, so a series gives a series of captures rather than one multi-frame SC.
 
 De-identification: patient and study attributes are copied from the source datasets given, and from nothing else,
@@ -112,6 +113,17 @@ class AnalysedSlice:
     def sop_instance_uid(self) -> str:
         return str(self.source.SOPInstanceUID)
 
+    @property
+    def frame_number(self) -> int | None:
+        """The frame analysed (1-based, as DICOM counts) of a multi-frame source, else None. A file of a single-frame
+        IOD that carries several frames anyway (not conformant; the reader takes the middle one) cannot be referenced
+        by frame: it is referenced as a whole."""
+        # highdicom's IOD tables decide (the helper is not in its __all__; highdicom is pinned and this is tested)
+        from highdicom._standard_utils import is_multiframe_image
+
+        frames = int(self.source.get("NumberOfFrames", 1) or 1)
+        return self.image.meta.frame_index + 1 if frames > 1 and is_multiframe_image(self.source) else None
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -161,13 +173,13 @@ def structured_report(slices: Sequence[AnalysedSlice], *, finding: Finding | Non
     sources = [_with_type2(s.source) for s in slices]
 
     top_source = next(src for s, src in zip(slices, sources, strict=True) if s is top)
-    groups = [_group(answer, [top_source], algorithm, "Result", hd, codes)]
+    groups = [_group(answer, top_source, top.frame_number, algorithm, "Result", hd, codes)]
     if len(slices) > 1:
         for analysed, source in zip(slices, sources, strict=True):
             number = analysed.source.get("InstanceNumber")
             label = f"Slice {number}" if number is not None else f"Slice {analysed.sop_instance_uid}"
-            groups.append(_group(Finding(analysed.prediction.outcome, analysed.prediction.p_tumor), [source],
-                                 algorithm, label, hd, codes))  # fmt: skip
+            alone = Finding(analysed.prediction.outcome, analysed.prediction.p_tumor)
+            groups.append(_group(alone, source, analysed.frame_number, algorithm, label, hd, codes))
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -261,6 +273,8 @@ def heatmap_captures(slices: Sequence[AnalysedSlice], *, alpha: float = 0.4) -> 
         reference.ReferencedSOPInstanceUID = analysed.source.SOPInstanceUID
         reference.PurposeOfReferenceCodeSequence = [hd.sr.CodedConcept.from_code(
             codes.DCM.SourceImageForImageProcessingOperation)]  # fmt: skip
+        if analysed.frame_number is not None:
+            reference.ReferencedFrameNumber = analysed.frame_number
         sc.SourceImageSequence = [reference]
         _carry_deid(sc, analysed.source)
         out.append(sc)
@@ -312,7 +326,7 @@ def tumor_type_code(label: str) -> Any:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
-def _group(answer: Finding, sources: list[Any], algorithm: Any, label: str, hd: Any, codes: Any) -> Any:
+def _group(answer: Finding, source: Any, frame: int | None, algorithm: Any, label: str, hd: Any, codes: Any) -> Any:
     unit = codes.UCUM.NoUnits
     measurements = [hd.sr.Measurement(name=code(*_P_TUMOR), value=answer.p_tumor, unit=unit, algorithm_id=algorithm)]
     evaluations = [hd.sr.QualitativeEvaluation(name=code(*_OUTCOME), value=code(*OUTCOME_CODES[answer.outcome]))]
@@ -324,6 +338,7 @@ def _group(answer: Finding, sources: list[Any], algorithm: Any, label: str, hd: 
             name = code(f"P_{answer.tumor_type.upper()}", f"Probability of {answer.tumor_type}")
             measurements.append(hd.sr.Measurement(name=name, value=answer.type_probability, unit=unit,
                                                   algorithm_id=algorithm))  # fmt: skip
+    frames = None if frame is None else [frame]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(), identifier=label),
         finding_type=codes.SCT.Neoplasm,
@@ -331,7 +346,7 @@ def _group(answer: Finding, sources: list[Any], algorithm: Any, label: str, hd: 
         finding_sites=[hd.sr.FindingSite(codes.SCT.Brain)],
         measurements=measurements,
         qualitative_evaluations=evaluations,
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(s) for s in sources],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source, referenced_frame_numbers=frames)],
     )
 
 
