@@ -119,6 +119,7 @@ def study(real_slices: list[np.ndarray]) -> list[Any]:
 
 # -- isolation ---------------------------------------------------------------------------------------------------
 @pytest.mark.pacs
+@pytest.mark.integration
 def test_orthanc_is_reachable_only_through_loopback(orthanc: Orthanc) -> None:
     assert Path(f"/proc/{orthanc.proc.pid}/ns/net").readlink() != Path("/proc/self/ns/net").readlink()
     addresses = interface_addresses()
@@ -133,6 +134,7 @@ def test_orthanc_is_reachable_only_through_loopback(orthanc: Orthanc) -> None:
 
 # -- the round trip ----------------------------------------------------------------------------------------------
 @pytest.mark.pacs
+@pytest.mark.integration
 def test_store_search_retrieve_and_push_results(
     orthanc: Orthanc, study: list[Any], predictor: Predictor, tmp_path: Path
 ) -> None:
@@ -194,6 +196,7 @@ def test_store_search_retrieve_and_push_results(
 
 
 @pytest.mark.pacs
+@pytest.mark.integration
 def test_pull_study_writes_one_file_per_instance(orthanc: Orthanc, study: list[Any], tmp_path: Path) -> None:
     pacs = orthanc.client()
     pacs.store(study)  # idempotent: Orthanc keeps one copy per SOP instance
@@ -206,6 +209,7 @@ def test_pull_study_writes_one_file_per_instance(orthanc: Orthanc, study: list[A
 
 
 @pytest.mark.pacs
+@pytest.mark.integration
 def test_an_unknown_study_is_a_pacs_error(orthanc: Orthanc) -> None:
     with pytest.raises(PacsError, match="retrieve study"):
         orthanc.client().retrieve_study("1.2.3.4.5.6.7.8.9")
