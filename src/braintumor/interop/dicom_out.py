@@ -5,17 +5,16 @@ PACS (as MONAI Deploy's SR writer and IHE AI Results do), it sits beside the ima
 objects are built by `highdicom <https://highdicom.readthedocs.io>`_, not by hand, and pass ``dciodvfy``.
 
 * The **SR** is a TID 1500 Imaging Measurement Report: one measurement group with the answer — the outcome
-  (tumor / refer for review / no tumor) as a qualitative evaluation (the group's finding type, TID 1501's "Finding",
-  is Neoplasm; its finding site Brain), p(tumor) as a measurement, the tumor type and
-  its probability when the model names one — whose source image is the most suspicious slice (highest p(tumor));
-  for a series, one more group per slice with its own outcome and p(tumor). Every analysed instance is in the
-  image library and the evidence. The model is the observer device, its algorithm identification and the
-  Contributing Equipment (name, version). VerificationFlag is UNVERIFIED, PreliminaryFlag PRELIMINARY and the
-  series description says "not for diagnostic use".
+  (tumor / refer for review / no tumor) as a qualitative evaluation, p(tumor) as a measurement, the tumor type and
+  its probability when the model names one (finding type Neoplasm, finding site Brain) — whose source image is the
+  most suspicious slice (highest p(tumor)); for a series, one more group per slice with its own outcome and
+  p(tumor). Every analysed instance is in the image library and the evidence. The model is the observer device,
+  its algorithm identification and the Contributing Equipment (name, version). VerificationFlag is UNVERIFIED,
+  PreliminaryFlag PRELIMINARY and the series description says "not for diagnostic use".
 * The **Secondary Captures** are the Grad-CAM overlay of each analysed slice (at its decoded size), one instance per
-  slice in one new series of the source's study, each referencing its source image (and, for a multi-frame
-  source, the frame the reader analysed: the middle one). highdicom writes single-frame
-  SC only, so a series gives a series of captures rather than one multi-frame SC.
+  slice in one new series of the source's study, each referencing its source image (and, for a multi-frame source,
+  the frame the reader analysed: the middle one). highdicom writes single-frame SC only, so a series gives a
+  series of captures rather than one multi-frame SC.
 
 De-identification: patient and study attributes are copied from the source datasets given, and from nothing else,
 so writing from the de-identified file (what storage keeps by default) reintroduces nothing it stripped; the
@@ -24,7 +23,8 @@ study attribute the source lacks is written empty. New UIDs are random ``2.25.``
 derived from its name and version.
 
 Concepts DICOM has no code for (our outcomes, p(tumor), the model's tumor types) use the private coding scheme
-:data:`CODING_SCHEME` ("99" prefix, PS3.16 8.2), declared in the SR's Coding Scheme Identification Sequence.
+:data:`CODING_SCHEME` ("99" prefix: a private scheme, PS3.3 8.2), declared in the SR's Coding Scheme
+Identification Sequence.
 
 Example:
     >>> from braintumor.inference.predictor import Predictor  # doctest: +SKIP
