@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,20 @@ class MemberResult:
     p_tumor: float
     outcome: Outcome
     cam: np.ndarray  # raw, member input size
-    heatmap: np.ndarray | None = None  # max-normalised map at the original image size (when CAMs are asked for)
+    placement: Placement | None = None  # where the image sits in the member's input (when CAMs are asked for)
+
+    @functools.cached_property
+    def heatmap(self) -> np.ndarray | None:
+        """The max-normalised map at the original image size, made on first use (the ensemble's own map does
+        not need the members' unmapped: a scan scored without per-member overlays skips one resize a member)."""
+        if self.placement is None:
+            return None
+        return self.placement.unmap(_normalised(self.cam))
+
+
+def _normalised(cam: np.ndarray) -> np.ndarray:
+    top = float(cam.max())
+    return (cam / top if top > 0 else cam).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,18 @@ class Rejection:
     reason: str
     meta: ImageMeta
     kind: RefusalKind = "not_mri"
+
+
+def _ensemble_map(maps: list[tuple[Placement, np.ndarray]], results: list[MemberResult]) -> np.ndarray | None:
+    """The mean of the members' max-normalised maps at the original size. Members that share a placement (one
+    input size) are averaged in their input space and unmapped once: cropping and bilinear resizing are linear,
+    so this is the same map for one resize instead of one a member."""
+    if not maps:
+        return None
+    if all(placement == maps[0][0] for placement, _ in maps):
+        return maps[0][0].unmap(np.mean([_normalised(cam) for _, cam in maps], axis=0).astype(np.float32))
+    mean: np.ndarray = np.mean([r.heatmap for r in results if r.heatmap is not None], axis=0).astype(np.float32)
+    return mean
 
 
 @dataclass
@@ -189,16 +215,11 @@ class Predictor:
             names = member.class_names
             if tuple(names) == self.class_names:
                 class_vectors.append(p)
-            member_map = None
+            result = MemberResult(member.name, member.card.arch, dict(zip(names, map(float, p), strict=True)), pt,
+                                  self.decision.outcome(pt), cams[i], placements[i] if with_cam else None)  # fmt: skip
+            results.append(result)
             if with_cam:
-                top = float(cams[i].max())
-                unmapped = placements[i].unmap(cams[i])
-                member_map = (unmapped / top if top > 0 else unmapped).astype(np.float32)
-                maps.append(member_map)
-            results.append(
-                MemberResult(member.name, member.card.arch, dict(zip(names, map(float, p), strict=True)), pt,
-                             self.decision.outcome(pt), cams[i], member_map)
-            )  # fmt: skip
+                maps.append((placements[i], cams[i]))
         p_tumor = float(np.dot(weights, p_tumors))
         if len(class_vectors) == len(self.members):
             class_p = np.tensordot(weights, np.stack(class_vectors), axes=1)
@@ -211,7 +232,7 @@ class Predictor:
             type_probs = {}
         outcome = self.decision.outcome(p_tumor)
         tumor_type = max(type_probs, key=lambda k: type_probs[k]) if type_probs and outcome == "tumor" else None
-        ensemble_map = np.mean(maps, axis=0).astype(np.float32) if maps else None
+        ensemble_map = _ensemble_map(maps, results)
         return Prediction(
             outcome=outcome,
             p_tumor=p_tumor,
