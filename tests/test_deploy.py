@@ -122,11 +122,11 @@ def test_make_run_from_a_fresh_clone(tmp_path: Path, shared_data: Path) -> None:
         # the README's admin command, as written, beside the running app (issue 14 item 4)
         admin = subprocess.run(
             ["bash", "-c", "printf '%s\\n' \"$PASSWORD\" | make admin ARGS=\"--username admin --password-stdin\""],
-            cwd=clone, env={**env, "PASSWORD": "Admin-horse-42!"}, capture_output=True, text=True, timeout=120,
+            cwd=clone, env={**env, "PASSWORD": "Correct-mare-77!"}, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert admin.returncode == 0 and "created admin admin" in admin.stdout, admin.stdout + admin.stderr
-        assert "GetPassWarning" not in admin.stderr and "Admin-horse" not in admin.stdout + admin.stderr
-        admin_token = _post(f"{api}/token", b"username=admin&password=Admin-horse-42%21",
+        assert "GetPassWarning" not in admin.stderr and "Correct-mare" not in admin.stdout + admin.stderr
+        admin_token = _post(f"{api}/token", b"username=admin&password=Correct-mare-77%21",
                             {"Content-Type": "application/x-www-form-urlencoded"})["access_token"]  # fmt: skip
         assert admin_token
         assert (tmp_path / "data" / "secret.key").is_file()
