@@ -69,16 +69,21 @@ pytest: $(DEV_STAMP) system-tools
 
 # The PDF and browser tests drive Debian's Chromium and poppler-utils (pdftotext): nothing pip can install. Missing
 # ones are installed with apt-get when this runs as root (CI, containers); otherwise make stops and names the command.
-SYSTEM_TOOLS := chromium:chromium pdftotext:poppler-utils
+# tool-or-file:package — the browser test, PDF checks, DICOM validation (dciodvfy) and the PACS tests (Orthanc and
+# its DICOMweb plugin, a file rather than a command).
+SYSTEM_TOOLS := chromium:chromium pdftotext:poppler-utils dciodvfy:dicom3tools Orthanc:orthanc \
+	/usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
 system-tools:
-	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	@missing=""; for pair in $(SYSTEM_TOOLS); do tool="$${pair%%:*}"; \
+	  { command -v "$$tool" || test -e "$$tool"; } >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing the system tools the tests drive:$$missing (apt-get)"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null && \
+	    { systemctl disable --now orthanc >/dev/null 2>&1 || service orthanc stop >/dev/null 2>&1 || true; }; \
 	  else \
-	    echo "make test needs these system packages for the PDF and browser tests:$$missing"; \
+	    echo "make test needs these system packages for the browser, PDF, DICOM and PACS tests:$$missing"; \
 	    echo "install them first: sudo apt-get install -y$$missing   (or run make test as root to install them)"; \
 	    exit 2; \
 	  fi; \
