@@ -203,7 +203,7 @@ class Predictor:
         return [out_by_index[i] for i in range(len(images))]
 
     def _combine(self, i: int, image: LoadedImage, per_member: list[_MemberOutput], with_cam: bool) -> Prediction:
-        weights = ensemble_weights([m.weight for m in self.members], len(self.members))
+        weights = self._weights
         results = []
         p_tumors = []
         class_vectors = []
@@ -246,6 +246,11 @@ class Predictor:
             model_name=self.name,
             model_version=self.version,
         )
+
+    @functools.cached_property
+    def _weights(self) -> np.ndarray:
+        """The members' normalised weights, computed once (validated at load)."""
+        return ensemble_weights([m.weight for m in self.members], len(self.members))
 
     def card_summary(self) -> dict[str, Any]:
         """What the API's /health and the report show about the loaded model."""
