@@ -11,7 +11,7 @@ from braintumor.ui import components, state
 from braintumor.ui.client import ApiError, Health
 
 INTENDED_USE = """
-**Intended use.** A second reader for single 2-D brain MRI slices (JPEG, PNG or DICOM): it estimates the
+**Intended use.** A second reader for single 2-D brain MRI slices (JPEG, PNG, BMP, TIFF or DICOM): it estimates the
 probability that the slice shows a tumour, sorts it into *tumor*, *refer* (uncertain: needs an expert) or *no
 tumor*, and shows where the model looked (Grad-CAM). It supports — never replaces — a qualified clinician.
 

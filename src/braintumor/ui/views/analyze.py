@@ -95,8 +95,8 @@ def render() -> None:
         "Brain MRI slices",
         accept_multiple_files=True,
         key=f"analyze_uploader_{round_}",
-        help="JPEG, PNG or DICOM; the format is detected from the content, so DICOM files without an extension "
-        "are fine. DICOM identifiers are removed before storage.",
+        help="JPEG, PNG, BMP, TIFF or DICOM; the format is detected from the content, so DICOM files without an "
+        "extension are fine. DICOM identifiers are removed before storage.",
         disabled=not status.model_loaded,
         max_upload_size=max_upload_mb(),
     )
