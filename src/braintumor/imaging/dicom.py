@@ -16,6 +16,7 @@ decoded bytes and frame count are checked from the header before the one frame w
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,41 @@ def decode_dicom(data: bytes, *, limits: ImageLimits | None = None) -> LoadedIma
         raise CorruptImageError(f"damaged DICOM: {first_line(exc)}") from exc
 
 
-def _decode(data: bytes, limits: ImageLimits) -> LoadedImage:
+def decode_dicom_frames(
+    data: bytes, indices: Sequence[int] | None = None, *, limits: ImageLimits | None = None
+) -> Iterator[LoadedImage]:
+    """Every frame of a DICOM file (or those at ``indices``), each an 8-bit :class:`LoadedImage`, for series and
+    multi-frame objects (an enhanced MR is one file of many slices).
+
+    The same checks as :func:`decode_dicom` run once, before any pixel is decoded (structure, frame size, frame
+    count); frames are then decoded one at a time, so memory holds one frame. Windowing per frame reads the
+    functional groups of an enhanced object (``FrameVOILUTSequence``, ``PixelValueTransformationSequence``) when
+    the top level has none.
+    """
+    limits = limits or ImageLimits()
+    check_structure(data, limits)
+    try:
+        ds, frames = _open(data, limits)
+        wanted = list(range(frames)) if indices is None else list(indices)
+        if any(not 0 <= i < frames for i in wanted):
+            raise CorruptImageError(f"DICOM frame index out of range: the object has {frames} frame(s)")
+        from pydicom.pixels.utils import iter_pixels
+
+        own = {macro for macro, keywords in _FRAME_DISPLAY.items() if all(k in ds for k in keywords)}
+        stream = iter_pixels(io.BytesIO(data), indices=wanted, transfer_syntax_uid=ds.file_meta.TransferSyntaxUID)
+        for index in wanted:
+            arr = next(stream)
+            notes = [f"frame {index + 1} of {frames}"] if frames > 1 else []
+            _frame_display_tags(ds, index, own)
+            yield _loaded(arr, ds, frames, index, notes)
+    except (ImageError, MemoryError, KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # as in decode_dicom: lazy value conversion, decoder panics
+        raise CorruptImageError(f"damaged DICOM: {first_line(exc)}") from exc
+
+
+def _open(data: bytes, limits: ImageLimits) -> tuple[Any, int]:
+    """Parse the data set and check its pixel header against ``limits``; return it and its frame count."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -71,7 +106,11 @@ def _decode(data: bytes, limits: ImageLimits) -> LoadedImage:
         raise CorruptImageError(f"DICOM declares {bits} bits allocated and {samples} samples per pixel")
     limits.check_frame("DICOM", cols, rows, samples, (bits + 7) // 8)
     limits.check_frames("DICOM", frames)
+    return ds, frames
 
+
+def _decode(data: bytes, limits: ImageLimits) -> LoadedImage:
+    ds, frames = _open(data, limits)
     notes: list[str] = []
     index = frames // 2 if frames > 1 else None
     try:
@@ -89,13 +128,17 @@ def _decode(data: bytes, limits: ImageLimits) -> LoadedImage:
         raise CorruptImageError(f"cannot decode DICOM pixel data: {first_line(exc)}") from exc
     if index is not None:
         notes.append(f"multi-frame DICOM: used frame {index + 1} of {frames} (the middle)")
+    return _loaded(arr, ds, frames, index or 0, notes)
 
+
+def _loaded(arr: np.ndarray, ds: Any, frames: int, index: int, notes: list[str]) -> LoadedImage:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     try:
         pixels = _to_display(arr, ds, photometric, notes)
     except Exception as exc:  # malformed LUTs, unsupported LUT depths …
         raise CorruptImageError(f"cannot apply the DICOM display transforms: {first_line(exc)}") from exc
     modality = str(ds.get("Modality")) if ds.get("Modality") else None
+    cols, rows = int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0)
     return LoadedImage(
         pixels=pixels,
         meta=ImageMeta(
@@ -105,11 +148,37 @@ def _decode(data: bytes, limits: ImageLimits) -> LoadedImage:
             bit_depth=int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8),
             modality=modality,
             frames=frames,
-            frame_index=index or 0,
+            frame_index=index,
             dicom=_tags(ds),
             notes=tuple(notes),
         ),
     )
+
+
+#: Display attributes an enhanced (multi-frame) object keeps in its functional groups, by the macro holding them.
+_FRAME_DISPLAY = {
+    "FrameVOILUTSequence": ("WindowCenter", "WindowWidth"),
+    "PixelValueTransformationSequence": ("RescaleSlope", "RescaleIntercept"),
+}
+
+
+def _frame_display_tags(ds: Any, index: int, own: set[str]) -> None:
+    """Copy frame ``index``'s window and rescale from the functional groups to the top level, where the display
+    pipeline reads them (per-frame values win over shared ones; the top level's own values are kept)."""
+    groups = []
+    for keyword, pick in (("SharedFunctionalGroupsSequence", 0), ("PerFrameFunctionalGroupsSequence", index)):
+        seq = ds.get(keyword)
+        if seq is not None and len(seq) > pick:
+            groups.append(seq[pick])
+    for macro, keywords in _FRAME_DISPLAY.items():
+        if macro in own:
+            continue
+        for group in groups:
+            items = group.get(macro)
+            if items:
+                for k in keywords:
+                    if k in items[0]:
+                        setattr(ds, k, items[0][k].value)
 
 
 def _to_display(arr: np.ndarray, ds: Any, photometric: str, notes: list[str]) -> np.ndarray:
