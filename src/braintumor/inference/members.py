@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,11 +53,19 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-@functools.cache
+_controller: tuple[int, Any] | None = None
+
+
 def _blas() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries, taken again when a module was imported since (a library
+    loaded later, e.g. torch's own BLAS, would otherwise run unlimited); reused otherwise, so a call costs
+    microseconds, not a scan of the loaded libraries."""
+    global _controller
     from threadpoolctl import ThreadpoolController
 
-    return ThreadpoolController()
+    if _controller is None or _controller[0] != len(sys.modules):
+        _controller = (len(sys.modules), ThreadpoolController())
+    return _controller[1]
 
 
 def single_threaded_blas(fn: Callable[P, R]) -> Callable[P, R]:
