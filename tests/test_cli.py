@@ -331,3 +331,37 @@ def test_explain_with_any_export_and_its_limits(
     code, _, err = run_cli(capsys, "explain", scan, "--model", tmp_path, "--out", out)
     assert code != 0
     assert_one_line_error(err)
+
+
+def test_predict_writes_dicom_results_for_dicom_inputs(
+    capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path: Path
+) -> None:
+    """``braintumor predict scan.dcm --dicom-out DIR``: an SR and a Secondary Capture that reference the source;
+    a JPEG beside it is scored but gets no DICOM result (it has no header to answer to)."""
+    import pydicom
+
+    from braintumor.inference.bundled import bundled_model_dir
+
+    from .dicom_files import mr_series
+
+    if bundled_model_dir() is None:
+        pytest.skip("this installation carries no bundled model")
+    jpg = shared_data / "brain_tumor_dataset" / "yes" / "Y1.jpg"
+    [source] = mr_series([np.asarray(Image.open(jpg).convert("L"))])
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    source.save_as(scans / "scan.dcm", enforce_file_format=True)
+    (scans / "Y1.jpg").write_bytes(jpg.read_bytes())
+    out = tmp_path / "dicom"
+    code, _, err = run_cli(capsys, "predict", scans, "--out", tmp_path / "rows.csv", "--dicom-out", out)
+    assert code == 0, err
+    assert "for 1 DICOM file(s)" in err and "1 non-DICOM file(s) passed over" in err
+    [sr_path] = sorted(out.glob("SR_*.dcm"))
+    [sc_path] = sorted(out.glob("SC_*.dcm"))
+    sr, sc = pydicom.dcmread(sr_path), pydicom.dcmread(sc_path)
+    assert sr.Modality == "SR" and sr.VerificationFlag == "UNVERIFIED"
+    assert sr.StudyInstanceUID == sc.StudyInstanceUID == source.StudyInstanceUID
+    assert sc.SeriesInstanceUID != source.SeriesInstanceUID
+    referenced = {item.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
+                  for series in s.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}  # fmt: skip
+    assert referenced == {source.SOPInstanceUID}

@@ -82,6 +82,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     finally:
         if args.out:
             out.close()
+    if args.dicom_out:
+        _write_dicom_results(predictor, rows, args.dicom_out)
     s = summarize(rows)
     print(
         f"scored {s['ok']} of {s['files']} file(s): {s['tumor']} tumor, {s['refer']} to refer, "
@@ -91,6 +93,32 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0 if s["ok"] else 1
+
+
+def _write_dicom_results(predictor: Any, rows: list[dict[str, Any]], out_dir: Path) -> None:
+    """An SR and a heatmap Secondary Capture per scored DICOM file (``--dicom-out``), one line per file that
+    could not get them; other formats have no DICOM header to answer to and are passed over."""
+    from braintumor.imaging.io import load_image, sniff_format
+    from braintumor.interop.dicom_out import AnalysedSlice, write_dicom_results
+
+    written = skipped = 0
+    for row in rows:
+        path = Path(row["path"])
+        if row["status"] != "ok":
+            continue
+        data = path.read_bytes()
+        if sniff_format(data[:512]) != "dicom":
+            skipped += 1
+            continue
+        try:
+            image = load_image(data)
+            write_dicom_results([AnalysedSlice.from_bytes(data, image, predictor.predict(image))], out_dir)
+        except (BrainTumorError, ValueError, OSError) as exc:
+            print(f"{path}: no DICOM result written: {str(exc).splitlines()[0]}", file=sys.stderr)
+            continue
+        written += 1
+    note = f" ({skipped} non-DICOM file(s) passed over)" if skipped else ""
+    print(f"wrote DICOM SR + Secondary Capture for {written} DICOM file(s) to {out_dir}{note}", file=sys.stderr)
 
 
 def add_parser(sub: Any) -> None:
@@ -115,6 +143,9 @@ def add_parser(sub: Any) -> None:
     cam = p.add_mutually_exclusive_group()
     cam.add_argument("--no-cam", action="store_true", help="skip heatmaps")
     cam.add_argument("--cam-dir", type=Path, help="write a heatmap overlay PNG per scan here")
+    p.add_argument("--dicom-out", type=Path, metavar="DIR",
+                   help="for each DICOM input: a Comprehensive SR and a heatmap Secondary Capture in its study "
+                   "(written from the file as given: de-identify first if it must not carry identity)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--dask", metavar="ADDRESS", help="score on a Dask cluster (scheduler address, or 'local')")
