@@ -19,7 +19,7 @@ from PIL import Image
 
 from braintumor.data.datasets import is_tumor_label
 
-from .servers import serving
+from .servers import free_port, serving
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -203,15 +203,6 @@ def smoke_export(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 # -- storage backends: SecantusDB (a MongoDB-wire server) started for the session ---------------------------
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (servers in tests bind loopback only)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def secantus_uri(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """URI of a SecantusDB server on a free 127.0.0.1 port with a temporary data folder, stopped at the end.

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from .servers import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -53,14 +55,6 @@ def test_stack_keeps_mongo_private_and_secrets_out_of_images() -> None:
     assert {".env", ".git", ".venv"} <= set(ignored)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -90,7 +84,7 @@ def test_make_run_from_a_fresh_clone(tmp_path: Path, shared_data: Path) -> None:
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
     (clone.parent / "shared").symlink_to(shared_data.parent)  # ../shared beside the clone, as in CI
-    api_port, ui_port = _free_port(), _free_port()
+    api_port, ui_port = free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("BRAINTUMOR_")},
         "BRAINTUMOR_PORT": str(api_port),

@@ -31,7 +31,7 @@ from braintumor.interop.dicom_out import write_dicom_results
 from braintumor.interop.pacs import PacsClient, PacsError
 
 from ..dicom_files import IDENTITY, encoded, mr_series
-from ..servers import http_ok, serving
+from ..servers import free_port, http_ok, serving
 from .conftest import analyse, need_binary
 from .netns import interface_addresses, tcp_to_unix
 
@@ -85,7 +85,7 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     if probe.returncode != 0:
         _fail_or_skip(f"cannot create a network namespace for Orthanc (unshare -n: {probe.stderr.strip()})")
     folder = tmp_path_factory.mktemp("orthanc")
-    inner_port = _free_port()  # free here too, so that a refused connection below means "not reachable"
+    inner_port = free_port()  # free here too, so that a refused connection below means "not reachable"
     password = secrets.token_urlsafe(16)
     config = folder / "orthanc.json"
     config.write_text(json.dumps(orthanc_config(folder, inner_port, password)))
@@ -95,12 +95,6 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
         ready = http_ok(f"http://{USER}:{password}@127.0.0.1:{port}/system")
         with serving(cmd, log=folder / "orthanc.log", ready=ready, what="Orthanc", timeout=60) as proc:
             yield Orthanc(port, inner_port, password, proc)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _refused(host: str, port: int) -> bool:
@@ -219,7 +213,7 @@ def test_an_unknown_study_is_a_pacs_error(orthanc: Orthanc) -> None:
 
 # -- without a server ----------------------------------------------------------------------------------------------
 def test_an_unreachable_pacs_is_a_pacs_error() -> None:
-    url = f"http://127.0.0.1:{_free_port()}/dicom-web"
+    url = f"http://127.0.0.1:{free_port()}/dicom-web"
     pacs = PacsClient(url, username=USER, password="secret", timeout=2, retries=1)
     started = time.monotonic()
     with pytest.raises(PacsError, match="unreachable") as caught:

@@ -13,7 +13,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ from streamlit.testing.v1 import AppTest
 
 from braintumor.ui import APP_PATH
 
+from ..servers import free_port, http_ok, serving
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct-horse-battery"
 ADMIN = "admin"
@@ -42,14 +43,6 @@ FAST_ENV = {
 }
 #: A Streamlit run that talks to the API several times may take a few seconds on a loaded 2-core machine.
 RUN_TIMEOUT = 60
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -119,27 +112,9 @@ def api_server(tmp_path_factory: pytest.TempPathFactory, ui_model_dir: Path) -> 
     log = folder / "server.log"
     cmd = [sys.executable, "-m", "braintumor.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--data-dir", str(data), "--model", str(ui_model_dir)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = ApiServer(f"http://127.0.0.1:{port}", log, proc)
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(server.url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"the API did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    yield server
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    url = f"http://127.0.0.1:{port}"
+    with serving(cmd, log=log, ready=http_ok(url + "/health"), what="the API", timeout=90, env=env) as proc:
+        yield ApiServer(url, log, proc)
 
 
 class Ui:

@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from PIL import Image
+
+from ..servers import free_port, http_ok, serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -39,14 +40,6 @@ CHROMIUM_ARGS = [
 ]
 WIDTH = 1280
 PASSWORD = "tumour-board-2026"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -71,27 +64,10 @@ def ui_url(api_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     log = tmp_path_factory.mktemp("ui-server") / "streamlit.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BRAINTUMOR_", "STREAMLIT_"))}
     cmd = [sys.executable, "-m", "braintumor.cli", "ui", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen([*cmd, "--api-url", api_server.url], env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"the UI did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    with serving([*cmd, "--api-url", api_server.url], log=log, ready=http_ok(f"{url}/_stcore/health"),
+                 what="the UI", timeout=60, env=env):  # fmt: skip
+        yield url
 
 
 @pytest.fixture
