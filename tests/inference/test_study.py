@@ -181,3 +181,48 @@ def test_heatmaps_through_the_slice_hook(
 
     result = score_series(bundled, series, cam=True, on_slice=hook)
     assert [s.heatmap for s in result.slices] == ["map0.png", "map1.png"] and len(seen) == 2
+
+
+# -- the CLI ----------------------------------------------------------------------------------------------
+def test_cli_predict_volume_and_dicom_folder(
+    bundled: Predictor, slices: dict[str, list[np.ndarray]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``braintumor predict volume.nii.gz`` writes one row per slice; a DICOM folder is grouped into series, a
+    scout skipped with its reason, and ``--studies`` writes one row per study."""
+    import csv
+
+    from braintumor.cli import main
+
+    volume = nifti_volume([*slices["tumor"], *slices["no_tumor"][:2]], np.eye(4), tmp_path / "volume.nii.gz")
+    out = tmp_path / "rows.csv"
+    assert main(["predict", str(volume), "--out", str(out), "--no-cam", "--threads", "1"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 5 and [r["slice"] for r in rows] == ["0", "1", "2", "3", "4"]
+    assert all(r["path"] == str(volume) and r["status"] in ("ok", "not_assessable") for r in rows)
+
+    main_series = mr_series(slices["no_tumor"], description="T2 AX")
+    scout = mr_series(slices["no_tumor"][:2], description="SCOUT")
+    for ds in scout:
+        ds.StudyInstanceUID = main_series[0].StudyInstanceUID
+    folder = tmp_path / "dicom"
+    write(main_series, folder / "t2")
+    write(scout, folder / "scout")
+    studies, cams = tmp_path / "studies.csv", tmp_path / "cams"
+    argv = ["predict", str(folder), "--out", str(out), "--studies", str(studies), "--cam-dir", str(cams)]
+    assert main([*argv, "--threads", "1"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    scored = [r for r in rows if r["status"] != "skipped"]
+    assert [r["slice"] for r in scored] == ["0", "1", "2", "3"]
+    assert {r["series_uid"] for r in scored} == {main_series[0].SeriesInstanceUID}
+    assert all(Path(r["heatmap"]).is_file() for r in scored if r["status"] == "ok")
+    assert [r["status"] for r in rows].count("skipped") == 2
+    (study,) = list(csv.DictReader(studies.open()))
+    assert study["study_uid"] == main_series[0].StudyInstanceUID and study["outcome"] in ("tumor", "refer", "no_tumor")
+    assert study["slices"] == "4" and "SCOUT" in study["skipped_series"] and "2-D slices" in study["note"]
+    assert "skipped series SCOUT" in capsys.readouterr().err
+
+    bad_rules = tmp_path / "rules.json"
+    bad_rules.write_text('{"selections": []}')
+    assert main([*argv, "--series-rules", str(bad_rules)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("braintumor: error: series rules") and len(err.strip().splitlines()) == 1

@@ -53,7 +53,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     """score files and folders (CSV/JSON, heatmaps, Dask)
 
     Score images and folders (recursive). Each file gets a status; the run goes on past bad or rejected files and
-    exits non-zero only when nothing could be scored.
+    exits non-zero only when nothing could be scored. DICOM files are grouped into series (by study and series UID,
+    slices in anatomical order) and NIfTI volumes (.nii, .nii.gz) read as axial slices: one row per slice, with
+    study_uid, series_uid and slice; --studies FILE writes one row per study (its outcome by the study rule).
     """
     from braintumor.inference.batch import columns, expand_paths, iter_scores, score_with_dask, summarize
     from braintumor.inference.bundled import resolve_model_dir
@@ -65,11 +67,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     files = expand_paths(args.paths)
     if not files:
         raise BrainTumorError("no files found under the given paths")
-    with progress(len(files), "scoring") as bar:
-        if args.dask:
-            rows = score_with_dask(model_dir, files, args.dask, cam_dir=cam_dir, progress=bar.update)
-        else:
-            rows = list(iter_scores(predictor, files, cam_dir=cam_dir, batch_size=args.batch_size, progress=bar.update))
+    kinds = _volume_kinds(files)
+    images = [f for f in files if kinds[f] is None]
+    rows: list[dict[str, Any]] = []
+    with progress(len(images), "scoring") as bar:
+        if images and args.dask:
+            rows = score_with_dask(model_dir, images, args.dask, cam_dir=cam_dir, progress=bar.update)
+        elif images:
+            rows = list(
+                iter_scores(predictor, images, cam_dir=cam_dir, batch_size=args.batch_size, progress=bar.update)
+            )
+    rows += _score_series(args, predictor, [f for f in files if kinds[f] == "dicom"],
+                          [f for f in files if kinds[f] == "nifti"], cam_dir)  # fmt: skip
     out = args.out.open("w", newline="") if args.out else sys.stdout
     try:
         if args.format == "json":
@@ -85,6 +94,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.dicom_out:
         _write_dicom_results(predictor, rows, args.dicom_out)
     s = summarize(rows)
+    assessable = sum(r["status"] == "not_assessable" for r in rows)
+    if assessable or any(r["status"] == "skipped" for r in rows):
+        skipped = sum(r["status"] == "skipped" for r in rows)
+        print(f"series: {assessable} slice(s) not assessable, {skipped} file(s) of skipped series", file=sys.stderr)
     print(
         f"scored {s['ok']} of {s['files']} file(s): {s['tumor']} tumor, {s['refer']} to refer, "
         f"{s['no_tumor']} no tumor; "
@@ -121,6 +134,57 @@ def _write_dicom_results(predictor: Any, rows: list[dict[str, Any]], out_dir: Pa
     print(f"wrote DICOM SR + Secondary Capture for {written} DICOM file(s) to {out_dir}{note}", file=sys.stderr)
 
 
+def _volume_kinds(files: list[Path]) -> dict[Path, str | None]:
+    from braintumor.imaging.series import sniff_volume_or_dicom
+
+    return {f: sniff_volume_or_dicom(f) for f in files}
+
+
+def _score_series(
+    args: argparse.Namespace, predictor: Any, dicoms: list[Path], niftis: list[Path], cam_dir: Path | None
+) -> list[dict[str, Any]]:
+    """DICOM series and NIfTI volumes, scored in this process (also under --dask): one row per slice."""
+    if not dicoms and not niftis and not args.studies:
+        return []
+    from braintumor.imaging.series import DEFAULT_RULES, SeriesLimits, SeriesRules
+    from braintumor.inference.study import STUDY_COLUMNS, score_studies, slice_rows, study_rows
+
+    rules = SeriesRules.load(args.series_rules) if args.series_rules else SeriesRules.from_dict(DEFAULT_RULES)
+    hook = _heatmap_writer(cam_dir) if cam_dir is not None else None
+    # Local files: the caps that matter are per slice (ImageLimits); slices are decoded one batch at a time.
+    limits = SeriesLimits(max_files=10**7, max_slices=10**7, max_total_bytes=2**50)
+    run = score_studies(predictor, dicoms, niftis, rules=rules, limits=limits, batch_size=args.batch_size,
+                        cam=hook is not None, on_slice=hook)  # fmt: skip
+    for study in run.studies:
+        for skipped in study.skipped:
+            name = skipped.series.description or skipped.series.series_uid
+            print(f"skipped series {name}: {skipped.reason}", file=sys.stderr)
+    if args.studies:
+        with args.studies.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=STUDY_COLUMNS)
+            writer.writeheader()
+            writer.writerows(study_rows(run))
+    return slice_rows(run, predictor.class_names)
+
+
+def _heatmap_writer(cam_dir: Path) -> Any:
+    from PIL import Image
+
+    from braintumor.imaging.overlay import overlay
+    from braintumor.inference.batch import heatmap_name
+
+    cam_dir.mkdir(parents=True, exist_ok=True)
+
+    def write(_series: Any, result: Any, image: Any, prediction: Any) -> str | None:
+        if prediction.cam is None:
+            return None
+        target = cam_dir / f"{heatmap_name(Path(result.ref.source))[:-4]}.slice{result.index:04d}.png"
+        Image.fromarray(overlay(image.pixels, prediction.cam)).save(target, compress_level=1)
+        return str(target)
+
+    return write
+
+
 def add_parser(sub: Any) -> None:
     e = command(sub, "export", _cmd_export)
     e.add_argument("runs", nargs="+", type=Path, metavar="RUN")
@@ -149,3 +213,5 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--dask", metavar="ADDRESS", help="score on a Dask cluster (scheduler address, or 'local')")
+    p.add_argument("--studies", type=Path, metavar="FILE", help="write one CSV row per study (DICOM series, NIfTI)")
+    p.add_argument("--series-rules", type=Path, metavar="FILE", help="which series to score (JSON/YAML rule file)")

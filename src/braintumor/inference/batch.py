@@ -29,12 +29,14 @@ from braintumor.models.decision import OUTCOMES
 Row = dict[str, Any]
 BASE_COLUMNS = ("path", "status", "reason", "outcome", "p_tumor")
 TAIL_COLUMNS = ("tumor_type", "threshold", "model", "model_version", "heatmap")
+#: Filled for slices of DICOM series and NIfTI volumes (empty for single images): see inference/study.py.
+SERIES_COLUMNS = ("study_uid", "series_uid", "slice", "slice_position")
 
 
 def columns(class_names: Sequence[str]) -> list[str]:
     """CSV columns: path, status, reason, outcome, p_tumor, one p_<class> per class, then the rest."""
     per_class = [f"p_{c}" for c in class_names if f"p_{c}" not in BASE_COLUMNS]  # binary: p_tumor is there
-    return [*BASE_COLUMNS, *per_class, *TAIL_COLUMNS]
+    return [*BASE_COLUMNS, *per_class, *TAIL_COLUMNS, *SERIES_COLUMNS]
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:

@@ -355,3 +355,66 @@ def _common_folder(members: Sequence[Series]) -> str:
         return os.path.commonpath(parents) if parents else ""
     except ValueError:  # relative and absolute paths mixed
         return parents[0]
+
+
+# -- rows for the batch CLI -------------------------------------------------------------------------------
+#: One row per study (``braintumor predict --studies FILE``).
+STUDY_COLUMNS = ("study_uid", "source", "outcome", "reason", "series", "slices", "assessed", "tumor_slices",
+                 "refer_slices", "top_slices", "p_tumor_curve", "skipped_series", "note")  # fmt: skip
+
+
+def slice_rows(run: StudyRun, class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """One batch row per slice of every scored series (the batch columns, with ``study_uid``, ``series_uid``,
+    ``slice`` and ``slice_position``), then one per file of a skipped series (``skipped``) and per problem."""
+    from braintumor.inference.batch import columns
+
+    empty = dict.fromkeys(columns(class_names), "")
+    rows: list[dict[str, Any]] = []
+    for study in run.studies:
+        for sr, s in study.slices:
+            row: dict[str, Any] = {**empty, "path": s.ref.source, "study_uid": sr.series.study_uid,
+                   "series_uid": sr.series.series_uid, "slice": s.index,
+                   "slice_position": "" if s.ref.position is None else s.ref.position,
+                   "status": s.status, "reason": s.reason, "heatmap": s.heatmap or ""}  # fmt: skip
+            if s.prediction is not None:
+                p = s.prediction
+                row.update(outcome=s.outcome, p_tumor=round(p.p_tumor, 6), tumor_type=p.tumor_type or "",
+                           threshold=round(p.decision.threshold, 6), model=p.model_name,
+                           model_version=p.model_version)  # fmt: skip
+                row.update({f"p_{name}": round(v, 6) for name, v in p.probs.items()})
+            rows.append(row)
+        for skipped in study.skipped:
+            for source in dict.fromkeys(r.source for r in skipped.series.slices):
+                uids = {"study_uid": skipped.series.study_uid, "series_uid": skipped.series.series_uid}
+                rows.append({**empty, "path": source, "status": "skipped", "reason": skipped.reason, **uids})
+    rows.extend({**empty, "path": p.source, "status": "error", "reason": p.reason} for p in run.problems)
+    return rows
+
+
+def study_rows(run: StudyRun) -> list[dict[str, Any]]:
+    """One row per study: its outcome and reason, counts, the top slices and the p(tumor) curve per series."""
+    rows = []
+    for study in run.studies:
+        slices = [s for _, s in study.slices]
+        rows.append(
+            {
+                "study_uid": study.study_uid,
+                "source": study.source,
+                "outcome": study.outcome or "",
+                "reason": study.reason,
+                "series": " ".join(s.series.series_uid or s.series.kind for s in study.series),
+                "slices": len(slices),
+                "assessed": sum(s.status == "ok" for s in slices),
+                "tumor_slices": sum(s.outcome == "tumor" for s in slices),
+                "refer_slices": sum(s.outcome == "refer" for s in slices),
+                "top_slices": " ".join(f"{s.index}:{s.p_tumor:.3f}" for _, s in study.top_slices()),
+                "p_tumor_curve": " | ".join(
+                    " ".join("" if p is None else f"{p:.3f}" for p in sr.curve) for sr in study.series
+                ),
+                "skipped_series": "; ".join(
+                    f"{k.series.description or k.series.series_uid}: {k.reason}" for k in study.skipped
+                ),
+                "note": study.note,
+            }
+        )
+    return rows
