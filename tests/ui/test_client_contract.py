@@ -8,21 +8,21 @@ from typing import Any
 
 from braintumor.api.app import create_app
 from braintumor.api.config import Settings
-from braintumor.ui import client
+from braintumor.ui import records
 
 KEY = "Zr4T9qLm2XbV7nKp1sWc8HdYf3GjUe6A0oIuQyRtEw5"
 #: Client dataclass -> (schema it reads, client-only fields, schema fields the client does not read).
 PAIRS: dict[type[Any], tuple[str, set[str], set[str]]] = {
-    client.Scan: ("ScanPublic", {"detailed"}, {"result", "heatmap"}),
-    client.FileLink: ("FileLink", set(), set()),
-    client.MemberResult: ("MemberOutput", set(), set()),
-    client.ScanPage: ("ScanPage", set(), set()),
-    client.UserPage: ("UserPage", set(), set()),
-    client.User: ("UserAdminView", set(), set()),
-    client.Stats: ("StatsPublic", set(), set()),
-    client.ScanStats: ("ScanStatsPublic", set(), set()),
-    client.Lock: ("LockPublic", set(), set()),
-    client.BulkDeleted: ("BulkDeleted", set(), set()),
+    records.Scan: ("ScanPublic", {"detailed"}, {"result", "heatmap"}),
+    records.FileLink: ("FileLink", set(), set()),
+    records.MemberResult: ("MemberOutput", set(), set()),
+    records.ScanPage: ("ScanPage", set(), set()),
+    records.UserPage: ("UserPage", set(), set()),
+    records.User: ("UserAdminView", set(), set()),
+    records.Stats: ("StatsPublic", set(), set()),
+    records.ScanStats: ("ScanStatsPublic", set(), set()),
+    records.Lock: ("LockPublic", set(), set()),
+    records.BulkDeleted: ("BulkDeleted", set(), set()),
 }
 
 

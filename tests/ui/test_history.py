@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from braintumor.ui import state
-from braintumor.ui.client import ScanPage
+from braintumor.ui.records import ScanPage
 from braintumor.ui.views import history
 
 

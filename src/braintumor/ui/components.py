@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import streamlit as st
 
 from braintumor.ui import imaging, state
-from braintumor.ui.client import ApiError, FileLink, Scan
+from braintumor.ui.client import ApiError
+from braintumor.ui.records import FileLink, Scan
 
 #: How each outcome (the one answer a scan gets) reads, its colour, and what it asks of the reader.
 OUTCOMES: dict[str, tuple[str, str, str]] = {

@@ -25,7 +25,8 @@ import httpx
 import streamlit as st
 
 from braintumor.ui import sessions
-from braintumor.ui.client import DEFAULT_API_URL, TIMEOUT_S, ApiClient, Token, User
+from braintumor.ui.client import DEFAULT_API_URL, TIMEOUT_S, ApiClient
+from braintumor.ui.records import Token, User
 
 T = TypeVar("T")
 

@@ -8,7 +8,8 @@ import streamlit as st
 
 from braintumor import __version__
 from braintumor.ui import components, state
-from braintumor.ui.client import ApiError, Health
+from braintumor.ui.client import ApiError
+from braintumor.ui.records import Health
 
 INTENDED_USE = """
 **Intended use.** A second reader for single 2-D brain MRI slices (JPEG, PNG, BMP, TIFF or DICOM): it estimates the

@@ -11,7 +11,8 @@ from collections.abc import Callable
 import streamlit as st
 
 from braintumor.ui import charts, components, state
-from braintumor.ui.client import ApiError, User, UserPage
+from braintumor.ui.client import ApiError
+from braintumor.ui.records import User, UserPage
 
 PAGE = "admin_page"
 QUERY = "admin_query"

@@ -15,7 +15,8 @@ import streamlit as st
 
 from braintumor.imaging.io import sniff_format
 from braintumor.ui import components, state
-from braintumor.ui.client import ApiError, Health, Scan
+from braintumor.ui.client import ApiError
+from braintumor.ui.records import Health, Scan
 
 #: The API's upload cap (the same ``BRAINTUMOR_MAX_UPLOAD_MB`` setting, default 20 MB), so the uploader says it.
 DEFAULT_MAX_UPLOAD_MB = 20.0

@@ -11,7 +11,7 @@ import datetime as dt
 import streamlit as st
 
 from braintumor.ui import charts, components, state
-from braintumor.ui.client import ScanStats
+from braintumor.ui.records import ScanStats
 
 PERIODS = {"7 days": 7, "30 days": 30, "90 days": 90, "All time": None}
 

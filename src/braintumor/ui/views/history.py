@@ -12,7 +12,8 @@ from typing import Any
 import streamlit as st
 
 from braintumor.ui import components, state
-from braintumor.ui.client import ApiError, ScanPage
+from braintumor.ui.client import ApiError
+from braintumor.ui.records import ScanPage
 
 PAGE = "history_page"
 OPEN = "history_open"
