@@ -277,16 +277,6 @@ def test_gate_never_imports_torch(gate_file: Path) -> None:
 
 
 # -- the kinds of refusal (issue 14 item 8) ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def bundled() -> Predictor:
-    from braintumor.inference.bundled import bundled_model_dir
-
-    found = bundled_model_dir()
-    if found is None:
-        pytest.skip("this installation carries no bundled model")
-    return Predictor.load(found, threads=1)
-
-
 def test_unusual_mri_is_out_of_scope_not_a_non_mri(bundled: Predictor, shared_data: Path) -> None:
     """pydicom's MR_small.dcm (a genuine 64×64 MR crop) and a tiny crop of a real slice are refused as outside the
     validated images; a colour photo and a CT as not an MRI: three statuses apart, each with its reason."""

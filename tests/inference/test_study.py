@@ -47,16 +47,6 @@ def test_study_rule_parameters() -> None:
 
 
 # -- real slices through the bundled model ----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def bundled() -> Predictor:
-    from braintumor.inference.bundled import bundled_model_dir
-
-    found = bundled_model_dir()
-    if found is None:
-        pytest.skip("this installation carries no bundled model")
-    return Predictor.load(found, threads=1)
-
-
 def answered(predictor: Predictor, files: list[Path], outcome: str, n: int) -> list[Path]:
     """The first ``n`` of ``files`` whose 256² gray version the single-image path answers with ``outcome``."""
     from braintumor.imaging.types import ImageMeta, LoadedImage
