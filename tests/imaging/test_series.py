@@ -14,13 +14,8 @@ import pytest
 
 from braintumor.errors import ImageTooLargeError, InvalidRequestError, UnsupportedImageError
 from braintumor.imaging.nifti import read_nifti
-from braintumor.imaging.series import (
-    DEFAULT_RULES,
-    SeriesLimits,
-    SeriesRules,
-    read_dicom_series,
-    sniff_volume_or_dicom,
-)
+from braintumor.imaging.series import SeriesLimits, read_dicom_series, sniff_volume_or_dicom
+from braintumor.imaging.series_rules import DEFAULT_RULES, SeriesRules
 
 from ..dicom_files import IDENTITY, mr_series
 from ..studies import enhanced_mr, nifti_volume, real_slices, same_slice, write

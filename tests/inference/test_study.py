@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from braintumor.imaging.io import load_image
-from braintumor.imaging.series import SeriesRules
+from braintumor.imaging.series_rules import SeriesRules
 from braintumor.inference.predictor import Prediction, Predictor
 from braintumor.inference.study import VALIDATION_NOTE, StudyRule, score_series, score_studies, study_result
 

@@ -146,7 +146,8 @@ def _score_series(
     """DICOM series and NIfTI volumes, scored in this process (also under --dask): one row per slice."""
     if not dicoms and not niftis and not args.studies:
         return []
-    from braintumor.imaging.series import DEFAULT_RULES, SeriesLimits, SeriesRules
+    from braintumor.imaging.series import SeriesLimits
+    from braintumor.imaging.series_rules import DEFAULT_RULES, SeriesRules
     from braintumor.inference.study import STUDY_COLUMNS, score_studies, slice_rows, study_rows
 
     rules = SeriesRules.load(args.series_rules) if args.series_rules else SeriesRules.from_dict(DEFAULT_RULES)

@@ -43,16 +43,8 @@ from typing import Any, Literal
 
 from braintumor.errors import BrainTumorError, ImageError
 from braintumor.imaging.nifti import read_nifti
-from braintumor.imaging.series import (
-    DEFAULT_RULES,
-    FileProblem,
-    Series,
-    SeriesLimits,
-    SeriesRules,
-    SkippedSeries,
-    SliceRef,
-    read_dicom_series,
-)
+from braintumor.imaging.series import FileProblem, Series, SeriesLimits, SkippedSeries, SliceRef, read_dicom_series
+from braintumor.imaging.series_rules import DEFAULT_RULES, SeriesRules
 from braintumor.imaging.types import LoadedImage
 from braintumor.inference.predictor import Prediction, Predictor, Rejection
 from braintumor.models.decision import Outcome
