@@ -23,7 +23,8 @@ from braintumor.storage import (
     UserExistsError,
     UserNotFoundError,
 )
-from braintumor.storage.base import summarise_scans, utcnow
+from braintumor.storage.base import utcnow
+from braintumor.storage.stats import summarise_scans
 
 BACKENDS = ("embedded", "secantus", "mongodb")
 

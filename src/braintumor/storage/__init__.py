@@ -25,11 +25,8 @@ from braintumor.storage.base import (
     NewUser,
     Page,
     Role,
-    ScanFacts,
     ScanQuery,
     ScanRecord,
-    ScanStats,
-    Stats,
     Storage,
     StorageError,
     UserExistsError,
@@ -38,6 +35,7 @@ from braintumor.storage.base import (
     UserSummary,
     normalise_username,
 )
+from braintumor.storage.stats import ScanFacts, ScanStats, Stats
 
 BACKENDS = ("embedded", "mongodb")
 

@@ -29,6 +29,7 @@ from typing import Any, Unpack
 from pymongo.errors import PyMongoError
 
 from braintumor.storage import base
+from braintumor.storage.stats import ScanFacts, Stats, per_day_series
 
 #: Driver errors become :class:`StorageError` without the driver's text (it may hold the URI).
 _mongo_errors = base.storage_errors(PyMongoError, what="MongoDB is unavailable")
@@ -277,7 +278,7 @@ class MongoStorage:
 
     # -- statistics and maintenance -------------------------------------------------------------------------
     @_mongo_errors
-    def stats(self, days: int = 30) -> base.Stats:
+    def stats(self, days: int = 30) -> Stats:
         users = self._users.count_documents({})
         scans = self._history.count_documents({})
         names = {d["_id"]: d["username"] for d in self._users.find({}, {"username": 1})}
@@ -294,19 +295,17 @@ class MongoStorage:
             {"$group": {"_id": {"$dateToString": {"format": "%Y-%m-%d", "date": "$created_at"}}, "n": {"$sum": 1}}},
         ]
         per_day = {d["_id"]: int(d["n"]) for d in self._history.aggregate(pipeline)}
-        return base.Stats(
-            int(users), self.count_admins(), int(scans), per_user, outcomes, base.per_day_series(per_day, days)
-        )
+        return Stats(int(users), self.count_admins(), int(scans), per_user, outcomes, per_day_series(per_day, days))
 
     @_mongo_errors
-    def scan_facts(self, owner_id: str, date_from: dt.datetime | None = None) -> list[base.ScanFacts]:
+    def scan_facts(self, owner_id: str, date_from: dt.datetime | None = None) -> list[ScanFacts]:
         q: dict[str, Any] = {"owner_id": owner_id}
         if date_from:
             q["created_at"] = {"$gte": date_from}
         fields = {"outcome": 1, "p_tumor": 1, "model_name": 1, "model_version": 1, "threshold": 1, "created_at": 1}
         cursor = self._history.find(q, fields).sort([("created_at", -1), ("_id", -1)])
         return [
-            base.ScanFacts(
+            ScanFacts(
                 str(d.get("outcome", "")),
                 float(d.get("p_tumor", 0.0)),
                 f"{d.get('model_name', '')} v{d.get('model_version', '')}",

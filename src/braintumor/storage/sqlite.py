@@ -42,6 +42,7 @@ from typing import Any, Unpack, cast
 from braintumor.storage import base
 from braintumor.storage.blobs import BlobStore
 from braintumor.storage.database import Database
+from braintumor.storage.stats import ScanFacts, Stats, per_day_series
 
 _db_errors = base.storage_errors(sqlite3.Error, OSError, what="the embedded database failed")
 
@@ -332,7 +333,7 @@ class EmbeddedStorage:
 
     # -- statistics and maintenance -------------------------------------------------------------------------
     @_db_errors
-    def stats(self, days: int = 30) -> base.Stats:
+    def stats(self, days: int = 30) -> Stats:
         conn = self._conn()
         users = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
         scans = conn.execute("SELECT COUNT(*) FROM scans").fetchone()[0]
@@ -352,19 +353,17 @@ class EmbeddedStorage:
                 (since,),
             )
         }
-        return base.Stats(
-            int(users), _count_admins(conn), int(scans), per_user, outcomes, base.per_day_series(per_day, days)
-        )
+        return Stats(int(users), _count_admins(conn), int(scans), per_user, outcomes, per_day_series(per_day, days))
 
     @_db_errors
-    def scan_facts(self, owner_id: str, date_from: dt.datetime | None = None) -> list[base.ScanFacts]:
+    def scan_facts(self, owner_id: str, date_from: dt.datetime | None = None) -> list[ScanFacts]:
         since = timestamp(date_from) if date_from else ""
         rows = self._conn().execute(
             "SELECT outcome, p_tumor, model_name, model_version, threshold, created_at FROM scans"
             " WHERE owner_id = ? AND created_at >= ? ORDER BY created_at DESC, id DESC",
             (owner_id, since),
         )
-        return [base.ScanFacts(r[0], float(r[1]), f"{r[2]} v{r[3]}", float(r[4]), _parsetimestamp(r[5])) for r in rows]
+        return [ScanFacts(r[0], float(r[1]), f"{r[2]} v{r[3]}", float(r[4]), _parsetimestamp(r[5])) for r in rows]
 
     def ping(self) -> bool:
         try:

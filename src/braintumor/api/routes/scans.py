@@ -37,7 +37,7 @@ from braintumor.api.schemas import (
 )
 from braintumor.errors import ImageTooLargeError
 from braintumor.storage import NewScan, ScanQuery, ScanRecord, Storage, UserRecord
-from braintumor.storage.base import summarise_scans
+from braintumor.storage.stats import summarise_scans
 
 router = APIRouter(tags=["scans"])
 ScanId = Annotated[str, PathParam(max_length=64, description="scan id")]
