@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from braintumor import __version__
-from braintumor.cli import app, data, evaluate, inference, server, train
+from braintumor.cli import app, data, evaluate, inference, pacs, server, train
 from braintumor.cli.common import Handler
 from braintumor.errors import BrainTumorError
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"braintumor {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (data, train, evaluate, inference, server, app):
+    for group in (data, train, evaluate, inference, server, app, pacs):
         group.add_parser(sub)
     return parser
 
