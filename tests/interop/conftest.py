@@ -1,16 +1,20 @@
-"""Fixtures of the DICOM interop tests: the bundled model, real slices wrapped as an MR series, and ``dciodvfy``.
+"""Fixtures of the DICOM interop tests: the bundled model, real slices wrapped as an MR series, ``dciodvfy``, and
+a real Orthanc PACS (``orthanc``: one per test module, started under ``unshare -n``, see ``netns.py``).
 
-Debian binaries the tests need (``dciodvfy`` from dicom3tools here, Orthanc in ``test_pacs.py``) skip the tests
+Debian binaries the tests need (``dciodvfy`` from dicom3tools, Orthanc and its DICOMweb plugin) skip the tests
 with the reason when missing, and fail them on CI (``CI`` set), as the SecantusDB fixture does.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import secrets
 import shutil
 import subprocess
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +25,12 @@ from braintumor.imaging.io import load_image
 from braintumor.inference.bundled import bundled_model_dir
 from braintumor.inference.predictor import Prediction, Predictor
 from braintumor.interop.dicom_out import AnalysedSlice
+from braintumor.interop.pacs import PacsClient
 from braintumor.storage.deid import deidentify
 
 from ..dicom_files import encoded, mr_series
+from ..servers import free_port, http_ok, serving
+from .netns import tcp_to_unix
 
 SALT = b"interop test salt"
 
@@ -112,3 +119,66 @@ def deidentified_series(identified_series: list[Any]) -> list[bytes]:
 def analysed_series(deidentified_series: list[bytes], predictor: Predictor) -> list[AnalysedSlice]:
     """The de-identified series, each slice predicted by the bundled model."""
     return [analyse(data, predictor) for data in deidentified_series]
+
+
+# -- a real PACS ---------------------------------------------------------------------------------------------
+NETNS = Path(__file__).with_name("netns.py")
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+USER = "braintumor"
+
+
+def _fail_or_skip(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def orthanc_config(folder: Path, port: int, password: str) -> dict[str, Any]:
+    """A test Orthanc: DICOMweb on, DIMSE off, a password, storage in ``folder``."""
+    return {
+        "Name": "braintumor-test",
+        "StorageDirectory": str(folder / "storage"),
+        "IndexDirectory": str(folder / "index"),
+        "HttpPort": port,
+        "DicomServerEnabled": False,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {USER: password},
+        "Plugins": [str(DICOMWEB_PLUGIN)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    }
+
+
+class Orthanc:
+    """A running test Orthanc: its DICOMweb URL on 127.0.0.1, credentials, process and inner port."""
+
+    def __init__(self, port: int, inner_port: int, password: str, proc: subprocess.Popen[bytes]) -> None:
+        self.port, self.inner_port, self.password, self.proc = port, inner_port, password, proc
+        self.url = f"http://127.0.0.1:{port}/dicom-web"
+
+    def client(self, password: str | None = None) -> PacsClient:
+        return PacsClient(self.url, username=USER, password=password or self.password, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    """Orthanc under ``unshare -n`` for this module; skips (fails on CI) without orthanc, its DICOMweb plugin or
+    the right to create a network namespace."""
+    exe = need_binary("Orthanc", "orthanc")
+    if not DICOMWEB_PLUGIN.is_file():
+        _fail_or_skip("Orthanc's DICOMweb plugin not found: install the Debian package orthanc-dicomweb")
+    unshare = need_binary("unshare", "util-linux")
+    probe = subprocess.run([unshare, "-n", "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        _fail_or_skip(f"cannot create a network namespace for Orthanc (unshare -n: {probe.stderr.strip()})")
+    folder = tmp_path_factory.mktemp("orthanc")
+    inner_port = free_port()  # free here too, so that a refused connection below means "not reachable"
+    password = secrets.token_urlsafe(16)
+    config = folder / "orthanc.json"
+    config.write_text(json.dumps(orthanc_config(folder, inner_port, password)))
+    sock = str(folder / "orthanc.sock")
+    cmd = [unshare, "-n", sys.executable, str(NETNS), "--unix", sock, "--port", str(inner_port), "--", exe, str(config)]
+    with tcp_to_unix(sock) as port:
+        ready = http_ok(f"http://{USER}:{password}@127.0.0.1:{port}/system")
+        with serving(cmd, log=folder / "orthanc.log", ready=ready, what="Orthanc", timeout=60) as proc:
+            yield Orthanc(port, inner_port, password, proc)

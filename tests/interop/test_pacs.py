@@ -9,14 +9,8 @@ its SR and heatmap captures are written by ``interop.dicom_out``, pushed back, a
 from __future__ import annotations
 
 import io
-import json
-import os
-import secrets
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,70 +25,9 @@ from braintumor.interop.dicom_out import write_dicom_results
 from braintumor.interop.pacs import PacsClient, PacsError
 
 from ..dicom_files import IDENTITY, encoded, mr_series
-from ..servers import free_port, http_ok, serving
-from .conftest import analyse, need_binary
-from .netns import interface_addresses, tcp_to_unix
-
-NETNS = Path(__file__).with_name("netns.py")
-DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-USER = "braintumor"
-
-
-def _fail_or_skip(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def orthanc_config(folder: Path, port: int, password: str) -> dict[str, Any]:
-    """A test Orthanc: DICOMweb on, DIMSE off, a password, storage in ``folder``."""
-    return {
-        "Name": "braintumor-test",
-        "StorageDirectory": str(folder / "storage"),
-        "IndexDirectory": str(folder / "index"),
-        "HttpPort": port,
-        "DicomServerEnabled": False,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": True,
-        "RegisteredUsers": {USER: password},
-        "Plugins": [str(DICOMWEB_PLUGIN)],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-    }
-
-
-class Orthanc:
-    """A running test Orthanc: its DICOMweb URL on 127.0.0.1, credentials, process and inner port."""
-
-    def __init__(self, port: int, inner_port: int, password: str, proc: subprocess.Popen[bytes]) -> None:
-        self.port, self.inner_port, self.password, self.proc = port, inner_port, password, proc
-        self.url = f"http://127.0.0.1:{port}/dicom-web"
-
-    def client(self, password: str | None = None) -> PacsClient:
-        return PacsClient(self.url, username=USER, password=password or self.password, timeout=30)
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
-    """Orthanc under ``unshare -n`` for this module; skips (fails on CI) without orthanc, its DICOMweb plugin or
-    the right to create a network namespace."""
-    exe = need_binary("Orthanc", "orthanc")
-    if not DICOMWEB_PLUGIN.is_file():
-        _fail_or_skip("Orthanc's DICOMweb plugin not found: install the Debian package orthanc-dicomweb")
-    unshare = need_binary("unshare", "util-linux")
-    probe = subprocess.run([unshare, "-n", "true"], capture_output=True, text=True, check=False)
-    if probe.returncode != 0:
-        _fail_or_skip(f"cannot create a network namespace for Orthanc (unshare -n: {probe.stderr.strip()})")
-    folder = tmp_path_factory.mktemp("orthanc")
-    inner_port = free_port()  # free here too, so that a refused connection below means "not reachable"
-    password = secrets.token_urlsafe(16)
-    config = folder / "orthanc.json"
-    config.write_text(json.dumps(orthanc_config(folder, inner_port, password)))
-    sock = str(folder / "orthanc.sock")
-    cmd = [unshare, "-n", sys.executable, str(NETNS), "--unix", sock, "--port", str(inner_port), "--", exe, str(config)]
-    with tcp_to_unix(sock) as port:
-        ready = http_ok(f"http://{USER}:{password}@127.0.0.1:{port}/system")
-        with serving(cmd, log=folder / "orthanc.log", ready=ready, what="Orthanc", timeout=60) as proc:
-            yield Orthanc(port, inner_port, password, proc)
+from ..servers import free_port
+from .conftest import USER, Orthanc, analyse
+from .netns import interface_addresses
 
 
 def _refused(host: str, port: int) -> bool:
