@@ -103,14 +103,17 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.out is None and not args.push:
         raise BrainTumorError("nothing would be kept: give --out DIR, --push, or both")
     pacs = _client(args)
-    datasets = pacs.retrieve_study(args.study)
+    sources, passed_over = _encoded(pacs.retrieve_study(args.study))  # the datasets go: the bytes are what is scored
+    if not sources:
+        raise BrainTumorError(f"study {args.study} has no image instances to score")
     if args.out is not None:
-        return _analyze(args, pacs, datasets, args.out)
+        return _analyze(args, pacs, sources, passed_over, args.out)
     with tempfile.TemporaryDirectory(prefix="braintumor-pacs-") as tmp:
-        return _analyze(args, pacs, datasets, Path(tmp))
+        return _analyze(args, pacs, sources, passed_over, Path(tmp))
 
 
-def _analyze(args: argparse.Namespace, pacs: Any, datasets: list[Any], out_dir: Path) -> int:
+def _analyze(args: argparse.Namespace, pacs: Any, sources: list[tuple[str, bytes]], passed_over: int,
+             out_dir: Path) -> int:  # fmt: skip
     import pydicom
 
     from braintumor.inference.bundled import resolve_model_dir
@@ -118,21 +121,19 @@ def _analyze(args: argparse.Namespace, pacs: Any, datasets: list[Any], out_dir: 
     from braintumor.inference.study import score_studies
     from braintumor.interop.dicom_out import AnalysedSlice, Finding, write_dicom_results
 
-    sources, passed_over = _encoded(datasets)
-    if not sources:
-        raise BrainTumorError(f"study {args.study} has no image instances to score")
     data = dict(sources)
     analysed: list[AnalysedSlice] = []
 
     def keep(_series: Any, result: Any, image: Any, prediction: Any) -> None:
         analysed.append(AnalysedSlice.from_bytes(data[result.ref.source], image, prediction))
-        return None
 
     model_dir = resolve_model_dir(args.model or os.environ.get("BRAINTUMOR_MODEL_DIR") or None)
     predictor = Predictor.load(model_dir, threads=args.threads)
     run = score_studies(predictor, sources, cam=True, on_slice=keep, batch_size=args.batch_size)
     for problem in run.problems:
         print(f"instance {problem.source}: not scored: {problem.reason}", file=sys.stderr)
+    if not run.studies:
+        raise BrainTumorError(f"study {args.study}: none of its {len(sources)} image instance(s) could be read")
     studies = [s for s in run.studies if s.study_uid == args.study] or run.studies
     if len(studies) != 1:
         raise BrainTumorError(f"study {args.study}: the PACS sent instances of {len(run.studies)} studies")
