@@ -50,13 +50,20 @@ def overlay(image: np.ndarray, cam: np.ndarray, *, alpha: float = 0.4, colormap:
     """
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    rgb = to_rgb(image).astype(np.float32)
+    rgb = to_rgb(image)
     h, w = rgb.shape[:2]
     cam = np.asarray(cam, dtype=np.float32)
     if cam.shape != (h, w):
         cam = resize_float(cam, (w, h))
     cam01 = normalise_map(cam)
-    heat = colorize(cam01, colormap).astype(np.float32)
-    weight = (alpha * np.sqrt(cam01))[:, :, None]
-    blended: np.ndarray = np.clip(rgb * (1 - weight) + heat * weight, 0, 255).round().astype(np.uint8)
+    weight = np.sqrt(cam01)
+    weight *= alpha
+    # rgb + (heat - rgb) · weight, in place on one float buffer: the same convex blend as
+    # rgb · (1 − weight) + heat · weight (so no clipping is needed) with a third of the temporaries.
+    out = colorize(cam01, colormap).astype(np.float32)
+    out -= rgb
+    out *= weight[:, :, None]
+    out += rgb
+    np.rint(out, out=out)
+    blended: np.ndarray = out.astype(np.uint8)
     return blended
