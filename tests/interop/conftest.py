@@ -182,3 +182,33 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
         ready = http_ok(f"http://{USER}:{password}@127.0.0.1:{port}/system")
         with serving(cmd, log=folder / "orthanc.log", ready=ready, what="Orthanc", timeout=60) as proc:
             yield Orthanc(port, inner_port, password, proc)
+
+
+# -- reading back what we wrote (the DICOM-output and PACS tests) --------------------------------------------------
+def evaluations(group: Any) -> dict[str, str]:
+    """An SR measurement group's qualitative evaluations, by concept name."""
+    return {q.name.value: q.value.value for q in group.get_qualitative_evaluations()}
+
+
+def evidence_uids(sr: Any) -> set[str]:
+    """Every SOP Instance UID an SR's evidence sequence references."""
+    return {
+        str(sop.ReferencedSOPInstanceUID)
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for sop in series.ReferencedSOPSequence
+    }
+
+
+def served_sr(pacs: PacsClient, study_uid: str) -> tuple[Any, list[Any]]:
+    """The study's one Comprehensive SR as the PACS serves it, read by highdicom, and every instance retrieved."""
+    import io
+
+    import highdicom as hd
+    from pydicom.uid import ComprehensiveSRStorage
+
+    back = pacs.retrieve_study(study_uid)
+    (sr_ds,) = [ds for ds in back if ds.SOPClassUID == ComprehensiveSRStorage]
+    buf = io.BytesIO()
+    sr_ds.save_as(buf, enforce_file_format=True)
+    return hd.sr.srread(io.BytesIO(buf.getvalue())), back

@@ -34,7 +34,7 @@ from braintumor.interop.dicom_out import (
 )
 
 from ..dicom_files import IDENTITY, encoded, mr_series
-from .conftest import analyse
+from .conftest import analyse, evaluations, evidence_uids
 
 Validate = Callable[[Path, str], list[str]]
 
@@ -53,21 +53,8 @@ def measurements(group: Any) -> dict[str, float]:
     return {m.name.value: m.value for m in group.get_measurements()}
 
 
-def evaluations(group: Any) -> dict[str, str]:
-    return {q.name.value: q.value.value for q in group.get_qualitative_evaluations()}
-
-
 def source_uids(group: Any) -> list[str]:
     return [s.referenced_sop_instance_uid for s in group.source_images]
-
-
-def evidence_uids(sr: Any) -> set[str]:
-    return {
-        str(sop.ReferencedSOPInstanceUID)
-        for study in sr.CurrentRequestedProcedureEvidenceSequence
-        for series in study.ReferencedSeriesSequence
-        for sop in series.ReferencedSOPSequence
-    }
 
 
 def content_items(ds: Any) -> Iterator[Any]:

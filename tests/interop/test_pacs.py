@@ -8,13 +8,11 @@ its SR and heatmap captures are written by ``interop.dicom_out``, pushed back, a
 
 from __future__ import annotations
 
-import io
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
-import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -26,7 +24,7 @@ from braintumor.interop.pacs import PacsClient, PacsError
 
 from ..dicom_files import IDENTITY, encoded, mr_series
 from ..servers import free_port
-from .conftest import USER, Orthanc, analyse
+from .conftest import USER, Orthanc, analyse, evidence_uids, served_sr
 from .netns import interface_addresses
 
 
@@ -98,19 +96,9 @@ def test_store_search_retrieve_and_push_results(
     assert again.instances == 7 and set(again.modalities) == {"MR", "SR", "OT"}
 
     # the SR Orthanc serves references the right instances
-    back = pacs.retrieve_study(study_uid)
-    (sr_ds,) = [ds for ds in back if ds.SOPClassUID == ComprehensiveSRStorage]
-    buf = io.BytesIO()
-    sr_ds.save_as(buf, enforce_file_format=True)
-    sr = hd.sr.srread(io.BytesIO(buf.getvalue()))
+    sr, back = served_sr(pacs, study_uid)
     assert sr.PatientID == IDENTITY["PatientID"] and sr.StudyInstanceUID == study_uid
-    evidence = {
-        str(sop.ReferencedSOPInstanceUID)
-        for item in sr.CurrentRequestedProcedureEvidenceSequence
-        for series in item.ReferencedSeriesSequence
-        for sop in series.ReferencedSOPSequence
-    }
-    assert evidence == set(mr_uids)
+    assert evidence_uids(sr) == set(mr_uids)
     groups = {g.tracking_identifier: g for g in sr.content.get_image_measurement_groups()}
     top = mr_uids[int(np.argmax([a.prediction.p_tumor for a in analysed]))]
     assert [s.referenced_sop_instance_uid for s in groups["Result"].source_images] == [top]

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -23,7 +22,7 @@ from braintumor.cli import main
 
 from ..dicom_files import IDENTITY, mr_series
 from ..servers import free_port
-from .conftest import USER, Orthanc
+from .conftest import USER, Orthanc, evaluations, evidence_uids, served_sr
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +52,6 @@ def one_line_error(code: int, err: str) -> str:
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("braintumor: error: ")
     return lines[0]
-
-
-def evaluations(group: Any) -> dict[str, str]:
-    return {q.name.value: q.value.value for q in group.get_qualitative_evaluations()}
 
 
 @pytest.mark.pacs
@@ -128,19 +123,9 @@ def test_analyze_push_files_the_sr_and_captures_in_the_study(
     assert classes == sorted([MRImageStorage] * 3 + [ComprehensiveSRStorage] + [SecondaryCaptureImageStorage] * 3)
 
     # the SR it serves carries the study outcome and references the analysed instances
-    back = pacs.retrieve_study(study_uid)
-    (sr_ds,) = [ds for ds in back if ds.SOPClassUID == ComprehensiveSRStorage]
-    buf = io.BytesIO()
-    sr_ds.save_as(buf, enforce_file_format=True)
-    sr = hd.sr.srread(io.BytesIO(buf.getvalue()))
+    sr, back = served_sr(pacs, study_uid)
     assert sr.PatientID == IDENTITY["PatientID"] and sr.StudyInstanceUID == study_uid
-    evidence = {
-        str(sop.ReferencedSOPInstanceUID)
-        for item in sr.CurrentRequestedProcedureEvidenceSequence
-        for series in item.ReferencedSeriesSequence
-        for sop in series.ReferencedSOPSequence
-    }
-    assert evidence == set(mr_uids)
+    assert evidence_uids(sr) == set(mr_uids)
     groups = {g.tracking_identifier: g for g in sr.content.get_image_measurement_groups()}
     assert evaluations(groups["Result"])["OUTCOME"] == "TUMOR"
     assert groups["Result"].source_images[0].referenced_sop_instance_uid in mr_uids[:2]
