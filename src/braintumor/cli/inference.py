@@ -119,14 +119,16 @@ def _write_dicom_results(predictor: Any, rows: list[dict[str, Any]], out_dir: Pa
         path = Path(row["path"])
         if row["status"] != "ok":
             continue
-        data = path.read_bytes()
-        if sniff_format(data[:512]) != "dicom":
-            skipped += 1
-            continue
         try:
+            data = path.read_bytes()
+            if sniff_format(data[:512]) != "dicom":
+                skipped += 1
+                continue
             image = load_image(data)
             write_dicom_results([AnalysedSlice.from_bytes(data, image, predictor.predict(image))], out_dir)
-        except (BrainTumorError, ValueError, OSError) as exc:
+        # highdicom refuses a header it cannot build from with ValueError, TypeError, AttributeError or KeyError:
+        # per file, as a line, and the run goes on.
+        except (BrainTumorError, ValueError, TypeError, AttributeError, KeyError, OSError) as exc:
             print(f"{path}: no DICOM result written: {str(exc).splitlines()[0]}", file=sys.stderr)
             continue
         written += 1
