@@ -178,6 +178,23 @@ def test_search_is_plain_text_and_filters_combine(store: Storage) -> None:
     assert names(ScanQuery(search="a.", outcome="tumor")) == []
 
 
+def test_studies_and_scans_share_the_history_and_filter_by_kind(store: Storage) -> None:
+    alice = user(store)
+    scan(store, alice.id, "one.png", "tumor")
+    study = scan(store, alice.id, "series.zip", "refer", kind="study")
+    assert study.kind == "study" and store.get_scan(study.id).kind == "study"  # type: ignore[union-attr]
+
+    def names(q: ScanQuery) -> list[str]:
+        return sorted(s.filename for s in store.list_scans(alice.id, q).items)
+
+    assert names(ScanQuery()) == ["one.png", "series.zip"]
+    assert names(ScanQuery(kind="study")) == ["series.zip"]
+    assert names(ScanQuery(kind="scan")) == ["one.png"]
+    assert names(ScanQuery(kind="study", outcome="tumor")) == []
+    assert store.delete_scans(alice.id, [study.id]) == [study.id]
+    assert names(ScanQuery(kind="study")) == []
+
+
 def test_owners_are_isolated(store: Storage) -> None:
     alice, bob = user(store, "alice"), user(store, "bob")
     a = scan(store, alice.id)

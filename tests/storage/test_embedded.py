@@ -9,6 +9,7 @@ from pathlib import Path
 
 from braintumor.storage import Blob, NewScan, NewUser, ScanQuery
 from braintumor.storage.backup import backup
+from braintumor.storage.database import SCHEMA_VERSION
 from braintumor.storage.sqlite import EmbeddedStorage
 
 Filler = Callable[[EmbeddedStorage], tuple[str, str]]
@@ -118,9 +119,9 @@ def test_a_version_1_database_keeps_its_scans_with_the_band_as_the_outcome(tmp_p
     conn.close()
     store = EmbeddedStorage(data)
     rec = store.get_scan("s1")
-    assert rec is not None and rec.outcome == "refer" and not hasattr(rec, "label")
+    assert rec is not None and rec.outcome == "refer" and not hasattr(rec, "label") and rec.kind == "scan"
     assert [s.id for s in store.list_scans(alice.id, ScanQuery(outcome="refer")).items] == ["s1"]
     assert store.stats().outcomes == {"refer": 1}
     store.close()
     version = sqlite3.connect(data / "braintumor.db").execute("SELECT value FROM meta WHERE key = 'schema_version'")
-    assert version.fetchone()[0] == "2"
+    assert version.fetchone()[0] == str(SCHEMA_VERSION)

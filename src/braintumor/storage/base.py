@@ -42,8 +42,12 @@ from braintumor.storage.stats import ScanFacts, Stats
 Role = Literal["user", "admin"]
 ROLES: tuple[Role, ...] = ("user", "admin")
 #: Blob kinds a scan stores: the upload (de-identified when DICOM), the colourised heatmap, the overlay and the raw
-#: map as float16 ``.npy``.
+#: map as float16 ``.npy``. A study stores ``source.{j}`` (its de-identified DICOM files) and, per scored slice
+#: ``k``, ``slice.{k}.image`` and ``slice.{k}.overlay``.
 BLOB_KINDS = ("original", "heatmap", "overlay", "cam")
+#: What a history record is: one analysed image (``scan``) or a whole study scored slice by slice (``study``).
+RecordKind = Literal["scan", "study"]
+RECORD_KINDS: tuple[RecordKind, ...] = ("scan", "study")
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -149,7 +153,8 @@ class FileRecord:
 class ScanFields:
     """What a scan is, stored and to store: whose, which file, and the model's one answer, ``outcome`` (tumor,
     refer or no_tumor; the fields of :class:`NewScan` and :class:`ScanRecord`, with the defaults an older record
-    is read with)."""
+    is read with). ``kind`` says whether the record is one image or a study (:data:`RECORD_KINDS`); a study keeps
+    its study outcome, its highest slice p(tumor) and the name of its upload here, the rest in ``result``."""
 
     owner_id: str
     filename: str
@@ -159,6 +164,8 @@ class ScanFields:
     model_name: str = ""
     model_version: str = ""
     threshold: float = 0.5
+    _: dataclasses.KW_ONLY
+    kind: str = "scan"
 
 
 @dataclass(frozen=True)
@@ -182,7 +189,8 @@ class ScanRecord(ScanFields):
 @dataclass(frozen=True)
 class ScanQuery:
     """History filters. ``search`` is a plain-text, case-insensitive substring of the filename; ``outcome`` one
-    answer; ``date_from`` and ``date_to`` are inclusive UTC bounds; results are newest first."""
+    answer; ``date_from`` and ``date_to`` are inclusive UTC bounds; ``kind`` scans or studies only (``None``:
+    both); results are newest first."""
 
     search: str | None = None
     outcome: str | None = None
@@ -190,6 +198,7 @@ class ScanQuery:
     date_to: dt.datetime | None = None
     offset: int = 0
     limit: int = 20
+    kind: str | None = None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from pathlib import Path
 from braintumor.storage.base import StorageError
 
 DB_NAME = "braintumor.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS scans (
     model_version TEXT NOT NULL,
     threshold REAL NOT NULL,
     result TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'scan' CHECK (kind IN ('scan', 'study'))
 );
 CREATE INDEX IF NOT EXISTS scans_owner_time ON scans (owner_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS scans_time ON scans (created_at);
@@ -172,12 +173,18 @@ class Database:
 
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring an older database to :data:`SCHEMA_VERSION`. Version 1 kept two answers per scan, a threshold
-    ``label`` and a ``band``; version 2 keeps the band's three-way answer as ``outcome`` and drops the label."""
+    ``label`` and a ``band``; version 2 keeps the band's three-way answer as ``outcome`` and drops the label;
+    version 3 adds ``kind`` (``scan`` or ``study``; every older record is a scan)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(scans)")}
-    if "band" in columns:
+    if "band" in columns or "kind" not in columns:
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ALTER TABLE scans RENAME COLUMN band TO outcome")
-        conn.execute("ALTER TABLE scans DROP COLUMN label")
+        if "band" in columns:
+            conn.execute("ALTER TABLE scans RENAME COLUMN band TO outcome")
+            conn.execute("ALTER TABLE scans DROP COLUMN label")
+        if "kind" not in columns:
+            conn.execute(
+                "ALTER TABLE scans ADD COLUMN kind TEXT NOT NULL DEFAULT 'scan' CHECK (kind IN ('scan', 'study'))"
+            )
         conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
         conn.execute("COMMIT")
 

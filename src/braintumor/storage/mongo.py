@@ -72,6 +72,8 @@ class MongoStorage:
             # Records of before the one outcome kept a threshold label and a band: the band is the outcome.
             self._history.update_many({"band": {"$exists": True}}, {"$rename": {"band": "outcome"}})
             self._history.update_many({"label": {"$exists": True}}, {"$unset": {"label": ""}})
+            # Records of before studies were stored are all scans.
+            self._history.update_many({"kind": {"$exists": False}}, {"$set": {"kind": "scan"}})
         except ConfigurationError as exc:
             raise base.StorageError("invalid MongoDB URI or options") from exc
         except PyMongoError as exc:
@@ -221,6 +223,8 @@ class MongoStorage:
             q["filename"] = {"$regex": re.escape(query.search), "$options": "i"}
         if query.outcome:
             q["outcome"] = query.outcome
+        if query.kind:
+            q["kind"] = query.kind
         span: dict[str, Any] = {}
         if query.date_from:
             span["$gte"] = query.date_from

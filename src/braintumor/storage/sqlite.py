@@ -204,7 +204,7 @@ class EmbeddedStorage:
                         created_files.append(self.blobs.path(sha))
                 conn.execute(
                     "INSERT INTO scans (id, owner_id, filename, outcome, p_tumor, tumor_type, model_name,"
-                    " model_version, threshold, result, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " model_version, threshold, result, created_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.id,
                         record.owner_id,
@@ -217,6 +217,7 @@ class EmbeddedStorage:
                         record.threshold,
                         result_json,
                         timestamp(record.created_at),
+                        record.kind,
                     ),
                 )
                 conn.executemany(
@@ -247,6 +248,9 @@ class EmbeddedStorage:
         if query.outcome:
             clauses.append("outcome = ?")
             params.append(query.outcome)
+        if query.kind:
+            clauses.append("kind = ?")
+            params.append(query.kind)
         if query.date_from:
             clauses.append("created_at >= ?")
             params.append(timestamp(query.date_from))
