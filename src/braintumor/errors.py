@@ -40,6 +40,11 @@ class ImageTooLargeError(ImageError):
     code = "too_large"
 
 
+class StudyError(ImageError):
+    """An upload that cannot be scored as one study: several studies, no series the rules keep, or no slice that
+    could be assessed (the reason says which)."""
+
+
 class NoPixelDataError(ImageError):
     """A DICOM object without pixel data (a structured report, an RT plan …)."""
 

@@ -148,7 +148,7 @@ def parse_upload(data: bytes, fmt: str, limits: ImageLimits, salt: bytes, keep_i
         clean = deidentify(data, salt=salt, limits=limits)
         return ParsedUpload(image, clean.data, deidentified_tags(tags), True, clean.burned_in_annotation)
     if fmt in ("bmp", "tiff"):
-        return ParsedUpload(image, _png(image.pixels), tags, False, False)
+        return ParsedUpload(image, png(image.pixels), tags, False, False)
     return ParsedUpload(image, strip_metadata(data, fmt), tags, False, False)
 
 
@@ -181,10 +181,10 @@ def member_overlay_kind(index: int) -> str:
     return f"overlay.{index}"
 
 
-def _render_size(image: LoadedImage, settings: Settings) -> tuple[np.ndarray, tuple[int, int], float]:
-    pixels = image.pixels
+def render_size(pixels: np.ndarray, side: int) -> tuple[np.ndarray, tuple[int, int], float]:
+    """``pixels`` with their longest side at most ``side`` (bilinear), their (width, height) and the scale."""
     height, width = pixels.shape[:2]
-    scale = min(1.0, settings.max_render_side / max(width, height))
+    scale = min(1.0, side / max(width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     if scale < 1.0:
         pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR))
@@ -193,14 +193,14 @@ def _render_size(image: LoadedImage, settings: Settings) -> tuple[np.ndarray, tu
 
 def render_overlay(image: LoadedImage, cam: np.ndarray, settings: Settings) -> bytes:
     """One overlay PNG of ``cam`` on the image (a member's map), sized like :func:`render`'s."""
-    pixels, size, _ = _render_size(image, settings)
-    return _png(overlay(pixels, resize_float(np.asarray(cam, dtype=np.float32), size), alpha=settings.overlay_alpha))
+    pixels, size, _ = render_size(image.pixels, settings.max_render_side)
+    return png(overlay(pixels, resize_float(np.asarray(cam, dtype=np.float32), size), alpha=settings.overlay_alpha))
 
 
 def render(image: LoadedImage, cam: np.ndarray, settings: Settings) -> tuple[bytes, bytes, bytes, dict[str, Any]]:
     """Heatmap PNG, overlay PNG (longest side at most ``max_render_side``), the raw map as float16 ``.npy``
     (longest side at most 256) and a 32×32 preview for the response."""
-    pixels, size, _ = _render_size(image, settings)
+    pixels, size, _ = render_size(image.pixels, settings.max_render_side)
     height, width = image.pixels.shape[:2]
     cam = np.asarray(cam, dtype=np.float32)
     shown = resize_float(cam, size)
@@ -218,10 +218,11 @@ def render(image: LoadedImage, cam: np.ndarray, settings: Settings) -> tuple[byt
         "height": PREVIEW_SIDE,
         "values": [[round(float(v), 3) for v in row] for row in tiny],
     }
-    return _png(heat), _png(blended), buf.getvalue(), preview
+    return png(heat), png(blended), buf.getvalue(), preview
 
 
-def _png(pixels: np.ndarray) -> bytes:
+def png(pixels: np.ndarray) -> bytes:
+    """``pixels`` as a PNG, compressed for speed (zlib level 1)."""
     # zlib level 1: the four PNGs of an upload (heatmap, overlay, one overlay a member) were a third of /predict's
     # time at level 4, for files about 5% smaller (measured on the seed's slices, bench/results-api.md).
     buf = io.BytesIO()

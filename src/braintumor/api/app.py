@@ -41,7 +41,7 @@ from braintumor.api.asgi import HttpMiddleware, ResponseTracking, on_response_st
 from braintumor.api.config import ConfigError, Settings
 from braintumor.api.errors import install_error_handlers
 from braintumor.api.logs import AuditLog, RequestContextMiddleware, request_id_var
-from braintumor.api.routes import admin, auth, health, scans
+from braintumor.api.routes import admin, auth, health, scans, studies
 from braintumor.api.security import LoginGuard, Security
 from braintumor.errors import BrainTumorError
 from braintumor.inference.predictor import Predictor
@@ -95,17 +95,20 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyLimitMiddleware(HttpMiddleware):
-    """Refuse bodies over ``limit`` bytes: by Content-Length at once, or while streaming."""
+    """Refuse bodies over ``limit`` bytes (``per_path`` overrides it for exact paths, e.g. ``/studies``, whose
+    uploads are whole series): by Content-Length at once, or while streaming."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, per_path: dict[str, int] | None = None) -> None:
         super().__init__(app)
         self.limit = limit
+        self.per_path = dict(per_path or {})
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cap = self.per_path.get(scope.get("path", ""), self.limit)
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
+        if length is not None and (not length.isdigit() or int(length) > cap):
             status = 413 if length.isdigit() else 400
-            detail = BodyTooLarge(self.limit).detail if status == 413 else "invalid Content-Length"
+            detail = BodyTooLarge(cap).detail if status == 413 else "invalid Content-Length"
             await _send_json(send, status, detail)
             return
         received = 0
@@ -116,8 +119,8 @@ class BodyLimitMiddleware(HttpMiddleware):
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLarge(self.limit)
+                if received > cap:
+                    raise BodyTooLarge(cap)
             return message
 
         try:
@@ -311,7 +314,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
     app.state.predict_limiter = anyio.CapacityLimiter(settings.max_concurrent_predictions)
 
     install_error_handlers(app)
-    for module in (auth, scans, admin, health):
+    for module in (auth, scans, studies, admin, health):
         app.include_router(module.router)
     if settings.docs_enabled:
         install_docs(app)
@@ -325,7 +328,11 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         expose_headers=["X-Request-ID", "Content-Disposition", "Location"],
     )
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + (1 << 20))
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_upload_bytes + (1 << 20),
+        per_path={"/studies": settings.max_study_bytes + (1 << 20)},
+    )
     app.add_middleware(LastResortMiddleware)
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies)

@@ -27,7 +27,7 @@ import stat
 import zlib
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -35,6 +35,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from braintumor.errors import BrainTumorError
 from braintumor.imaging.types import ImageLimits
+
+if TYPE_CHECKING:
+    from braintumor.imaging.series import SeriesLimits
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,14 @@ class Settings(BaseSettings):
     decode_memory_mb: int = Field(default=1024, ge=64)
     isolate_decoding: bool = True
     max_render_side: int = Field(default=1024, ge=64, le=8192)
+    #: ``POST /studies``: the whole upload (all files, or the zip), its files (a zip's entries), its scored slices,
+    #: the longest side of each stored slice view, and the isolated decoder's budget for a whole study.
+    max_study_mb: float = Field(default=512.0, gt=0, le=8192)
+    max_study_files: int = Field(default=1000, ge=1, le=100_000)
+    max_study_slices: int = Field(default=1000, ge=1, le=100_000)
+    study_render_side: int = Field(default=512, ge=64, le=8192)
+    study_timeout_s: float = Field(default=300.0, gt=0, le=3600)
+    study_memory_mb: int = Field(default=4096, ge=256)
     overlay_alpha: float = Field(default=0.4, ge=0, le=1)
     keep_dicom_identifiers: bool = False
     allow_registration: bool = True
@@ -147,6 +158,31 @@ class Settings(BaseSettings):
     auth_rate_per_minute: int = Field(default=20, ge=1)
     audit_log: Path | None = None
     log_level: str = "INFO"
+    # -- the hospital's PACS (DICOMweb root; set by the site's administrator, never taken from a request) --------
+    pacs_url: str | None = None
+    pacs_username: str | None = None
+    pacs_password: SecretStr | None = None
+    pacs_timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("pacs_url")
+    @classmethod
+    def _pacs_root(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("BRAINTUMOR_PACS_URL must be the PACS's DICOMweb root, http(s)://host[:port]/path")
+        if parts.username or parts.password:
+            raise ValueError("put the PACS credentials in BRAINTUMOR_PACS_USERNAME / _PASSWORD, not in the URL")
+        return value
+
+    @model_validator(mode="after")
+    def _pacs_credentials(self) -> Settings:
+        if self.pacs_password is not None and not self.pacs_username:
+            raise ValueError("BRAINTUMOR_PACS_PASSWORD is set without BRAINTUMOR_PACS_USERNAME")
+        if self.pacs_password is not None and self.pacs_password.get_secret_value() in EXAMPLE_VALUES:
+            raise ValueError("BRAINTUMOR_PACS_PASSWORD is the example value; set the PACS account's real password")
+        return self
 
     @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
@@ -210,6 +246,23 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_study_bytes(self) -> int:
+        return int(self.max_study_mb * 1024 * 1024)
+
+    @property
+    def study_limits(self) -> SeriesLimits:
+        """What one ``POST /studies`` may cost to read and decode: files, slices, decoded bytes (four times the
+        upload cap: a compressed series inflates), and each slice held to :attr:`image_limits`."""
+        from braintumor.imaging.series import SeriesLimits  # pydicom's reader: only where studies are read
+
+        return SeriesLimits(
+            max_files=self.max_study_files,
+            max_slices=self.max_study_slices,
+            max_total_bytes=self.max_study_bytes * 4,
+            image=self.image_limits,
+        )
 
     @property
     def audit_log_path(self) -> Path:

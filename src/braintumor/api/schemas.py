@@ -20,6 +20,8 @@ USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,31}$"
 #: The one answer a scan gets (``braintumor.models.decision.Outcome``; the API does not import the model side).
 Outcome = Literal["tumor", "refer", "no_tumor"]
 RoleName = Literal["user", "admin"]
+#: What a history record is (``braintumor.storage.RecordKind``).
+RecordKind = Literal["scan", "study"]
 
 
 class _Strict(BaseModel):
@@ -169,8 +171,10 @@ class ScanSummary(BaseModel):
     model_name: str
     model_version: str
     threshold: float
-    files: dict[str, FileLink]
+    files: dict[str, FileLink] = Field(description="the record's files by kind (empty in a study's summary)")
     report_url: str
+    kind: RecordKind = Field(default="scan", description="one image (scan) or a whole study scored slice by slice")
+    url: str = Field(default="", description="where the full record is: /history/{id} or /studies/{id}")
 
 
 class ScanPublic(ScanSummary):
@@ -193,6 +197,73 @@ class ScanPage(BaseModel):
     page: int
     page_size: int
     pages: int
+
+
+class StudySlice(BaseModel):
+    """One slice of a scored series: where it is, what the model said (or why it could not), and its views."""
+
+    series_uid: str
+    index: int = Field(description="place in slice order within its series (0 = first of the stack)")
+    position: float | None = Field(description="mm along the slice normal (None without geometry)")
+    instance_number: int | None
+    sop_instance_uid: str | None = Field(description="the (de-identified) instance it came from")
+    frame: int | None = Field(description="frame of a multi-frame object, 0-based")
+    source: str = Field(description="the file's name inside the upload")
+    status: Literal["ok", "not_assessable", "error"]
+    reason: str = ""
+    outcome: Outcome | None = None
+    p_tumor: float | None = None
+    tumor_type: str | None = None
+    image_url: str | None = Field(default=None, description="the slice as the model saw it (PNG)")
+    overlay_url: str | None = Field(default=None, description="its Grad-CAM overlay (PNG)")
+
+
+class StudySeries(BaseModel):
+    """One scored series: its outcome by the study rule, counts, top slices and the p(tumor) curve."""
+
+    series_uid: str
+    kind: str
+    description: str
+    modality: str | None
+    ordered_by: str
+    notes: list[str]
+    outcome: Outcome | None
+    reason: str
+    slices: int
+    assessed: int
+    top_slices: list[int]
+    p_tumor_curve: list[float | None] = Field(description="p(tumor) per slice in slice order (None: not assessed)")
+
+
+class SkippedSeriesInfo(BaseModel):
+    series_uid: str
+    description: str
+    reason: str
+
+
+class FileRefused(BaseModel):
+    source: str
+    reason: str
+
+
+class StudyPublic(ScanSummary):
+    """A study: the study outcome and its reason under the stated rule, every series, every slice, the top
+    slices, and what was skipped or refused (with why)."""
+
+    study_uid: str = Field(description="the (de-identified) StudyInstanceUID; empty for a NIfTI volume")
+    source_kind: Literal["dicom", "nifti"]
+    reason: str
+    rule: dict[str, Any]
+    note: str = Field(description="the slice model was validated on 2-D slices, not studies")
+    refer_low: float
+    refer_high: float
+    series: list[StudySeries]
+    skipped_series: list[SkippedSeriesInfo]
+    problems: list[FileRefused]
+    slices: list[StudySlice]
+    top_slices: list[StudySlice]
+    deidentified: bool
+    disclaimer: str
 
 
 class BulkDelete(_Strict):
@@ -297,3 +368,31 @@ class Health(BaseModel):
     version: str
     model: ModelHealth
     storage: StorageHealth
+
+
+# -- the hospital's PACS (issue 16) ----------------------------------------------------------------------------
+class PacsStatus(BaseModel):
+    """Whether the site configured a PACS (the UI shows its "from PACS" page only then)."""
+
+    configured: bool
+
+
+class PacsStudy(BaseModel):
+    """One study as the PACS's QIDO-RS search returns it (empty strings where the PACS has no value)."""
+
+    study_uid: str
+    patient_id: str
+    patient_name: str
+    study_date: str = Field(description="YYYYMMDD as the PACS keeps it")
+    accession_number: str
+    description: str
+    modalities: list[str]
+    series: int | None
+    instances: int | None
+
+
+class PacsStudyPage(BaseModel):
+    items: list[PacsStudy]
+    page: int
+    page_size: int
+    more: bool = Field(description="the PACS has more matching studies after this page")

@@ -85,6 +85,8 @@ class Scan:
     files: dict[str, FileLink]
     report_url: str
     detailed: bool = False
+    kind: str = "scan"  # "scan" or "study" (a study's page is ``GET /studies/{id}``)
+    url: str = ""
     probs: dict[str, float] = field(default_factory=dict)
     type_probs: dict[str, float] = field(default_factory=dict)
     refer_low: float | None = None
@@ -125,6 +127,8 @@ class Scan:
             files=files,
             report_url=str(data["report_url"]),
             detailed="members" in data,
+            kind=str(data.get("kind", "scan")),
+            url=str(data.get("url", "")),
             probs={str(k): float(v) for k, v in data.get("probs", {}).items()},
             type_probs={str(k): float(v) for k, v in data.get("type_probs", {}).items()},
             refer_low=data.get("refer_low"),

@@ -29,6 +29,7 @@ from braintumor.api.schemas import (
     ModelCount,
     Outcome,
     OutcomeDayCount,
+    RecordKind,
     ScanPage,
     ScanPublic,
     ScanStatsPublic,
@@ -54,8 +55,15 @@ def _links(rec: ScanRecord) -> dict[str, FileLink]:
 
 
 def summary(rec: ScanRecord) -> ScanSummary:
-    fields = {name: getattr(rec, name) for name in ScanSummary.model_fields if name not in ("files", "report_url")}
-    return ScanSummary(**fields, files=_links(rec), report_url=f"/history/{rec.id}/report.pdf")
+    """A history row: a scan with its files, or a study (its slices' files are listed by ``GET /studies/{id}``)."""
+    fields = {
+        name: getattr(rec, name) for name in ScanSummary.model_fields if name not in ("files", "report_url", "url")
+    }
+    if rec.kind == "study":
+        return ScanSummary(**fields, files={}, report_url=f"/studies/{rec.id}/report.pdf", url=f"/studies/{rec.id}")
+    return ScanSummary(
+        **fields, files=_links(rec), report_url=f"/history/{rec.id}/report.pdf", url=f"/history/{rec.id}"
+    )
 
 
 def detail(rec: ScanRecord) -> ScanPublic:
@@ -78,19 +86,28 @@ def detail(rec: ScanRecord) -> ScanPublic:
 
 
 def owned_scan(storage: Storage, user: UserRecord, scan_id: str) -> ScanRecord:
-    """The scan if ``user`` owns it; 404 otherwise (whether it exists or not)."""
+    """The record (scan or study) if ``user`` owns it; 404 otherwise (whether it exists or not)."""
     rec = storage.get_scan(scan_id) if len(scan_id) <= 64 else None
     if rec is None or rec.owner_id != user.id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "scan not found")
     return rec
 
 
-async def _read_capped(file: UploadFile, cap: int) -> bytes:
+def owned_single_scan(storage: Storage, user: UserRecord, scan_id: str) -> ScanRecord:
+    """:func:`owned_scan`, for routes that show one image: a study is answered 404 with where it is instead."""
+    rec = owned_scan(storage, user, scan_id)
+    if rec.kind == "study":
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"this id is a study: GET /studies/{rec.id}")
+    return rec
+
+
+async def read_capped(file: UploadFile, cap: int, *, what: str = "upload") -> bytes:
+    """The upload's bytes, refused (413) once they pass ``cap``."""
     chunks, total = [], 0
     while chunk := await file.read(1 << 20):
         total += len(chunk)
         if total > cap:
-            raise ImageTooLargeError(f"upload too large: more than {cap / 1048576:g} MB (the limit)")
+            raise ImageTooLargeError(f"{what} too large: more than {cap / 1048576:g} MB (the limit)")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -120,7 +137,7 @@ async def predict(
     """Analyse one scan with the ensemble: the outcome (tumor / refer / no tumor), calibrated probability, tumour
     type, every member's probabilities under the ensemble's rule, the model, and the heatmaps (preview here; PNG,
     overlay and one overlay per member under ``files``)."""
-    data = await _read_capped(file, settings.max_upload_bytes)
+    data = await read_capped(file, settings.max_upload_bytes)
     salt = request.app.state.deid_salt
     limiter: anyio.CapacityLimiter = request.app.state.predict_limiter
     analysis = await anyio.to_thread.run_sync(
@@ -143,13 +160,14 @@ def history(
     outcome: Outcome | None = None,
     date_from: Annotated[dt.date | None, Query(description="first day (UTC), inclusive")] = None,
     date_to: Annotated[dt.date | None, Query(description="last day (UTC), inclusive")] = None,
+    kind: Annotated[RecordKind | None, Query(description="scans or studies only (both when absent)")] = None,
 ) -> ScanPage:
-    """Your scans, newest first, with filename search (plain text), outcome and date filters."""
+    """Your scans and studies, newest first, with filename search (plain text), outcome, date and kind filters."""
     if date_from and date_to and date_from > date_to:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "date_from is after date_to")
     start = dt.datetime.combine(date_from, dt.time.min, dt.UTC) if date_from else None
     end = dt.datetime.combine(date_to, dt.time.max, dt.UTC) if date_to else None
-    query = ScanQuery(q or None, outcome, start, end, (page - 1) * page_size, page_size)
+    query = ScanQuery(q or None, outcome, start, end, (page - 1) * page_size, page_size, kind)
     result = storage.list_scans(user.id, query)
     return ScanPage(
         items=[summary(r) for r in result.items],
@@ -184,15 +202,15 @@ def history_stats(
 
 @router.get("/history/{scan_id}", response_model=ScanPublic)
 def get_scan(scan_id: ScanId, user: CurrentUser, storage: StorageDep, audit: AuditDep) -> ScanPublic:
-    """One of your scans with its full result."""
-    rec = owned_scan(storage, user, scan_id)
+    """One of your scans with its full result (a study's is ``GET /studies/{id}``)."""
+    rec = owned_single_scan(storage, user, scan_id)
     audit.record("scan.view", actor=user.username, target=rec.id)
     return detail(rec)
 
 
 @router.delete("/history/{scan_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 def delete_scan(scan_id: ScanId, user: CurrentUser, storage: StorageDep, audit: AuditDep) -> Response:
-    """Delete one of your scans and its files."""
+    """Delete one of your scans (or studies) and its files."""
     rec = owned_scan(storage, user, scan_id)
     storage.delete_scans(user.id, [rec.id])
     audit.record("scan.delete", actor=user.username, target=rec.id)
@@ -255,7 +273,7 @@ def report(
     ] = False,
 ) -> Response:
     """A PDF report of one of your scans (de-identified view unless ``identifiers=true``)."""
-    rec = owned_scan(storage, user, scan_id)
+    rec = owned_single_scan(storage, user, scan_id)
     images: dict[str, bytes] = {}
     for kind in ("original", "heatmap", "overlay"):
         f = rec.files.get(kind)
