@@ -41,7 +41,7 @@ from braintumor.api.asgi import HttpMiddleware, ResponseTracking, on_response_st
 from braintumor.api.config import ConfigError, Settings
 from braintumor.api.errors import install_error_handlers
 from braintumor.api.logs import AuditLog, RequestContextMiddleware, request_id_var
-from braintumor.api.routes import admin, auth, health, scans, studies
+from braintumor.api.routes import admin, auth, dicom, health, pacs, scans, studies
 from braintumor.api.security import LoginGuard, Security
 from braintumor.errors import BrainTumorError
 from braintumor.inference.predictor import Predictor
@@ -314,7 +314,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
     app.state.predict_limiter = anyio.CapacityLimiter(settings.max_concurrent_predictions)
 
     install_error_handlers(app)
-    for module in (auth, scans, studies, admin, health):
+    for module in (auth, scans, studies, dicom, pacs, admin, health):
         app.include_router(module.router)
     if settings.docs_enabled:
         install_docs(app)

@@ -43,7 +43,12 @@ T = TypeVar("T")
 
 
 class PacsError(BrainTumorError):
-    """The PACS could not be reached, refused the request, or rejected what was sent."""
+    """The PACS could not be reached, refused the request, or rejected what was sent. ``status`` is the PACS's HTTP
+    status when it answered with an error (401, 404 …), ``None`` otherwise (unreachable, or refused here)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,6 @@ class PacsClient:
         verify: bool | str = True,
         retries: int = 2,
     ) -> None:
-        import requests
         from dicomweb_client import DICOMwebClient
 
         parts = urlsplit(url)
@@ -110,7 +114,7 @@ class PacsClient:
             raise PacsError("put PACS credentials in username/password or token, not in the URL")
         if token is not None and (username is not None or password is not None):
             raise PacsError("give a PACS username/password or a token, not both")
-        session = requests.Session()
+        session = _wildcard_session()
         session.verify = verify
         if username is not None:
             session.auth = (username, password or "")
@@ -131,9 +135,10 @@ class PacsClient:
         study_date: str | None = None,
         modality: str | None = None,
         limit: int = 100,
+        offset: int = 0,
     ) -> list[StudySummary]:
         """Studies matching every filter given (DICOM matching: ``*`` wildcards in names, ``YYYYMMDD-YYYYMMDD``
-        date ranges); at most ``limit``."""
+        date ranges); at most ``limit``, after skipping the first ``offset`` (the PACS's order)."""
         filters = {
             "PatientID": patient_id,
             "PatientName": patient_name,
@@ -148,6 +153,7 @@ class PacsClient:
                 search_filters={k: v for k, v in filters.items() if v is not None},
                 fields=list(_STUDY_FIELDS),
                 limit=limit,
+                offset=offset or None,
             ),
         )
         return [_study(_dataset(item)) for item in found]
@@ -223,11 +229,33 @@ class PacsClient:
             reason = {401: "refused the credentials", 403: "refused access", 404: "does not know it"}.get(
                 status or 0, "answered with an error"
             )
-            raise PacsError(f"cannot {what}: the PACS at {_safe(self.url)} {reason} (HTTP {status})") from None
+            raise PacsError(f"cannot {what}: the PACS at {_safe(self.url)} {reason} (HTTP {status})",
+                            status=status) from None  # fmt: skip
         except requests.RequestException as exc:
             raise PacsError(
                 f"cannot {what}: the PACS at {_safe(self.url)} is unreachable ({type(exc).__name__})"
             ) from None
+
+
+def _wildcard_session() -> Any:
+    """A requests Session that sends the DICOM wildcards ``*`` and ``?`` of a query string unescaped.
+
+    Both are legal as they are in a URL query (RFC 3986 3.4) and mean the same there, but Orthanc's DICOMweb plugin
+    (1.x) matches a QIDO-RS value without percent-decoding it, so ``PatientName=Doe%2A`` (how requests sends
+    ``Doe*``) matches nothing on it. Everything else stays escaped (a space, ``^``: such values match nothing on
+    that plugin, found by the tests).
+    """
+    import requests
+
+    class WildcardSession(requests.Session):
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            url = str(request.url or "")
+            if "?" in url:
+                base, _, query = url.partition("?")
+                request.url = f"{base}?{query.replace('%2A', '*').replace('%3F', '?')}"
+            return super().send(request, **kwargs)
+
+    return WildcardSession()
 
 
 def _part10(ds: Any) -> Any:

@@ -1,0 +1,104 @@
+"""The site's PACS, from the API: ``GET /pacs`` (is one configured?) and ``GET /pacs/studies`` (QIDO-RS search).
+
+Why only the configured one: the PACS's DICOMweb root and its account come from the settings
+(``BRAINTUMOR_PACS_URL``, ``_USERNAME``, ``_PASSWORD``), set by the site's administrator; no request can name
+another server, so the API cannot be turned into a proxy to anything its host reaches. The client is
+:class:`braintumor.interop.pacs.PacsClient` (the same one ``braintumor pacs`` uses).
+
+Failures are one line and never carry the password: no PACS configured -> 404 "no PACS is configured"; the PACS
+unreachable -> 503; credentials refused or another error answer from the PACS -> 502. Searches are audited by which
+filters were used, never by their values (patient names and ids stay out of the audit log).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+
+from braintumor.api.deps import AuditDep, CurrentUser, SettingsDep
+from braintumor.api.schemas import PacsStatus, PacsStudy, PacsStudyPage
+from braintumor.interop.pacs import PacsClient, PacsError
+
+router = APIRouter(tags=["pacs"])
+NOT_CONFIGURED = "no PACS is configured (the site's administrator sets BRAINTUMOR_PACS_URL)"
+#: Printable text without controls: what a QIDO-RS matching key may hold here.
+_TEXT = r"^[^\x00-\x1f\x7f]*$"
+_UID = r"^[0-9]+(\.[0-9]+)*$"
+
+
+def get_pacs(settings: SettingsDep, _user: CurrentUser) -> PacsClient:
+    """A client for the configured PACS (signed-in users only); 404 when none is configured."""
+    if settings.pacs_url is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_CONFIGURED)
+    password = settings.pacs_password.get_secret_value() if settings.pacs_password is not None else None
+    try:
+        return PacsClient(settings.pacs_url, username=settings.pacs_username or None, password=password,
+                          timeout=settings.pacs_timeout_s, retries=1)  # fmt: skip
+    except PacsError as exc:  # the settings validate the URL: this is a server-side misconfiguration
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"the configured PACS cannot be used: {exc}") from None
+
+
+PacsDep = Annotated[PacsClient, Depends(get_pacs)]
+
+
+def pacs_failure(exc: PacsError) -> HTTPException:
+    """The HTTP answer to a PACS failure: 503 unreachable, 404 what the PACS does not know, 502 anything else it
+    refused (credentials included). The message is :class:`PacsError`'s: the URL without credentials."""
+    if exc.status is None:
+        code = status.HTTP_503_SERVICE_UNAVAILABLE
+    elif exc.status == 404:
+        code = status.HTTP_404_NOT_FOUND
+    else:
+        code = status.HTTP_502_BAD_GATEWAY
+    return HTTPException(code, " ".join(str(exc).split())[:300])
+
+
+@router.get("/pacs", response_model=PacsStatus)
+def pacs_status(settings: SettingsDep, _user: CurrentUser) -> PacsStatus:
+    """Whether this site has a PACS configured (nothing about it beyond that)."""
+    return PacsStatus(configured=settings.pacs_url is not None)
+
+
+@router.get(
+    "/pacs/studies",
+    response_model=PacsStudyPage,
+    responses={
+        404: {"description": "no PACS is configured"},
+        502: {"description": "the PACS refused the request (e.g. its credentials)"},
+        503: {"description": "the PACS is unreachable"},
+    },
+)
+def search_studies(
+    pacs: PacsDep,
+    user: CurrentUser,
+    audit: AuditDep,
+    patient_id: Annotated[str | None, Query(max_length=64, pattern=_TEXT)] = None,
+    patient_name: Annotated[
+        str | None, Query(max_length=64, pattern=_TEXT, description="DICOM name match: * and ? wildcards")
+    ] = None,
+    accession_number: Annotated[str | None, Query(max_length=16, pattern=_TEXT)] = None,
+    study_date: Annotated[
+        str | None, Query(pattern=r"^(\d{8})?(-(\d{8})?)?$", description="YYYYMMDD or a range YYYYMMDD-YYYYMMDD")
+    ] = None,
+    modality: Annotated[str | None, Query(pattern=r"^[A-Z0-9]{1,16}$", description="in the study, e.g. MR")] = None,
+    page: Annotated[int, Query(ge=1, le=1000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> PacsStudyPage:
+    """Studies on the site's PACS matching every filter given (QIDO-RS), one page at a time in the PACS's order."""
+    filters = {"patient_id": patient_id, "patient_name": patient_name, "accession_number": accession_number,
+               "study_date": study_date, "modality": modality}  # fmt: skip
+    given = {k: v.strip() for k, v in filters.items() if v and v.strip()}
+    try:
+        found = pacs.search_studies(**given, limit=page_size + 1, offset=(page - 1) * page_size)
+    except PacsError as exc:
+        audit.record("pacs.search", actor=user.username, outcome="failed", filters=sorted(given))
+        raise pacs_failure(exc) from None
+    audit.record("pacs.search", actor=user.username, filters=sorted(given), studies=min(len(found), page_size))
+    items = [
+        PacsStudy(study_uid=s.study_uid, patient_id=s.patient_id, patient_name=s.patient_name,
+                  study_date=s.study_date, accession_number=s.accession_number, description=s.description,
+                  modalities=list(s.modalities), series=s.series, instances=s.instances)
+        for s in found[:page_size]
+    ]  # fmt: skip
+    return PacsStudyPage(items=items, page=page, page_size=page_size, more=len(found) > page_size)
