@@ -155,6 +155,25 @@ def test_statistics_separate_gray_mri_from_colour_and_noise(held_out: list[Loade
     assert noise_stats["smoothness"] < 0.2 < mri["smoothness"]
 
 
+def _sample_statistics(image: LoadedImage) -> dict[str, float]:
+    """The definitions of the sample-based statistics, straight from the 256×256 nearest-neighbour sample: what
+    the gate was fitted with, whatever shortcut ``image_statistics`` takes to compute them."""
+    gray = image.pixels if image.pixels.ndim == 2 else np.asarray(Image.fromarray(image.pixels).convert("L"))
+    sample = np.asarray(Image.fromarray(gray).resize((256, 256), Image.Resampling.NEAREST))
+    hist = np.bincount((sample // 8).ravel(), minlength=32).astype(np.float64) / sample.size
+    tones = hist[2:]
+    p = tones[tones > 0] / tones.sum() if tones.sum() > 0 else np.ones(1)
+    return {"contrast": float(sample.std() / 255), "flat_share": float(hist.max()),
+            "tonal_entropy": float(-(p * np.log2(p)).sum())}  # fmt: skip
+
+
+def test_sample_statistics_keep_their_definitions(held_out: list[LoadedImage]) -> None:
+    for image in [*held_out, cat(), document(), noise(), blank()]:
+        stats, want = image_statistics(image), _sample_statistics(image)
+        for name, value in want.items():
+            assert stats[name] == pytest.approx(value, rel=1e-12, abs=1e-15), name
+
+
 def test_feature_check_accepts_training_images_and_rejects_far_off_features(
     gate: InputGate, smoke_export: Path, held_out: list[LoadedImage]
 ) -> None:

@@ -112,3 +112,24 @@ def test_onnx_probabilities_match_the_torch_run(smoke_run: Path, smoke_export: P
         assert got.p_tumor == pytest.approx(float(ref.probs[1]), abs=1e-4)
         if ref.original_map.std() > 0:
             assert np.corrcoef(got.cam.ravel(), ref.original_map.ravel())[0, 1] > 0.99
+
+
+def _normalised(cam: np.ndarray) -> np.ndarray:
+    top = float(cam.max())
+    return (cam / top if top > 0 else cam).astype(np.float32)
+
+
+def test_heatmaps_are_the_unmapped_means_of_max_normalised_maps(bundled: Predictor, shared_data: Path) -> None:
+    """The definitions (each member's map divided by its maximum over the whole square, averaged, padding
+    cropped off, resized to the scan), whatever the predictor skips to compute them; a heatmap is its own array."""
+    files = sorted((shared_data / "br35h" / "yes").iterdir())[:3]
+    for result in bundled.predict_batch([load_image(f) for f in files]):
+        assert isinstance(result, Prediction) and result.cam is not None
+        placement = result.members[0].placement
+        assert placement is not None and all(m.placement == placement for m in result.members)
+        want = placement.unmap(np.mean([_normalised(m.cam) for m in result.members], axis=0).astype(np.float32))
+        assert result.cam.dtype == np.float32 and np.array_equal(result.cam, want)
+        for member in result.members:
+            assert member.heatmap is not None
+            assert np.array_equal(member.heatmap, placement.unmap(_normalised(member.cam)))
+            assert not np.shares_memory(member.heatmap, member.cam)

@@ -2,7 +2,9 @@
 
 :func:`letterbox` is the seed's resize: keep the aspect ratio, pad with black, so a round skull is not
 squashed into an oval. It returns a :class:`Placement` that maps anything computed on the square model
-input (a Grad-CAM map) back onto the original image.
+input (a Grad-CAM map) back onto the original image. :func:`letterbox_rgb_into` is the same resize written
+straight into a batch's slot as the three channels a graph takes, so serving resizes, pads and expands each scan
+in one pass instead of three (letterbox, ``to_rgb``, copy into the batch), with the same bytes.
 
 Example:
     >>> import numpy as np
@@ -42,11 +44,20 @@ class Placement:
         >>> p.unmap(np.zeros((224, 224), np.float32)).shape
         (100, 200)
         """
+        crop = np.ascontiguousarray(self.crop(square_map), dtype=np.float32)
+        return resize_float(crop, self.original_size)
+
+    def crop(self, square_map: np.ndarray) -> np.ndarray:
+        """The part of a ``(size, size)`` map that covers the image (a view): what :meth:`unmap` resizes, so
+        per-pixel work done before unmapping can skip the padding.
+
+        >>> Placement(224, (200, 100), (0, 56, 224, 112)).crop(np.zeros((224, 224))).shape
+        (112, 224)
+        """
         if square_map.shape[:2] != (self.size, self.size):
             raise ValueError(f"expected a {self.size}×{self.size} map, got {square_map.shape[:2]}")
         left, top, width, height = self.content_box
-        crop = np.ascontiguousarray(square_map[top : top + height, left : left + width], dtype=np.float32)
-        return resize_float(crop, self.original_size)
+        return square_map[top : top + height, left : left + width]
 
 
 def letterbox(
@@ -56,6 +67,47 @@ def letterbox(
 
     The longer side becomes ``size``; the image is centred, and odd padding goes to the right/bottom.
     """
+    placement = _placement(pixels, size)
+    left, top, new_w, new_h = placement.content_box
+    out = np.zeros((size, size, *pixels.shape[2:]), dtype=pixels.dtype)
+    out[top : top + new_h, left : left + new_w] = _resized(pixels, placement, resample)
+    return out, placement
+
+
+def letterbox_rgb_into(
+    pixels: np.ndarray, out: np.ndarray, *, resample: Image.Resampling = Image.Resampling.BILINEAR
+) -> Placement:
+    """``to_rgb(letterbox(pixels, size)[0])`` written into ``out`` (``(size, size, 3)``, e.g. one slot of a batch):
+    the resized content once, black padding around it, gray broadcast to the three channels on the way.
+
+    >>> out = np.empty((224, 224, 3), np.uint8)
+    >>> letterbox_rgb_into(np.full((100, 200), 255, np.uint8), out).content_box, int(out[0, 0, 0]), int(out[112, 0, 2])
+    ((0, 56, 224, 112), 0, 255)
+    """
+    size = out.shape[0]
+    if out.shape != (size, size, 3):
+        raise ValueError(f"expected a (size, size, 3) output, got shape {out.shape}")
+    placement = _placement(pixels, size)
+    if not (pixels.ndim == 2 or pixels.shape[2] in (1, 3)):
+        raise ValueError(f"expected (H, W), (H, W, 1) or (H, W, 3), got shape {pixels.shape}")
+    left, top, new_w, new_h = placement.content_box
+    resized = _resized(pixels, placement, resample)
+    out[:top] = 0
+    out[top + new_h :] = 0
+    out[top : top + new_h, :left] = 0
+    out[top : top + new_h, left + new_w :] = 0
+    content = out[top : top + new_h, left : left + new_w]
+    if resized.ndim == 3 and resized.shape[2] == 3:
+        content[...] = resized
+    else:  # gray: one strided copy a channel is 3× faster than numpy's broadcast over a length-3 axis
+        gray = resized.reshape(resized.shape[:2])
+        for channel in range(3):
+            content[:, :, channel] = gray
+    return placement
+
+
+def _placement(pixels: np.ndarray, size: int) -> Placement:
+    """Where ``pixels`` go in the ``size`` square: the longer side fills it, centred, odd padding right/bottom."""
     if pixels.ndim not in (2, 3) or pixels.shape[0] == 0 or pixels.shape[1] == 0:
         raise ValueError(f"expected a non-empty (H, W) or (H, W, C) image, got shape {pixels.shape}")
     if size <= 0:
@@ -65,13 +117,14 @@ def letterbox(
     new_w = max(1, min(size, round(width * scale)))
     new_h = max(1, min(size, round(height * scale)))
     left, top = (size - new_w) // 2, (size - new_h) // 2
-    if (new_w, new_h) == (width, height):
-        resized = pixels
-    else:
-        resized = np.asarray(Image.fromarray(pixels).resize((new_w, new_h), resample=resample))
-    out = np.zeros((size, size, *pixels.shape[2:]), dtype=pixels.dtype)
-    out[top : top + new_h, left : left + new_w] = resized
-    return out, Placement(size=size, original_size=(width, height), content_box=(left, top, new_w, new_h))
+    return Placement(size=size, original_size=(width, height), content_box=(left, top, new_w, new_h))
+
+
+def _resized(pixels: np.ndarray, placement: Placement, resample: Image.Resampling) -> np.ndarray:
+    new_w, new_h = placement.content_box[2:]
+    if (new_w, new_h) == placement.original_size:
+        return pixels
+    return np.asarray(Image.fromarray(pixels).resize((new_w, new_h), resample=resample))
 
 
 def to_rgb(pixels: np.ndarray) -> np.ndarray:

@@ -134,7 +134,10 @@ STATISTICS = (
 
 
 def image_statistics(image: LoadedImage) -> dict[str, float]:
-    """The statistics :data:`STATISTICS` bounds, measured on small thumbnails (a few milliseconds).
+    """The statistics :data:`STATISTICS` bounds, measured on small thumbnails (well under a millisecond).
+
+    The contrast and the tone shares come from the 256-level histogram of the nearest-neighbour sample (PIL counts
+    it in one pass), not from numpy passes over its 65 536 pixels: the same numbers up to float rounding.
 
     >>> from braintumor.imaging.types import ImageMeta
     >>> blank = LoadedImage(np.zeros((100, 100), np.uint8), ImageMeta("png", (100, 100), "L", 8))
@@ -143,11 +146,17 @@ def image_statistics(image: LoadedImage) -> dict[str, float]:
     """
     pixels = image.pixels
     height, width = pixels.shape[:2]
-    gray = to_gray(pixels)
-    thumb = np.asarray(Image.fromarray(gray).resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX), np.float64) / 255
-    sample = np.asarray(Image.fromarray(gray).resize((HISTOGRAM_SIDE, HISTOGRAM_SIDE), Image.Resampling.NEAREST))
-    stats = {"aspect": max(height, width) / max(min(height, width), 1), "contrast": float(sample.std() / 255)}
-    stats["colourfulness"] = _colourfulness(pixels) if pixels.ndim == 3 else 0.0
+    colour = Image.fromarray(pixels) if pixels.ndim == 3 else None
+    gray = Image.fromarray(to_gray(pixels)) if colour is None else colour.convert("L")
+    thumb = np.asarray(gray.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX), np.float64) / 255
+    levels = np.asarray(gray.resize((HISTOGRAM_SIDE, HISTOGRAM_SIDE), Image.Resampling.NEAREST).histogram(), np.float64)
+    share = levels / HISTOGRAM_SIDE**2  # of each gray level 0…255 in the sample
+    mean = float(share @ _LEVELS)
+    stats = {
+        "aspect": max(height, width) / max(min(height, width), 1),
+        "contrast": math.sqrt(max(float(share @ (_LEVELS - mean) ** 2), 0.0)) / 255,
+    }
+    stats["colourfulness"] = _colourfulness(colour) if colour is not None else 0.0
     variance = float(thumb.var())
     if variance > 1e-10:
         centred = thumb - thumb.mean()
@@ -157,7 +166,7 @@ def image_statistics(image: LoadedImage) -> dict[str, float]:
         stats["smoothness"] = 1.0  # constant: not noise (the contrast check speaks for it)
     stats["dark_share"] = float((thumb < DARK_LEVEL).mean())
     stats["bright_share"] = float((thumb > BRIGHT_LEVEL).mean())
-    hist = np.bincount((sample // 8).ravel(), minlength=32).astype(np.float64) / sample.size
+    hist = share.reshape(32, 8).sum(axis=1)  # 32 tones of 8 gray levels
     stats["flat_share"] = float(hist.max())
     tones = hist[2:]  # the non-dark tones: a black background is normal, its share says nothing here
     if tones.sum() > 0:
@@ -168,9 +177,12 @@ def image_statistics(image: LoadedImage) -> dict[str, float]:
     return stats
 
 
-def _colourfulness(rgb: np.ndarray) -> float:
+_LEVELS = np.arange(256, dtype=np.float64)
+
+
+def _colourfulness(rgb: Image.Image) -> float:
     """Hasler & Süsstrunk's colourfulness (2003) on a thumbnail: 0 for gray, ≈ 15 "slightly", ≈ 60 "highly"."""
-    q = np.asarray(Image.fromarray(rgb).resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX), np.float64)
+    q = np.asarray(rgb.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX), np.float64)
     rg = q[..., 0] - q[..., 1]
     yb = 0.5 * (q[..., 0] + q[..., 1]) - q[..., 2]
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))

@@ -24,7 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 
 from braintumor.errors import ModelLoadError
-from braintumor.imaging.transforms import Placement, letterbox, to_rgb
+from braintumor.imaging.transforms import Placement, letterbox_rgb_into
 from braintumor.imaging.types import LoadedImage
 from braintumor.models.card import PRECISIONS, ModelCard, Precision
 from braintumor.models.export_dir import ExportDir
@@ -126,11 +126,7 @@ def load_members(root: ExportDir, *, threads: int | None = None, precision: str 
 
 
 def preprocess_batch(images: Sequence[LoadedImage], size: int) -> tuple[np.ndarray, list[Placement]]:
-    """Letterbox every image to ``size`` and stack as the graph's uint8 NHWC input."""
+    """Letterbox every image to ``size`` and stack as the graph's uint8 NHWC input (each image is written into its
+    slot in one pass: no per-image square, RGB copy or stacking)."""
     out = np.empty((len(images), size, size, 3), dtype=np.uint8)
-    placements = []
-    for k, image in enumerate(images):
-        boxed, placement = letterbox(image.pixels, size)
-        out[k] = to_rgb(boxed)
-        placements.append(placement)
-    return out, placements
+    return out, [letterbox_rgb_into(image.pixels, out[k]) for k, image in enumerate(images)]

@@ -24,7 +24,7 @@ import numpy as np
 
 from braintumor.data.datasets import BINARY_CLASSES, is_tumor_label, negative_index
 from braintumor.errors import ModelLoadError, NotAnMRIError, OutOfScopeError
-from braintumor.imaging.transforms import Placement
+from braintumor.imaging.transforms import Placement, resize_float
 from braintumor.imaging.types import ImageMeta, LoadedImage
 from braintumor.inference.gate import InputGate, Refusal, RefusalKind
 from braintumor.inference.members import Member, load_members, preprocess_batch, single_threaded_blas
@@ -66,12 +66,22 @@ class MemberResult:
         not need the members' unmapped: a scan scored without per-member overlays skips one resize a member)."""
         if self.placement is None:
             return None
-        return self.placement.unmap(_normalised(self.cam))
+        return _unmapped_mean(self.placement, [self.cam])
 
 
-def _normalised(cam: np.ndarray) -> np.ndarray:
-    top = float(cam.max())
-    return (cam / top if top > 0 else cam).astype(np.float32)
+def _unmapped_mean(placement: Placement, cams: Sequence[np.ndarray]) -> np.ndarray:
+    """``placement.unmap`` of the mean of the max-normalised ``cams`` (one placement's maps). Each map is
+    divided by its maximum over the whole square, but only its part inside the content box is divided, averaged
+    and copied: the padding is cropped off by the unmapping anyway, and on a wide or tall scan it is up to half
+    the square."""
+    crops = []
+    for cam in cams:
+        top = float(cam.max())
+        crop = placement.crop(cam)
+        scaled = crop / top if top > 0 else crop.copy()  # a copy: the heatmap must not alias the graph's output
+        crops.append(scaled.astype(np.float32, copy=False))
+    mean = crops[0] if len(crops) == 1 else np.mean(crops, axis=0, dtype=np.float32)
+    return resize_float(np.ascontiguousarray(mean, dtype=np.float32), placement.original_size)
 
 
 @dataclass(frozen=True)
@@ -119,7 +129,7 @@ def _ensemble_map(maps: list[tuple[Placement, np.ndarray]], results: list[Member
     if not maps:
         return None
     if all(placement == maps[0][0] for placement, _ in maps):
-        return maps[0][0].unmap(np.mean([_normalised(cam) for _, cam in maps], axis=0).astype(np.float32))
+        return _unmapped_mean(maps[0][0], [cam for _, cam in maps])
     mean: np.ndarray = np.mean([r.heatmap for r in results if r.heatmap is not None], axis=0).astype(np.float32)
     return mean
 
