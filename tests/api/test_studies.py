@@ -237,3 +237,33 @@ def test_a_study_nothing_of_which_can_be_assessed_is_422(
 def test_studies_need_a_token(api: Any, zipped12: bytes) -> None:
     assert api.client.post("/studies", files=[("files", ("s.zip", zipped12))]).status_code == 401
     assert api.client.get("/studies/" + "0" * 32).status_code == 401
+
+
+def test_the_study_report_has_the_outcome_rule_note_series_curve_and_top_slices(
+    api: Any, zipped12: bytes, tmp_path: Path
+) -> None:
+    from .test_report import pdf_text
+
+    alice, bob = api.user("alice"), api.user("bob")
+    body = _post(api, alice, [("series.zip", zipped12)]).json()
+    r = api.client.get(body["report_url"], headers=alice)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf" and r.content[:5] == b"%PDF-"
+    text = " ".join(pdf_text(r.content, tmp_path).split())
+    outcome = {"tumor": "tumor", "refer": "refer for review", "no_tumor": "no tumor"}[body["outcome"]]
+    for expected in (
+        "Brain MRI study report",
+        "DECISION SUPPORT, NOT A DIAGNOSIS",
+        f"Study outcome {outcome}",
+        "2 consecutive assessed slices are tumor",
+        "validated on 2-D slices, not on studies",
+        "12 scored in 1 series, 12 assessable",
+        "p(tumor) per slice",
+        "most suspicious slices",
+        f"slice {body['top_slices'][0]['index']}",
+        body["model_name"],
+    ):
+        assert expected in text, expected
+    assert body["study_uid"] in text and "Doe" not in text and "MRN-0042" not in text
+    assert api.client.get(body["report_url"], headers=bob).status_code == 404
+    scan_report = api.client.get(f"/history/{body['id']}/report.pdf", headers=alice)
+    assert scan_report.status_code == 404 and "/studies/" in scan_report.json()["detail"]

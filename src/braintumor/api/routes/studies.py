@@ -22,6 +22,7 @@ from braintumor.api.deps import AuditDep, CurrentUser, PredictorDep, SettingsDep
 from braintumor.api.routes.scans import ScanId, owned_scan, read_capped
 from braintumor.api.schemas import StudyPublic, StudySlice
 from braintumor.api.study_analysis import analyse_study
+from braintumor.api.study_report import build_study_report
 from braintumor.errors import ImageTooLargeError
 from braintumor.storage import NewScan, ScanRecord, Storage, UserRecord
 
@@ -166,6 +167,33 @@ def get_study(study_id: ScanId, user: CurrentUser, storage: StorageDep, audit: A
     rec = owned_study(storage, user, study_id)
     audit.record("study.view", actor=user.username, target=rec.id)
     return study_detail(rec)
+
+
+@router.get(
+    "/studies/{study_id}/report.pdf", response_class=Response, responses={200: {"content": {"application/pdf": {}}}}
+)
+def study_report(study_id: ScanId, user: CurrentUser, storage: StorageDep, audit: AuditDep) -> Response:
+    """A PDF report of one of your studies: the outcome and the rule, every series, the p(tumor) curve with the
+    decision band, and the most suspicious slices with their overlays."""
+    rec = owned_study(storage, user, study_id)
+    study = study_detail(rec)
+    views: dict[tuple[str, int], tuple[bytes | None, bytes | None]] = {}
+    for s in study.top_slices[:4]:
+        entry = next(
+            x for x in rec.result.get("slices", []) if (x["series_uid"], x["index"]) == (s.series_uid, s.index)
+        )
+        views[(s.series_uid, s.index)] = (_blob(storage, rec, entry.get("blob"), "image"),
+                                          _blob(storage, rec, entry.get("blob"), "overlay"))  # fmt: skip
+    pdf = build_study_report(study, views)
+    audit.record("report.download", actor=user.username, target=rec.id)
+    return Response(pdf, media_type="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="study-{rec.id}.pdf"'})  # fmt: skip
+
+
+def _blob(storage: Storage, rec: ScanRecord, k: int | None, view: str) -> bytes | None:
+    f = rec.files.get(f"slice.{k}.{view}") if k is not None else None
+    found = storage.get_file(f.id) if f else None
+    return found[1] if found else None
 
 
 @router.delete("/studies/{study_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
