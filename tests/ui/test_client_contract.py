@@ -23,6 +23,11 @@ PAIRS: dict[type[Any], tuple[str, set[str], set[str]]] = {
     records.ScanStats: ("ScanStatsPublic", set(), set()),
     records.Lock: ("LockPublic", set(), set()),
     records.BulkDeleted: ("BulkDeleted", set(), set()),
+    records.Study: ("StudyPublic", set(), set()),
+    records.StudySlice: ("StudySlice", set(), set()),
+    records.StudySeries: ("StudySeries", set(), set()),
+    records.SkippedSeries: ("SkippedSeriesInfo", set(), set()),
+    records.RefusedFile: ("FileRefused", set(), set()),
 }
 
 

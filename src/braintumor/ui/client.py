@@ -28,6 +28,7 @@ from braintumor.ui.records import (
     ScanPage,
     ScanStats,
     Stats,
+    Study,
     Token,
     User,
     UserPage,
@@ -36,6 +37,8 @@ from braintumor.ui.records import (
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 #: Analysing one scan can take a few seconds on a busy CPU server; everything else is quick.
 PREDICT_TIMEOUT_S = 180.0
+#: A study is scored slice by slice: hundreds of slices on a busy CPU server take minutes.
+STUDY_TIMEOUT_S = 900.0
 TIMEOUT_S = 30.0
 
 _FIELD_HINTS = {
@@ -266,6 +269,28 @@ class ApiClient:
     def report(self, scan: Scan) -> bytes:
         """The scan's PDF report."""
         return self._request("GET", scan.report_url).content
+
+    # -- studies -----------------------------------------------------------------------------------------
+    def upload_study(self, files: list[tuple[str, bytes]]) -> Study:
+        """Analyse one study (its DICOM files, one zip of them, or one NIfTI volume) slice by slice and store it in
+        the history."""
+        parts = [("files", (name, data, "application/octet-stream")) for name, data in files]
+        return Study.from_json(self._json("POST", "/studies", files=parts, timeout=STUDY_TIMEOUT_S))
+
+    def study(self, study_id: str) -> Study:
+        """One study with every slice's result."""
+        return Study.from_json(self._json("GET", f"/studies/{quote(study_id, safe='')}"))
+
+    def delete_study(self, study_id: str) -> None:
+        """Delete one study with all of its slices' files."""
+        self._request("DELETE", f"/studies/{quote(study_id, safe='')}")
+
+    def fetch(self, url: str) -> bytes:
+        """The bytes the API serves at ``url``, a path it gave (a study slice's view or overlay, a study's report);
+        only a path on this server: the token is never sent elsewhere."""
+        if not url.startswith("/") or url.startswith("//"):
+            raise ApiError(0, f"Not a path on the analysis server: {url[:80]}")
+        return self._request("GET", url).content
 
     # -- administration ----------------------------------------------------------------------------------
     def admin_stats(self, days: int = 30) -> Stats:

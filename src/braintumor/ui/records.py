@@ -221,3 +221,172 @@ class BulkDeleted:
 
     deleted: tuple[str, ...]
     not_found: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StudySlice:
+    """One slice of a scored series: where it is, what the model said (``status`` ``ok``) or why it could not
+    (``not_assessable``, ``error``, with the ``reason``), and the URLs of its view and Grad-CAM overlay."""
+
+    series_uid: str
+    index: int
+    position: float | None
+    instance_number: int | None
+    sop_instance_uid: str | None
+    frame: int | None
+    source: str
+    status: str
+    reason: str = ""
+    outcome: str | None = None
+    p_tumor: float | None = None
+    tumor_type: str | None = None
+    image_url: str | None = None
+    overlay_url: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StudySlice:
+        p, position = data.get("p_tumor"), data.get("position")
+        number, frame = data.get("instance_number"), data.get("frame")
+        return cls(
+            series_uid=str(data["series_uid"]),
+            index=int(data["index"]),
+            position=None if position is None else float(position),
+            instance_number=None if number is None else int(number),
+            sop_instance_uid=data.get("sop_instance_uid"),
+            frame=None if frame is None else int(frame),
+            source=str(data.get("source", "")),
+            status=str(data["status"]),
+            reason=str(data.get("reason") or ""),
+            outcome=data.get("outcome"),
+            p_tumor=None if p is None else float(p),
+            tumor_type=data.get("tumor_type"),
+            image_url=data.get("image_url"),
+            overlay_url=data.get("overlay_url"),
+        )
+
+
+@dataclass(frozen=True)
+class StudySeries:
+    """One scored series: its outcome by the study rule with the reason, how many slices were assessed, its top
+    slices (indices) and p(tumor) per slice in slice order (``None``: not assessed)."""
+
+    series_uid: str
+    kind: str
+    description: str
+    modality: str | None
+    ordered_by: str
+    notes: tuple[str, ...]
+    outcome: str | None
+    reason: str
+    slices: int
+    assessed: int
+    top_slices: tuple[int, ...]
+    p_tumor_curve: tuple[float | None, ...]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StudySeries:
+        return cls(
+            series_uid=str(data["series_uid"]),
+            kind=str(data["kind"]),
+            description=str(data.get("description") or ""),
+            modality=data.get("modality"),
+            ordered_by=str(data.get("ordered_by") or ""),
+            notes=tuple(str(n) for n in data.get("notes") or ()),
+            outcome=data.get("outcome"),
+            reason=str(data.get("reason") or ""),
+            slices=int(data["slices"]),
+            assessed=int(data["assessed"]),
+            top_slices=tuple(int(k) for k in data.get("top_slices") or ()),
+            p_tumor_curve=tuple(None if p is None else float(p) for p in data.get("p_tumor_curve") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class SkippedSeries:
+    """A series of the upload the series rules left out, and why."""
+
+    series_uid: str
+    description: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RefusedFile:
+    """A file of the upload that could not be used (not DICOM, unreadable …), and why."""
+
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Study:
+    """A whole study scored slice by slice (``POST /studies``, ``GET /studies/{id}``): the study outcome with its
+    reason under the stated ``rule`` (and the ``note`` that the model was validated on 2-D slices, not studies),
+    every series and slice, the top slices, and what was skipped or refused."""
+
+    id: str
+    filename: str
+    created_at: dt.datetime
+    outcome: str
+    p_tumor: float
+    tumor_type: str | None
+    model_name: str
+    model_version: str
+    threshold: float
+    files: dict[str, FileLink]
+    report_url: str
+    kind: str
+    url: str
+    study_uid: str
+    source_kind: str
+    reason: str
+    rule: dict[str, Any]
+    note: str
+    refer_low: float
+    refer_high: float
+    series: tuple[StudySeries, ...]
+    skipped_series: tuple[SkippedSeries, ...]
+    problems: tuple[RefusedFile, ...]
+    slices: tuple[StudySlice, ...]
+    top_slices: tuple[StudySlice, ...]
+    deidentified: bool
+    disclaimer: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Study:
+        files = {
+            k: FileLink(str(v["id"]), str(v["url"]), str(v["content_type"]), int(v["size"]))
+            for k, v in (data.get("files") or {}).items()
+        }
+        return cls(
+            id=str(data["id"]),
+            filename=str(data["filename"]),
+            created_at=_when(data["created_at"]),
+            outcome=str(data["outcome"]),
+            p_tumor=float(data["p_tumor"]),
+            tumor_type=data.get("tumor_type"),
+            model_name=str(data["model_name"]),
+            model_version=str(data["model_version"]),
+            threshold=float(data["threshold"]),
+            files=files,
+            report_url=str(data["report_url"]),
+            kind=str(data.get("kind", "study")),
+            url=str(data.get("url", "")),
+            study_uid=str(data.get("study_uid") or ""),
+            source_kind=str(data.get("source_kind", "dicom")),
+            reason=str(data.get("reason") or ""),
+            rule=dict(data.get("rule") or {}),
+            note=str(data.get("note") or ""),
+            refer_low=float(data["refer_low"]),
+            refer_high=float(data["refer_high"]),
+            series=tuple(StudySeries.from_json(s) for s in data.get("series") or ()),
+            skipped_series=tuple(
+                SkippedSeries(str(s["series_uid"]), str(s.get("description") or ""), str(s["reason"]))
+                for s in data.get("skipped_series") or ()
+            ),
+            problems=tuple(RefusedFile(str(p["source"]), str(p["reason"])) for p in data.get("problems") or ()),
+            slices=tuple(StudySlice.from_json(s) for s in data.get("slices") or ()),
+            top_slices=tuple(StudySlice.from_json(s) for s in data.get("top_slices") or ()),
+            deidentified=bool(data.get("deidentified", False)),
+            disclaimer=str(data.get("disclaimer") or ""),
+        )
