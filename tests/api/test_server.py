@@ -209,3 +209,75 @@ def test_sigkill_under_load_loses_no_acknowledged_scan(start_server: Callable[..
     store.close()
     assert report.missing_blobs == [] and report.orphan_blobs == [], report
     assert not any((data / "tmp").iterdir()) and not any((data / "trash").iterdir())
+
+
+def _zipped_series(shared_data: Path, n: int) -> bytes:
+    import zipfile
+
+    from ..dicom_files import mr_series
+    from ..studies import real_slices
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i, ds in enumerate(mr_series(real_slices(shared_data, n, side=128, label="yes"))):
+            one = io.BytesIO()
+            ds.save_as(one, enforce_file_format=True)
+            z.writestr(f"IM{i:03d}.dcm", one.getvalue())
+    return buf.getvalue()
+
+
+def test_a_killed_study_upload_leaves_no_half_record(
+    start_server: Callable[..., Server], tmp_path: Path, shared_data: Path
+) -> None:
+    """A client that dies mid-upload stores nothing; a server SIGKILLed while it analyses or stores a study comes
+    back with the study whole (every file) or absent, and no orphan or staged blob."""
+    import socket
+    from urllib.parse import urlsplit
+
+    data = tmp_path / "data"
+    server = start_server(data)
+    zipped = _zipped_series(shared_data, 30)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        headers = _login(client, "alice")
+        request = client.build_request("POST", "/studies", headers=headers, files=[("files", ("s.zip", zipped))])
+        body = request.read()
+        head = "POST /studies HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
+        )
+        parts = urlsplit(server.url)
+        with socket.create_connection((parts.hostname, parts.port)) as raw:  # the client dies half-way
+            raw.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+        time.sleep(1.0)
+        assert client.get("/history", headers=headers).json()["total"] == 0
+
+        done: list[Any] = []
+
+        def upload() -> None:
+            try:
+                done.append(client.post("/studies", headers=headers, files=[("files", ("s.zip", zipped))]))
+            except httpx.HTTPError:
+                done.append(None)  # the server died first: not acknowledged
+
+        t = threading.Thread(target=upload)
+        t.start()
+        time.sleep(1.5)  # inside the analysis of 30 slices (or, on a fast machine, storing it)
+        server.stop(signal.SIGKILL)
+        t.join(60)
+
+    restarted = start_server(data)
+    with httpx.Client(base_url=restarted.url, timeout=60) as client:
+        rows = client.get("/history", headers=headers).json()["items"]
+        acknowledged = done and done[0] is not None and done[0].status_code == 201
+        assert len(rows) == (1 if acknowledged else len(rows)) and len(rows) <= 1
+        for row in rows:  # a study that is there is whole
+            study = client.get(row["url"], headers=headers).json()
+            assert len(study["slices"]) == 30
+            for s in study["slices"]:
+                assert client.get(s["image_url"], headers=headers).status_code == 200
+    from braintumor.storage.sqlite import EmbeddedStorage
+
+    store = EmbeddedStorage(data)
+    report = store.check()
+    store.close()
+    assert report.missing_blobs == [] and report.orphan_blobs == [], report
+    assert not any((data / "tmp").iterdir()) and not any((data / "trash").iterdir())
