@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import secrets
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,9 @@ from streamlit.testing.v1 import AppTest
 
 from braintumor.ui import APP_PATH
 
+from ..dicom_files import mr_series
 from ..servers import free_port, http_ok, serving
+from ..studies import real_slices
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct-horse-battery"
@@ -218,3 +222,23 @@ def identified_dicom(mri: Callable[[str], tuple[str, bytes]]) -> bytes:
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, ds, enforce_file_format=True)
     return buf.getvalue()
+
+
+#: Slices in the test study: enough for a curve, a scrubber and top slices, few enough for a 2-core machine.
+STUDY_SLICES = 8
+
+
+@pytest.fixture(scope="session")
+def study_zip(shared_data: Path) -> tuple[str, bytes]:
+    """("series.zip", bytes): an 8-slice axial MR series of real tumour slices of the seed dataset, as one zip of
+    DICOM files in shuffled order with a patient's identity in every header (built in memory, never committed)."""
+    series = mr_series(real_slices(shared_data, STUDY_SLICES, side=128, label="yes"))
+    order = list(range(len(series)))
+    random.Random(3).shuffle(order)  # file order is not slice order
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for k, i in enumerate(order):
+            one = io.BytesIO()
+            series[i].save_as(one, enforce_file_format=True)
+            z.writestr(f"series/IM{k:03d}", one.getvalue())
+    return "series.zip", buf.getvalue()

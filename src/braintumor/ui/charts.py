@@ -1,4 +1,5 @@
-"""Altair charts for the dashboard and the admin page: few marks, fixed outcome colours, labelled axes.
+"""Altair charts for the dashboard, the admin page and the study page: few marks, fixed outcome colours, labelled
+axes.
 
 Why Altair: it ships with Streamlit, renders crisp in the browser, and its tooltips give exact numbers
 without cluttering the chart. Data go in as plain rows (no pandas needed).
@@ -18,6 +19,9 @@ from braintumor.ui.components import OUTCOME_COLOURS, OUTCOME_NAMES
 OUTCOME_ORDER = ["Tumor", "Refer", "No tumor"]
 HEIGHT = 330
 DAY_HEIGHT = 260
+CURVE_HEIGHT = 240
+NOT_ASSESSED = "Not assessed"
+NOT_ASSESSED_COLOUR = "#9e9e9e"
 #: Whole-number axes for counts (no "0.5 scans").
 COUNT_AXIS = alt.Axis(tickMinStep=1, format="d")
 
@@ -137,3 +141,83 @@ def ranking(rows: Sequence[tuple[str, int]], what: str, colour: str = "#1565c0")
     bars = base.mark_bar(color=colour, cornerRadiusEnd=3)
     text = base.mark_text(align="left", dx=4).encode(text="value:Q")
     return alt.LayerChart(layer=[bars, text], height=90 + 30 * len(data))
+
+
+def slice_curve(
+    curve: Sequence[float | None],
+    outcomes: Sequence[str | None],
+    threshold: float,
+    refer_low: float,
+    refer_high: float,
+    chosen: int | None = None,
+) -> alt.LayerChart:
+    """P(tumor) per slice of one series in slice order (slice 1 first), each point in its outcome's colour, over the
+    referral band (shaded) and the decision threshold (dashed); slices that could not be assessed sit as grey
+    marks on the axis, and ``chosen`` (0-based) is the slice on screen."""
+    rows = [
+        {
+            "slice": k + 1,
+            "p": p,
+            "outcome": OUTCOME_NAMES.get(o or "", o or "") if p is not None else NOT_ASSESSED,
+        }
+        for k, (p, o) in enumerate(zip(curve, outcomes, strict=True))
+    ]
+    scored = [r for r in rows if r["p"] is not None]
+    missing = [{**r, "p": 0.0} for r in rows if r["p"] is None]
+    last = max(len(rows), 2)
+    x = alt.X(
+        "slice:Q",
+        title="Slice",
+        scale=alt.Scale(domain=[1, last], nice=False),
+        axis=alt.Axis(tickMinStep=1, format="d"),
+    )
+    y = alt.Y("p:Q", title="Calibrated P(tumor)", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
+    domain = [*OUTCOME_ORDER, NOT_ASSESSED]
+    colour = alt.Color(
+        "outcome:N",
+        title="Slice outcome",
+        scale=alt.Scale(domain=domain, range=[*(OUTCOME_COLOURS[b] for b in OUTCOME_ORDER), NOT_ASSESSED_COLOUR]),
+        legend=alt.Legend(orient="bottom"),
+    )
+    tooltip = [alt.Tooltip("slice:Q"), alt.Tooltip("p:Q", title="P(tumor)", format=".1%"), alt.Tooltip("outcome:N")]
+    band = (
+        alt.Chart({"values": [{"lo": refer_low, "hi": refer_high, "x0": 1, "x1": last}]})
+        .mark_rect(color=OUTCOME_COLOURS["Refer"], opacity=0.13)
+        .encode(
+            x=alt.X("x0:Q", title="Slice"),
+            x2="x1:Q",
+            y=alt.Y("lo:Q", title="Calibrated P(tumor)"),
+            y2="hi:Q",
+            tooltip=[
+                alt.Tooltip("lo:Q", title="referral band from", format=".1%"),
+                alt.Tooltip("hi:Q", title="to", format=".1%"),
+            ],
+        )
+    )
+    cut = (
+        alt.Chart({"values": [{"t": threshold}]})
+        .mark_rule(strokeDash=[5, 3], color="#111")
+        .encode(
+            y=alt.Y("t:Q", title="Calibrated P(tumor)"), tooltip=[alt.Tooltip("t:Q", title="threshold", format=".1%")]
+        )
+    )
+    layers: list[Any] = [band, cut]
+    if chosen is not None and 0 <= chosen < len(rows):
+        marker = (
+            alt.Chart({"values": [{"slice": chosen + 1}]})
+            .mark_rule(color="#1565c0", strokeWidth=2)
+            .encode(x=alt.X("slice:Q", title="Slice"), tooltip=[alt.Tooltip("slice:Q", title="on screen")])
+        )
+        layers.append(marker)
+    line = alt.Chart({"values": scored}).mark_line(color="#455a64", strokeWidth=1.5).encode(x=x, y=y)
+    points = (
+        alt.Chart({"values": scored}).mark_circle(size=70, opacity=1).encode(x=x, y=y, color=colour, tooltip=tooltip)
+    )
+    layers += [line, points]
+    if missing:
+        layers.append(
+            alt.Chart({"values": missing})
+            .mark_point(shape="cross", size=60, filled=True)
+            .encode(x=x, y=y, color=colour, tooltip=[alt.Tooltip("slice:Q"), alt.Tooltip("outcome:N")])
+        )
+    return alt.LayerChart(layer=layers, height=CURVE_HEIGHT)

@@ -1,8 +1,11 @@
-"""Analyze: upload one or several scans (JPEG, PNG, DICOM), one ``/predict`` call each, and read the results.
+"""Analyze: upload one or several scans (JPEG, PNG, DICOM), one ``/predict`` call each, and read the results; or,
+in the "Study" mode, one whole study (a folder's DICOM files, one zip of them, or one NIfTI volume) in one
+``/studies`` call, opening the study page.
 
 Why one call per scan: each file gets its own answer or its own readable refusal (not an MRI, unreadable,
 too large), and a bad file never sinks the others. The batch's results stay on the page (session state)
-until the next batch or "Clear".
+until the next batch or "Clear". A study is the opposite: its files are one answer (the study rule over its
+slices), so they go together, and a refusal (413 past the caps, 422 not one study) is the server's reason as given.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from braintumor.imaging.io import sniff_format
 from braintumor.ui import components, state
 from braintumor.ui.client import ApiError
 from braintumor.ui.records import Health, Scan
+from braintumor.ui.views import study as study_page
 
 #: The API's upload cap (the same ``BRAINTUMOR_MAX_UPLOAD_MB`` setting, default 20 MB), so the uploader says it.
 DEFAULT_MAX_UPLOAD_MB = 20.0
@@ -30,6 +34,13 @@ REFUSALS = {
 }
 UPLOADER = "analyze_uploader_round"
 SELECTED = "analyze_selected"
+#: The API's cap on a study upload (``BRAINTUMOR_MAX_STUDY_MB``, default 512 MB).
+DEFAULT_MAX_STUDY_MB = 512.0
+MODE = "analyze_mode"
+SCANS, STUDY = "Images", "Study"
+STUDY_UPLOADER = "analyze_study_round"
+STUDY_OPEN = "analyze_study_open"
+STUDY_ERROR = "analyze_study_error"
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,18 @@ def render() -> None:
             f"Model **{status.model_name}** v{status.model_version} · one analysis per file · results are saved "
             "to your history. Decision support, not a diagnosis."
         )
+    mode = st.radio(
+        "What to analyze",
+        (SCANS, STUDY),
+        key=MODE,
+        horizontal=True,
+        format_func=lambda m: {SCANS: "Single images", STUDY: "Study (a whole series)"}[m],
+        help="Single images: one answer per file. Study: a folder's DICOM files, one zip or one NIfTI volume, "
+        "scored slice by slice for one answer.",
+    )
+    if mode == STUDY:
+        study_mode(status)
+        return
 
     round_ = int(st.session_state.get(UPLOADER, 0))
     files = st.file_uploader(
@@ -182,3 +205,91 @@ def show(outcomes: list[Outcome]) -> None:
     st.divider()
     st.markdown(f"#### {done[index].filename}")
     components.scan_detail(scan, key=f"analyze_{scan.id}")
+
+
+# -- a whole study ---------------------------------------------------------------------------------------
+def max_study_mb() -> int:
+    """The per-file cap to show for a study upload, in whole MB: the study cap, within Streamlit's own."""
+    try:
+        value = float(os.environ.get("BRAINTUMOR_MAX_STUDY_MB") or DEFAULT_MAX_STUDY_MB)
+    except ValueError:
+        value = DEFAULT_MAX_STUDY_MB
+    server = st.get_option("server.maxUploadSize")
+    return max(1, min(math.ceil(value), int(server) if server else math.ceil(value)))
+
+
+def study_refusal(exc: ApiError) -> tuple[str, str]:
+    """A headline and the server's reason for a study that was not analysed."""
+    if exc.status == 415:
+        return (
+            "Unsupported file",
+            exc.message + ". Upload the study's DICOM files, one zip of them, or one NIfTI volume.",
+        )
+    if exc.status == 413:
+        return "Study too large", exc.message
+    if exc.status == 422:
+        return "Study not analysed", exc.message
+    if exc.status == 503:
+        return "Analysis unavailable", exc.message
+    return "Study not analysed", exc.message
+
+
+def study_mode(status: Health) -> None:
+    """Upload one study, send it to ``/studies`` in one call, and open its page below."""
+    round_ = int(st.session_state.get(STUDY_UPLOADER, 0))
+    files = st.file_uploader(
+        "One study: its DICOM files (select every file of the folder), one zip of them, or one NIfTI volume",
+        accept_multiple_files=True,
+        key=f"analyze_study_uploader_{round_}",
+        help="DICOM files are found by content (any name) and grouped into series; the series to score are chosen "
+        "by the site's rules, ordered by position. A NIfTI volume is .nii or .nii.gz. Identifiers are removed "
+        "before storage.",
+        disabled=not status.model_loaded,
+        max_upload_size=max_study_mb(),
+    )
+    left, right, _ = st.columns([1.2, 1, 3])
+    go = left.button(
+        f"Analyze study ({len(files)} file{'s' if len(files) != 1 else ''})" if files else "Analyze study",
+        type="primary",
+        disabled=not files or not status.model_loaded,
+        icon=":material/biotech:",
+        key="analyze_study_go",
+    )
+    opened = st.session_state.get(STUDY_OPEN)
+    if right.button("Clear", disabled=not files and not opened, key="analyze_study_clear"):
+        close_study()
+        st.session_state[STUDY_UPLOADER] = round_ + 1
+        st.rerun()
+    if go and files:
+        send_study([(f.name, f.getvalue()) for f in files])
+        st.session_state[STUDY_UPLOADER] = round_ + 1  # an empty uploader: the same study is not sent twice
+        st.rerun()
+    error = st.session_state.get(STUDY_ERROR)
+    if isinstance(error, tuple):
+        st.error(f"**{error[0]}.** {error[1]}", icon=":material/error:")
+    if isinstance(opened, str):
+        st.divider()
+        study_page.page(opened, key="analyze_study", on_deleted=close_study)
+
+
+def send_study(uploads: list[tuple[str, bytes]]) -> None:
+    """Post the study; keep it for its page, or the server's reason for refusing it."""
+    close_study()
+    n = len(uploads)
+    with st.spinner(f"Scoring the study slice by slice ({n} file{'s' if n != 1 else ''}) …"):
+        try:
+            study = state.api().upload_study(uploads)
+        except ApiError as exc:
+            if exc.unauthorized:
+                raise
+            st.session_state[STUDY_ERROR] = study_refusal(exc)
+            return
+    state.put("studies", study.id, study)
+    state.invalidate("history", "dashboard")
+    st.session_state[STUDY_OPEN] = study.id
+
+
+def close_study() -> None:
+    """Forget the study on screen and the last refusal."""
+    st.session_state.pop(STUDY_OPEN, None)
+    st.session_state.pop(STUDY_ERROR, None)

@@ -1,4 +1,5 @@
-"""History: search and filter your scans, page through them, delete several at once, open one in the viewer.
+"""History: search and filter your scans and studies, page through them, delete several at once, open one in the
+viewer (a scan) or on the study page (a study, marked as such in the list).
 
 Why a detail view instead of a pop-up: opening a scan replaces the list (with a way back that keeps the
 filters and the page), so the viewer is always on screen, at full width, wherever the row was.
@@ -13,10 +14,12 @@ import streamlit as st
 
 from braintumor.ui import components, state
 from braintumor.ui.client import ApiError
-from braintumor.ui.records import ScanPage
+from braintumor.ui.records import Scan, ScanPage
+from braintumor.ui.views import study as study_page
 
 PAGE = "history_page"
 OPEN = "history_open"
+OPEN_STUDY = "history_open_study"
 CONFIRM = "history_confirm"
 FILTERS = "history_filters"
 OUTCOME_FILTER = {"All outcomes": None, "Tumor": "tumor", "Refer": "refer", "No tumor": "no_tumor"}
@@ -24,6 +27,10 @@ PAGE_SIZES = (10, 20, 50, 100)
 
 
 def render() -> None:
+    opened_study = st.session_state.get(OPEN_STUDY)
+    if isinstance(opened_study, str):
+        study_detail(opened_study)
+        return
     opened = st.session_state.get(OPEN)
     if isinstance(opened, str):
         detail(opened)
@@ -125,14 +132,20 @@ def table(result: ScanPage) -> None:
         for scan in result.items:
             row = st.columns(widths, vertical_alignment="center")
             row[0].checkbox("Select", key=row_key(scan.id), label_visibility="collapsed")
-            row[1].markdown(scan.filename.replace("_", "\\_").replace("*", "\\*"))
+            row[1].markdown(name_cell(scan))
             row[2].markdown(components.when(scan.created_at, zone=False))
             row[3].markdown(components.pill(scan.outcome), unsafe_allow_html=True)
             row[4].markdown(components.percent(scan.p_tumor))
             row[5].caption(f"{scan.model_name} v{scan.model_version}")
             if row[6].button("Open", key=f"history_open_{scan.id}", icon=":material/visibility:"):
-                st.session_state[OPEN] = scan.id
+                st.session_state[OPEN_STUDY if scan.kind == "study" else OPEN] = scan.id
                 st.rerun()
+
+
+def name_cell(scan: Scan) -> str:
+    """The row's file name (Markdown-escaped); a study says it is one, so it is not read as a single slice."""
+    name = scan.filename.replace("_", "\\_").replace("*", "\\*")
+    return f"{name}  \n:blue-badge[:material/stacks: Study]" if scan.kind == "study" else name
 
 
 def bulk_delete(result: ScanPage) -> None:
@@ -214,3 +227,15 @@ def detail(scan_id: str) -> None:
         st.rerun()
 
     components.confirm("history_confirm_one", f"Delete {scan.filename} permanently?", delete)
+
+
+def study_detail(study_id: str) -> None:
+    """One study on the study page, with a way back to the list."""
+
+    def close() -> None:
+        st.session_state.pop(OPEN_STUDY, None)
+
+    if st.button("Back to history", icon=":material/arrow_back:", key="history_back_study"):
+        close()
+        st.rerun()
+    study_page.page(study_id, key=f"history_study_{study_id}", on_deleted=close)
