@@ -158,6 +158,7 @@ CASES = (
     Case("history/{id}/dicom", "GET", "/history/{scan}/dicom", (401, 404, 409, 404), needs_scan=True, check=_private),
     Case("pacs", "GET", "/pacs", (401, 200, 200, 200)),
     Case("pacs/studies", "GET", "/pacs/studies", (401, 404, 404, 404)),  # no PACS configured here
+    Case("pacs analyze", "POST", "/pacs/studies/1.2.3/analyze", (401, 404, 404, 404)),
     Case("files original", "GET", "/files/{original}", (401, 404, 200, 404), needs_scan=True, check=_private),
     Case("files heatmap", "GET", "/files/{heatmap}", (401, 404, 200, 404), needs_scan=True, check=_private),
     Case("files overlay", "GET", "/files/{overlay}", (401, 404, 200, 404), needs_scan=True, check=_private),

@@ -2,8 +2,8 @@
 
 The zip is read back with pydicom and highdicom: the SR reports the stored outcome and p(tumor) and references the
 stored (de-identified) original, the SC references it too, both sit in its study, and neither carries an identifier
-the stored original lacks. A PNG scan has no DICOM to reference (409), another user's scan is a 404 like a missing
-one, and the model is not needed (nor run) to write them.
+the stored original lacks; they pass dciodvfy. A PNG scan has no DICOM to reference (409), a study is not a single
+scan (409), another user's scan is a 404 like a missing one, and the model is not needed (nor run) to write them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 from braintumor.imaging.io import load_image
 from braintumor.imaging.overlay import overlay
 
-from ..dicom_files import IDENTITY
+from ..conftest import make_brain
+from ..dicom_files import IDENTITY, encoded, mr_series
 from ..interop.conftest import dciodvfy, evaluations, evidence_uids
 
 __all__ = ["dciodvfy"]  # dicom3tools' validator, a session fixture of tests/interop
@@ -146,3 +147,14 @@ def test_another_users_scan_is_not_found_like_a_missing_one(api: Any, scan_dicom
     assert theirs.status_code == missing.status_code == 404
     assert theirs.json()["detail"] == missing.json()["detail"] == "scan not found"
     assert api.client.get(f"/history/{scan['id']}/dicom").status_code == 401
+
+
+def test_a_study_has_no_single_scan_dicom_results(api: Any) -> None:
+    headers = api.user("frida")
+    series = mr_series([make_brain(seed, 96, 96).astype(np.uint8) for seed in (4, 5)])
+    r = api.client.post(
+        "/studies", headers=headers, files=[("files", (f"IM{i}.dcm", encoded(ds))) for i, ds in enumerate(series)]
+    )
+    assert r.status_code == 201, r.text
+    answer = api.client.get(f"/history/{r.json()['id']}/dicom", headers=headers)
+    assert answer.status_code == 409 and "is a study" in answer.json()["detail"]

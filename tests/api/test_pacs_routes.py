@@ -1,14 +1,19 @@
-"""``GET /pacs`` and ``GET /pacs/studies`` against a real Orthanc (``tests/interop``'s ``orthanc`` fixture: Debian
-``orthanc`` + ``orthanc-dicomweb`` under ``unshare -n``), configured the only way there is: the settings.
+"""``GET /pacs``, ``GET /pacs/studies`` and ``POST /pacs/studies/{uid}/analyze`` against a real Orthanc
+(``tests/interop``'s ``orthanc`` fixture: Debian ``orthanc`` + ``orthanc-dicomweb`` under ``unshare -n``),
+configured the only way there is: the settings.
 
 Without a PACS the answer is a clear 404; an unreachable PACS is a 503 and refused credentials a 502, each one
-line that never holds the password; bad filters are 422s; the search is audited without its values.
+line that never holds the password; bad filters are 422s; the search is audited without its values. A study
+analysed from the PACS is stored exactly as the same instances uploaded to ``POST /studies`` are (the same salted
+UIDs, the same scores), de-identified.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,11 +21,13 @@ import pytest
 from pydantic import ValidationError
 
 from braintumor.api import Settings
+from braintumor.storage import ScanQuery
 
 from ..conftest import make_brain
 from ..dicom_files import IDENTITY, mr_series
 from ..interop.conftest import USER, Orthanc, orthanc
 from ..servers import free_port
+from ..studies import real_slices
 
 __all__ = ["orthanc"]  # the module-scoped Orthanc fixture, used by the tests below
 
@@ -157,3 +164,80 @@ def test_refused_credentials_are_a_502_without_the_password(
     detail = _one_line(api.client.get("/pacs/studies", headers=headers), 502, hidden=wrong)
     assert "refused the credentials" in detail and "HTTP 401" in detail
     assert orthanc.password not in detail
+
+
+def _encode(ds: Any) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def real_study(orthanc: Orthanc, shared_data: Path) -> list[Any]:
+    """Four real slices as one identified MR study, stored on the module's Orthanc."""
+    study = mr_series(real_slices(shared_data, 4, side=96, label="yes"), description="T1 AX API analyze")
+    assert not orthanc.client().store(study).failed
+    return study
+
+
+@pytest.mark.pacs
+@pytest.mark.integration
+def test_a_pacs_study_is_analysed_and_stored_like_an_uploaded_one(pacs_api: Any, real_study: list[Any]) -> None:
+    headers = pacs_api.user("gina")
+    study_uid = str(real_study[0].StudyInstanceUID)
+    r = pacs_api.client.post(f"/pacs/studies/{study_uid}/analyze", headers=headers)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert r.headers["location"] == f"/studies/{body['id']}"
+    assert body["kind"] == "study" and body["filename"] == "PACS study" and len(body["slices"]) == 4
+    assert body["deidentified"] is True and body["study_uid"] and body["study_uid"] != study_uid
+
+    uploaded = pacs_api.client.post(
+        "/studies", headers=headers, files=[("files", (f"IM{i}.dcm", _encode(ds))) for i, ds in enumerate(real_study)]
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    same = uploaded.json()
+    assert body["study_uid"] == same["study_uid"] and body["outcome"] == same["outcome"]
+    assert [s["p_tumor"] for s in body["slices"]] == pytest.approx([s["p_tumor"] for s in same["slices"]])
+
+    # de-identified as stored: neither the identity nor the PACS's UIDs
+    rec = pacs_api.storage.get_scan(body["id"])
+    sources = [pacs_api.storage.get_file(f.id)[1] for kind, f in rec.files.items() if kind.startswith("source.")]
+    assert len(sources) == 4
+    original_uids = {study_uid, str(real_study[0].SeriesInstanceUID)} | {str(d.SOPInstanceUID) for d in real_study}
+    text = json.dumps(rec.result)
+    for value in (*IDENTITY.values(), "ACC-7", *original_uids):
+        assert value not in text, value
+        assert all(value.encode() not in data for data in sources), value
+    assert pacs_api.client.get(f"/studies/{body['id']}", headers=headers).status_code == 200
+    assert pacs_api.client.get(f"/studies/{body['id']}", headers=pacs_api.user("hal")).status_code == 404
+    audit = [json.loads(line) for line in pacs_api.settings.audit_log_path.read_text().splitlines()]
+    assert any(e["action"] == "pacs.analyze" and e["target"] == body["id"] and e["instances"] == 4 for e in audit)
+    assert study_uid not in pacs_api.settings.audit_log_path.read_text()
+
+
+@pytest.mark.pacs
+@pytest.mark.integration
+def test_analyze_answers_unknown_studies_bad_uids_and_refused_credentials(
+    pacs_api: Any, make_api: Callable[..., Any], orthanc: Orthanc, real_study: list[Any]
+) -> None:
+    headers = pacs_api.user("ivan")
+    detail = _one_line(pacs_api.client.post("/pacs/studies/1.2.3.4.5/analyze", headers=headers), 404)
+    assert detail == "study 1.2.3.4.5 is not on the PACS"
+    for bad in ("1.2.abc", "1..2", "9" * 65):
+        assert pacs_api.client.post(f"/pacs/studies/{bad}/analyze", headers=headers).status_code == 422, bad
+    assert pacs_api.client.post("/pacs/studies/1.2.3/analyze").status_code == 401
+
+    wrong = "Not-the-PACS-password-43"
+    refused = make_api(pacs_url=orthanc.url, pacs_username=USER, pacs_password=wrong)
+    uid = str(real_study[0].StudyInstanceUID)
+    _one_line(refused.client.post(f"/pacs/studies/{uid}/analyze", headers=refused.user("joan")), 502, hidden=wrong)
+    few = make_api(pacs_url=orthanc.url, pacs_username=USER, pacs_password=orthanc.password, max_study_files=3)
+    detail = _one_line(few.client.post(f"/pacs/studies/{uid}/analyze", headers=few.user("kimi")), 413)
+    assert "4 instances" in detail
+    assert few.storage.list_scans(few.storage.get_user("kimi").id, ScanQuery()).total == 0
+
+
+def test_analyze_without_a_configured_pacs_is_a_404(api: Any) -> None:
+    detail = _one_line(api.client.post("/pacs/studies/1.2.3/analyze", headers=api.user("lea")), 404)
+    assert detail.startswith("no PACS is configured")

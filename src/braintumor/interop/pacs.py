@@ -85,6 +85,37 @@ class StoreResult:
     failed: tuple[tuple[str, int], ...]
 
 
+@dataclass(frozen=True)
+class RetrievedStudy:
+    """A retrieved study's image instances as the bytes of DICOM files (``instance-0001.dcm`` …, in the PACS's
+    order: names that carry nothing of the instance), how many instances had no pixels (an SR, a presentation
+    state …) and those that could not be encoded (reason)."""
+
+    files: tuple[tuple[str, bytes], ...]
+    passed_over: int
+    unreadable: tuple[str, ...]
+
+
+def encoded_instances(datasets: Iterable[Any]) -> RetrievedStudy:
+    """``datasets`` (as :meth:`PacsClient.retrieve_study` returns them) as DICOM files to score: what comes from a
+    PACS is then decoded again by the imaging readers, with their structure checks, like any upload."""
+    files: list[tuple[str, bytes]] = []
+    passed_over = 0
+    unreadable: list[str] = []
+    for ds in datasets:
+        if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+            passed_over += 1
+            continue
+        buf = io.BytesIO()
+        try:
+            ds.save_as(buf, enforce_file_format=True)
+        except (AttributeError, ValueError, TypeError) as exc:
+            unreadable.append(f"an instance cannot be encoded as a DICOM file ({type(exc).__name__})")
+            continue
+        files.append((f"instance-{len(files) + 1:04d}.dcm", buf.getvalue()))
+    return RetrievedStudy(tuple(files), passed_over, tuple(unreadable))
+
+
 class PacsClient:
     """A DICOMweb endpoint (``url``: the service root, e.g. Orthanc's ``http://host:8042/dicom-web``).
 

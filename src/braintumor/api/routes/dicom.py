@@ -121,6 +121,11 @@ async def scan_dicom(
     heatmap overlay, both referencing the stored (de-identified) original, in one zip. Built from what was stored:
     the model is not run again."""
     rec = owned_scan(storage, user, scan_id)
+    if rec.kind == "study":
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            "this id is a study: DICOM results (SR + Secondary Capture) are written for single DICOM scans only",
+        )
     link = rec.files.get("original")
     if link is None or link.content_type != DICOM:
         raise HTTPException(

@@ -1,4 +1,6 @@
-"""The site's PACS, from the API: ``GET /pacs`` (is one configured?) and ``GET /pacs/studies`` (QIDO-RS search).
+"""The site's PACS, from the API: ``GET /pacs`` (is one configured?), ``GET /pacs/studies`` (QIDO-RS search) and
+``POST /pacs/studies/{uid}/analyze`` (WADO-RS retrieve, then analysed and stored exactly as ``POST /studies`` does,
+by its own :func:`~braintumor.api.routes.studies.store_study`).
 
 Why only the configured one: the PACS's DICOMweb root and its account come from the settings
 (``BRAINTUMOR_PACS_URL``, ``_USERNAME``, ``_PASSWORD``), set by the site's administrator; no request can name
@@ -14,11 +16,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 
-from braintumor.api.deps import AuditDep, CurrentUser, SettingsDep
-from braintumor.api.schemas import PacsStatus, PacsStudy, PacsStudyPage
-from braintumor.interop.pacs import PacsClient, PacsError
+from braintumor.api.config import Settings
+from braintumor.api.deps import AuditDep, CurrentUser, PredictorDep, SettingsDep, StorageDep
+from braintumor.api.routes.studies import store_study, study_detail
+from braintumor.api.schemas import PacsStatus, PacsStudy, PacsStudyPage, StudyPublic
+from braintumor.errors import ImageTooLargeError
+from braintumor.interop.pacs import PacsClient, PacsError, encoded_instances
 
 router = APIRouter(tags=["pacs"])
 NOT_CONFIGURED = "no PACS is configured (the site's administrator sets BRAINTUMOR_PACS_URL)"
@@ -102,3 +109,62 @@ def search_studies(
         for s in found[:page_size]
     ]  # fmt: skip
     return PacsStudyPage(items=items, page=page, page_size=page_size, more=len(found) > page_size)
+
+
+def retrieve_for_analysis(pacs: PacsClient, study_uid: str, settings: Settings) -> list[tuple[str, bytes]]:
+    """The study's image instances as DICOM files, held to the caps of ``POST /studies`` (instances counted by a
+    QIDO-RS search before anything is retrieved, then the bytes)."""
+    try:
+        instances = pacs.search_instances(study_uid)
+        if not instances:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"study {study_uid} is not on the PACS")
+        if len(instances) > settings.max_study_files:
+            raise ImageTooLargeError(
+                f"the study has {len(instances):,} instances, the cap is {settings.max_study_files:,}"
+            )
+        retrieved = encoded_instances(pacs.retrieve_study(study_uid))
+    except PacsError as exc:
+        raise pacs_failure(exc) from None
+    if not retrieved.files:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+                            f"study {study_uid} has no image instance to analyse ({retrieved.passed_over} without "
+                            f"pixels, {len(retrieved.unreadable)} unreadable)")  # fmt: skip
+    total = sum(len(data) for _, data in retrieved.files)
+    if total > settings.max_study_bytes:
+        raise ImageTooLargeError(f"the study holds {total / 1048576:,.0f} MB of images, the cap is "
+                                 f"{settings.max_study_mb:g} MB")  # fmt: skip
+    return list(retrieved.files)
+
+
+@router.post(
+    "/pacs/studies/{study_uid}/analyze",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StudyPublic,
+    responses={
+        404: {"description": "no PACS is configured, or the study is not on it"},
+        413: {"description": "more instances or bytes than a study may have (the site's caps)"},
+        422: {"description": "no image instance, several studies, no series kept, or no slice assessable"},
+        502: {"description": "the PACS refused the request (e.g. its credentials)"},
+        503: {"description": "the PACS is unreachable, or no model is loaded"},
+    },
+)
+async def analyze_study(
+    request: Request,
+    response: Response,
+    study_uid: Annotated[str, PathParam(max_length=64, pattern=_UID, description="Study Instance UID")],
+    pacs: PacsDep,
+    user: CurrentUser,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    audit: AuditDep,
+) -> StudyPublic:
+    """Retrieve a study from the site's PACS (WADO-RS) and analyse it exactly like an uploaded study
+    (``POST /studies``: de-identified unless the site keeps identifiers, scored slice by slice, one outcome by the
+    study rule) into your history. Nothing is written back to the PACS."""
+    payload = await run_in_threadpool(retrieve_for_analysis, pacs, study_uid, settings)
+    rec = await store_study(request, payload, "PACS study", user, predictor, settings, storage)
+    audit.record("pacs.analyze", actor=user.username, target=rec.id, outcome=rec.outcome,
+                 instances=len(payload))  # fmt: skip
+    response.headers["Location"] = f"/studies/{rec.id}"
+    return study_detail(rec)
