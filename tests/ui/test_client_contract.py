@@ -28,6 +28,8 @@ PAIRS: dict[type[Any], tuple[str, set[str], set[str]]] = {
     records.StudySeries: ("StudySeries", set(), set()),
     records.SkippedSeries: ("SkippedSeriesInfo", set(), set()),
     records.RefusedFile: ("FileRefused", set(), set()),
+    records.PacsStudy: ("PacsStudy", set(), set()),
+    records.PacsStudyPage: ("PacsStudyPage", set(), set()),
 }
 
 

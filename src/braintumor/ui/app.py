@@ -18,7 +18,7 @@ import streamlit as st
 
 from braintumor.ui import components, sessions, state
 from braintumor.ui.client import ApiError
-from braintumor.ui.views import about, admin, analyze, dashboard, history, login, profile
+from braintumor.ui.views import about, admin, analyze, dashboard, history, login, pacs, profile
 
 log = logging.getLogger("braintumor.ui")
 
@@ -41,6 +41,8 @@ SIGNED_IN = (
     Page("About", ":material/info:", about.render),
 )
 ADMIN = Page("Admin", ":material/admin_panel_settings:", admin.render)
+#: Offered only when the API says the site configured a PACS.
+PACS = Page("From PACS", ":material/cloud_download:", pacs.render)
 
 
 def refresh_account() -> None:
@@ -62,7 +64,8 @@ def pages() -> tuple[Page, ...]:
     auth = state.current_auth()
     if auth is None:
         return SIGNED_OUT
-    return (*SIGNED_IN[:3], ADMIN, *SIGNED_IN[3:]) if auth.is_admin else SIGNED_IN
+    signed_in = (*SIGNED_IN[:3], ADMIN, *SIGNED_IN[3:]) if auth.is_admin else SIGNED_IN
+    return (*signed_in[:2], PACS, *signed_in[2:]) if pacs.configured() else signed_in
 
 
 def sidebar(available: tuple[Page, ...]) -> Page:

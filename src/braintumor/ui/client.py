@@ -24,6 +24,8 @@ from braintumor.ui.records import (
     FileLink,
     Health,
     Lock,
+    PacsStudy,
+    PacsStudyPage,
     Scan,
     ScanPage,
     ScanStats,
@@ -284,6 +286,25 @@ class ApiClient:
     def delete_study(self, study_id: str) -> None:
         """Delete one study with all of its slices' files."""
         self._request("DELETE", f"/studies/{quote(study_id, safe='')}")
+
+    # -- the site's PACS ---------------------------------------------------------------------------------
+    def pacs_configured(self) -> bool:
+        """Whether the site has a PACS configured (the "From PACS" page is offered only then)."""
+        return bool(self._json("GET", "/pacs").get("configured"))
+
+    def pacs_studies(self, page: int = 1, page_size: int = 20, **filters: str | None) -> PacsStudyPage:
+        """Studies on the site's PACS matching every filter given (``patient_id``, ``patient_name`` with ``*``
+        wildcards, ``accession_number``, ``study_date`` YYYYMMDD[-YYYYMMDD], ``modality``)."""
+        params: dict[str, str | int] = {"page": page, "page_size": page_size}
+        params |= {k: v.strip() for k, v in filters.items() if v and v.strip()}
+        data = self._json("GET", "/pacs/studies", params=params)
+        return PacsStudyPage(tuple(PacsStudy.from_json(i) for i in data["items"]), int(data["page"]),
+                             int(data["page_size"]), bool(data["more"]))  # fmt: skip
+
+    def analyze_pacs_study(self, study_uid: str) -> Study:
+        """Retrieve a study from the site's PACS, score it as a study and store it in the history."""
+        path = f"/pacs/studies/{quote(study_uid, safe='')}/analyze"
+        return Study.from_json(self._json("POST", path, timeout=STUDY_TIMEOUT_S))
 
     def fetch(self, url: str) -> bytes:
         """The bytes the API serves at ``url``, a path it gave (a study slice's view or overlay, a study's report);

@@ -390,3 +390,48 @@ class Study:
             deidentified=bool(data.get("deidentified", False)),
             disclaimer=str(data.get("disclaimer") or ""),
         )
+
+
+@dataclass(frozen=True)
+class PacsStudy:
+    """One study on the site's PACS as its search returns it (``GET /pacs/studies``)."""
+
+    study_uid: str
+    patient_id: str
+    patient_name: str
+    study_date: str
+    accession_number: str
+    description: str
+    modalities: tuple[str, ...]
+    series: int | None
+    instances: int | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PacsStudy:
+        def text(key: str) -> str:
+            return str(data.get(key) or "")
+
+        def count(key: str) -> int | None:
+            return None if data.get(key) is None else int(data[key])
+
+        return cls(
+            study_uid=text("study_uid"),
+            patient_id=text("patient_id"),
+            patient_name=text("patient_name"),
+            study_date=text("study_date"),
+            accession_number=text("accession_number"),
+            description=text("description"),
+            modalities=tuple(str(m) for m in data.get("modalities") or ()),
+            series=count("series"),
+            instances=count("instances"),
+        )
+
+
+@dataclass(frozen=True)
+class PacsStudyPage:
+    """One page of a PACS search; ``more`` when the PACS has more matches after it."""
+
+    items: tuple[PacsStudy, ...]
+    page: int
+    page_size: int
+    more: bool
