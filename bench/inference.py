@@ -28,7 +28,9 @@ What it measures, and why:
    ≤ 25 ms per scan.
 6. **Our code around the models**: one scan end to end and ``iter_scores`` over 64 files (no heatmaps)
    against the members' bare ONNX Runtime sessions on the same scans already letterboxed, interleaved (issue
-   17). Goals: ≤ 1.15× single, ≤ 1.10× batch. ``--overhead`` runs this section alone.
+   17). Goals: ≤ 1.15× single, ≤ 1.10× batch. Then each step of the single-scan path timed on its own (decode,
+   gate, letterbox, models, post-processing), so the ratio's extra time has names. ``--overhead`` runs this
+   section alone.
 
 The machine is shared and noisy, so contenders are timed in interleaved rounds (A B C, C B A, …) and every
 ratio is the median of per-round ratios, measured in the same run; times are medians of the rounds. Torch and
@@ -55,7 +57,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +80,7 @@ from braintumor.imaging.transforms import letterbox, to_rgb
 from braintumor.imaging.types import LoadedImage
 from braintumor.inference.batch import iter_scores
 from braintumor.inference.bundled import bundled_model_dir
-from braintumor.inference.members import preprocess_batch
+from braintumor.inference.members import preprocess_batch, single_threaded_blas
 from braintumor.inference.members import session as member_session
 from braintumor.inference.predictor import Predictor, Rejection
 from braintumor.models.export_dir import INT8_FILE, MODEL_FILE
@@ -177,7 +179,7 @@ def _time_call(fn: Callable[[], object]) -> float:
 
 
 def interleaved(
-    fns: dict[str, Callable[[], object]], settings: Settings, *, repeats: int | None = None
+    fns: Mapping[str, Callable[[], object]], settings: Settings, *, repeats: int | None = None
 ) -> dict[str, Timing]:
     """Warm every contender up, then time them in interleaved rounds (A B C, C B A, …).
 
@@ -222,7 +224,7 @@ def _openblas_core() -> str:
     if not libs:
         return "unknown"
     try:
-        lib = ctypes.CDLL(libs[0])
+        lib = ctypes.CDLL(str(libs[0]))
         corename = lib.scipy_openblas_get_corename64_
         corename.restype = ctypes.c_char_p
         threads = lib.scipy_openblas_get_num_threads64_()
@@ -261,7 +263,7 @@ def machine_info() -> list[tuple[str, str]]:
         ("numpy BLAS", f"OpenBLAS ({_openblas_core()}); environment: {env}"),
         (
             "torch CPU",
-            f"oneDNN {'available' if torch.backends.mkldnn.is_available() else 'absent'}, "
+            f"oneDNN {'available' if torch.backends.mkldnn.is_available() else 'absent'}, "  # type: ignore[no-untyped-call]
             f"capability {torch.backends.cpu.get_cpu_capability()}",
         ),
         ("ORT providers", ", ".join(ort.get_available_providers())),
@@ -369,7 +371,7 @@ def _opset(path: Path) -> int:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return max(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 # -- 2. backbones ------------------------------------------------------------------------------------------
@@ -907,6 +909,11 @@ GOAL_SINGLE_OVERHEAD = 1.15
 GOAL_BATCH_OVERHEAD = 1.10
 
 
+def _predict_paths(predictor: Predictor, files: Sequence[Path]) -> None:
+    for path in files:
+        _predict_path(predictor, path)
+
+
 def _bare_members(sessions: Sequence[Any], batches: Sequence[np.ndarray]) -> None:
     for boxed in batches:
         for sess in sessions:
@@ -933,7 +940,7 @@ def overhead_section(model_dir: Path, scans: Sequence[Path], settings: Settings,
     boxed64, _ = preprocess_batch([im for _, im in kept[:64]], size)
     batches = [boxed64[i : i + 16] for i in range(0, len(boxed64), 16)]
     single = interleaved({
-        "ours": functools.partial(lambda fs: [_predict_path(predictor, f) for f in fs], single_files),
+        "ours": functools.partial(_predict_paths, predictor, single_files),
         "bare": functools.partial(_bare_members, sessions, one_by_one),
     }, settings)  # fmt: skip
     batch = interleaved({
@@ -943,7 +950,47 @@ def overhead_section(model_dir: Path, scans: Sequence[Path], settings: Settings,
     ratios = single["ours"].ratio(single["bare"]), batch["ours"].ratio(batch["bare"])
     log(f"overhead: single {ratios[0]:.2f}×, batch {ratios[1]:.2f}×", start)
     members = ", ".join(f"{m.name} ({m.precision})" for m in predictor.members)
-    return {"single": single, "batch": batch, "members": members, "left_out": len(decoded) - len(kept)}
+    parts = overhead_parts(predictor, single_files)
+    return {"single": single, "batch": batch, "members": members, "left_out": len(decoded) - len(kept), "parts": parts}
+
+
+@single_threaded_blas
+def overhead_parts(predictor: Predictor, files: Sequence[Path], passes: int = 5) -> dict[str, float]:
+    """Milliseconds per scan of each step of ``predict(load_image(path))`` with heatmap, timed one by one on the
+    single-scan files (median of ``passes`` passes): what the single-scan ratio's extra time is made of. BLAS on
+    one thread, as in ``predict_batch``."""
+    samples: dict[str, list[float]] = {}
+    for _ in range(passes):
+        totals: dict[str, float] = {}
+
+        def add(key: str, t0: float, totals: dict[str, float] = totals) -> None:
+            totals[key] = totals.get(key, 0.0) + time.perf_counter() - t0
+
+        for path in files:
+            t0 = time.perf_counter()
+            image = load_image(path)
+            add("decode (`load_image`)", t0)
+            t0 = time.perf_counter()
+            if predictor.gate is not None:
+                predictor.gate.image_refusal(image)
+            add("input gate, image statistics", t0)
+            t0 = time.perf_counter()
+            boxed, placements = preprocess_batch([image], predictor.members[0].size)
+            add("letterbox into the batch (once for all members)", t0)
+            t0 = time.perf_counter()
+            outputs = [member.session.run(None, {"image": boxed}) for member in predictor.members]
+            add("ONNX Runtime, every member (the bare side's work)", t0)
+            per_member = [(m, o[0], o[2], o[3], placements) for m, o in zip(predictor.members, outputs, strict=True)]
+            t0 = time.perf_counter()
+            if predictor.gate is not None:
+                predictor.gate.feature_refusals(per_member[0][3], [image])
+            add("input gate, features", t0)
+            t0 = time.perf_counter()
+            predictor._combine(0, image, per_member, True)
+            add("ensemble, calibration, Prediction + heatmap unmapping", t0)
+        for key, seconds in totals.items():
+            samples.setdefault(key, []).append(seconds / len(files) * 1e3)
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 def report_overhead(result: dict[str, Any]) -> list[str]:
@@ -967,6 +1014,24 @@ def report_overhead(result: dict[str, Any]) -> list[str]:
         ratio = t["ours"].ratio(t["bare"])
         lines.append(f"| {name} | {t['ours'].median / n * 1e3:.1f} | {t['bare'].median / n * 1e3:.1f} | "
                      f"{ratio:.2f}× | ≤ {goal:.2f}×: {_verdict(ratio <= goal)} | {t['ours'].n} |")  # fmt: skip
+    parts: dict[str, float] = result.get("parts", {})
+    if parts:
+        model = next((v for k, v in parts.items() if k.startswith("ONNX Runtime")), 0.0)
+        extra = sum(v for k, v in parts.items() if not k.startswith("ONNX Runtime"))
+        lines += [
+            "",
+            "Where the single-scan extra time goes: each step of the 'ours' side timed on its own, on the same 16 "
+            "scans (median of 5 passes; the machine's load moves these as it moves the table above).",
+            "",
+            *_table(
+                ["step", "ms/scan", "share of the model's time"],
+                [[k, f"{v:.2f}", f"{v / model:.0%}" if model else ""] for k, v in parts.items()],
+            ),
+            "",
+            f"Steps besides the model: {extra:.2f} ms/scan, {extra / model:.0%} of the model's {model:.2f} ms"
+            if model
+            else "",
+        ]
     return [*lines, ""]
 
 
@@ -986,7 +1051,7 @@ def compare_section(
     if len(scans) < 64:
         raise SystemExit(f"only {len(scans)} scans pass every model's gate; the comparison needs 64")
     single = interleaved(
-        {name: functools.partial(lambda pr, ps: [_predict_path(pr, q) for q in ps], pr, scans[:16])
+        {name: functools.partial(_predict_paths, pr, scans[:16])
          for name, pr in predictors.items()}, settings)  # fmt: skip
     batch = interleaved(
         {name: functools.partial(pr.predict_batch, images, cam=False) for name, pr in predictors.items()}, settings
