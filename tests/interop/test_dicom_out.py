@@ -20,13 +20,14 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import SecondaryCaptureImageStorage
 
 from braintumor.imaging.overlay import overlay
-from braintumor.inference.predictor import Predictor
+from braintumor.inference.predictor import Prediction, Predictor
 from braintumor.interop.dicom_out import (
     CODING_SCHEME,
     NOT_FOR_DIAGNOSIS,
     OUTCOME_CODES,
     AnalysedSlice,
     Finding,
+    StoredAnswer,
     heatmap_captures,
     model_device_uid,
     structured_report,
@@ -289,3 +290,38 @@ def test_a_prediction_without_its_heatmap_cannot_be_captured(
         heatmap_captures([analysed])
     result = groups(structured_report([analysed]))["Result"]  # the SR needs no heatmap
     assert evaluations(result)["OUTCOME"] == OUTCOME_CODES[analysed.prediction.outcome][0]
+
+
+# -- a kept answer -----------------------------------------------------------------------------------------------
+def test_a_kept_answer_writes_what_the_prediction_wrote(analysed_series: list[AnalysedSlice]) -> None:
+    """``StoredAnswer`` rebuilt from ``Prediction.as_dict()`` and the map (what the API keeps) gives the same SR
+    answer and the same capture pixels as the prediction itself."""
+    fresh = analysed_series[0]
+    prediction = fresh.prediction
+    assert isinstance(prediction, Prediction)
+    kept = StoredAnswer.from_dict(prediction.as_dict(), cam=prediction.cam)
+    again = AnalysedSlice(fresh.source, fresh.image, kept)
+    assert Finding.of(kept) == Finding.of(prediction)
+    fresh_group, kept_group = groups(structured_report([fresh]))["Result"], groups(structured_report([again]))["Result"]
+    assert evaluations(kept_group) == evaluations(fresh_group)
+    assert measurements(kept_group) == pytest.approx(measurements(fresh_group))
+    (fresh_sc,), (kept_sc,) = heatmap_captures([fresh]), heatmap_captures([again])
+    np.testing.assert_array_equal(kept_sc.pixel_array, fresh_sc.pixel_array)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"outcome": "maybe"}, "no known outcome"),
+        ({"p_tumor": "high"}, "not numbers"),
+        ({"p_tumor": 1.5}, "between 0 and 1"),
+        ({"type_probs": {"glioma": -0.1}}, "between 0 and 1"),
+        ({"model": ""}, "does not name its model"),
+    ],
+)
+def test_a_kept_answer_that_is_not_one_is_refused(change: dict[str, Any], message: str) -> None:
+    kept = {"outcome": "tumor", "p_tumor": 0.9, "tumor_type": "glioma", "type_probs": {"glioma": 0.8},
+            "model": "ensemble", "model_version": "1"}  # fmt: skip
+    assert StoredAnswer.from_dict(kept, cam=None).type_probs == {"glioma": 0.8}
+    with pytest.raises(ValueError, match=message):
+        StoredAnswer.from_dict({**kept, **change}, cam=None)

@@ -22,6 +22,10 @@ de-identification record (PatientIdentityRemoved, DeidentificationMethod …) is
 study attribute the source lacks is written empty. New UIDs are random ``2.25.`` UIDs; the model's device UID is
 derived from its name and version.
 
+The answer written is a :class:`SliceAnswer`: a fresh ``Prediction``, or a :class:`StoredAnswer` rebuilt from what
+an earlier run kept (``Prediction.as_dict()`` and the heatmap), so a scan stored by the API is written later from
+its stored answer without running the model again.
+
 Concepts DICOM has no code for (our outcomes, p(tumor), the model's tumor types) use the private coding scheme
 :data:`CODING_SCHEME` ("99" prefix: a private scheme, PS3.3 8.2), declared in the SR's Coding Scheme
 Identification Sequence.
