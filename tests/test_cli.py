@@ -336,8 +336,9 @@ def test_explain_with_any_export_and_its_limits(
 def test_predict_writes_dicom_results_for_dicom_inputs(
     capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path: Path
 ) -> None:
-    """``braintumor predict scan.dcm --dicom-out DIR``: an SR and a Secondary Capture that reference the source;
-    a JPEG beside it is scored but gets no DICOM result (it has no header to answer to)."""
+    """``braintumor predict DIR --dicom-out DIR``: a 3-slice series gets one SR (the series' answer by the study
+    rule, referencing all 3 instances) and one Secondary Capture per slice, from the one scoring run; a JPEG beside
+    it is scored but gets no DICOM result (it has no header to answer to)."""
     import pydicom
 
     from braintumor.inference.bundled import bundled_model_dir
@@ -347,21 +348,24 @@ def test_predict_writes_dicom_results_for_dicom_inputs(
     if bundled_model_dir() is None:
         pytest.skip("this installation carries no bundled model")
     jpg = shared_data / "brain_tumor_dataset" / "yes" / "Y1.jpg"
-    [source] = mr_series([np.asarray(Image.open(jpg).convert("L"))])
+    slices = [np.asarray(Image.open(jpg).convert("L"))] * 3
+    sources = mr_series(slices)
     scans = tmp_path / "scans"
     scans.mkdir()
-    source.save_as(scans / "scan.dcm", enforce_file_format=True)
+    for i, source in enumerate(sources):
+        source.save_as(scans / f"scan{i}.dcm", enforce_file_format=True)
     (scans / "Y1.jpg").write_bytes(jpg.read_bytes())
     out = tmp_path / "dicom"
     code, _, err = run_cli(capsys, "predict", scans, "--out", tmp_path / "rows.csv", "--dicom-out", out)
     assert code == 0, err
-    assert "for 1 DICOM file(s)" in err and "1 non-DICOM file(s) passed over" in err
+    assert "wrote 1 DICOM SR(s) and 3 Secondary Capture(s) for 1 series" in err
+    assert "1 non-DICOM file(s) passed over" in err
     [sr_path] = sorted(out.glob("SR_*.dcm"))
-    [sc_path] = sorted(out.glob("SC_*.dcm"))
-    sr, sc = pydicom.dcmread(sr_path), pydicom.dcmread(sc_path)
-    assert sr.Modality == "SR" and sr.VerificationFlag == "UNVERIFIED"
-    assert sr.StudyInstanceUID == sc.StudyInstanceUID == source.StudyInstanceUID
-    assert sc.SeriesInstanceUID != source.SeriesInstanceUID
+    sc_paths = sorted(out.glob("SC_*.dcm"))
+    sr, scs = pydicom.dcmread(sr_path), [pydicom.dcmread(p) for p in sc_paths]
+    assert sr.Modality == "SR" and sr.VerificationFlag == "UNVERIFIED" and len(scs) == 3
+    assert {sr.StudyInstanceUID, *(sc.StudyInstanceUID for sc in scs)} == {sources[0].StudyInstanceUID}
+    assert all(sc.SeriesInstanceUID != sources[0].SeriesInstanceUID for sc in scs)
     referenced = {item.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
                   for series in s.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}  # fmt: skip
-    assert referenced == {source.SOPInstanceUID}
+    assert referenced == {s.SOPInstanceUID for s in sources}

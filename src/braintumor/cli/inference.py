@@ -79,6 +79,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             )
     rows += _score_series(args, predictor, [f for f in files if kinds[f] == "dicom"],
                           [f for f in files if kinds[f] == "nifti"], cam_dir)  # fmt: skip
+    if args.dicom_out and images:
+        print(f"--dicom-out: {len(images)} non-DICOM file(s) passed over (no header to answer to)", file=sys.stderr)
     out = args.out.open("w", newline="") if args.out else sys.stdout
     try:
         if args.format == "json":
@@ -91,8 +93,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     finally:
         if args.out:
             out.close()
-    if args.dicom_out:
-        _write_dicom_results(predictor, rows, args.dicom_out)
     s = summarize(rows)
     assessable = sum(r["status"] == "not_assessable" for r in rows)
     if assessable or any(r["status"] == "skipped" for r in rows):
@@ -106,34 +106,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0 if s["ok"] else 1
-
-
-def _write_dicom_results(predictor: Any, rows: list[dict[str, Any]], out_dir: Path) -> None:
-    """An SR and a heatmap Secondary Capture per scored DICOM file (``--dicom-out``), one line per file that
-    could not get them; other formats have no DICOM header to answer to and are passed over."""
-    from braintumor.imaging.io import load_image, sniff_format
-    from braintumor.interop.dicom_out import AnalysedSlice, write_dicom_results
-
-    written = skipped = 0
-    for row in rows:
-        path = Path(row["path"])
-        if row["status"] != "ok":
-            continue
-        try:
-            data = path.read_bytes()
-            if sniff_format(data[:512]) != "dicom":
-                skipped += 1
-                continue
-            image = load_image(data)
-            write_dicom_results([AnalysedSlice.from_bytes(data, image, predictor.predict(image))], out_dir)
-        # highdicom refuses a header it cannot build from with ValueError, TypeError, AttributeError or KeyError:
-        # per file, as a line, and the run goes on.
-        except (BrainTumorError, ValueError, TypeError, AttributeError, KeyError, OSError) as exc:
-            print(f"{path}: no DICOM result written: {str(exc).splitlines()[0]}", file=sys.stderr)
-            continue
-        written += 1
-    note = f" ({skipped} non-DICOM file(s) passed over)" if skipped else ""
-    print(f"wrote DICOM SR + Secondary Capture for {written} DICOM file(s) to {out_dir}{note}", file=sys.stderr)
 
 
 def _volume_kinds(files: list[Path]) -> dict[Path, str | None]:
@@ -151,13 +123,24 @@ def _score_series(
     from braintumor.imaging.series import SeriesLimits
     from braintumor.imaging.series_rules import DEFAULT_RULES, SeriesRules
     from braintumor.inference.study import STUDY_COLUMNS, score_studies, slice_rows, study_rows
+    from braintumor.interop.study_out import SliceCollector
 
     rules = SeriesRules.load(args.series_rules) if args.series_rules else SeriesRules.from_dict(DEFAULT_RULES)
-    hook = _heatmap_writer(cam_dir) if cam_dir is not None else None
+    heatmaps = _heatmap_writer(cam_dir) if cam_dir is not None else None
+    collect = SliceCollector(read=lambda source: Path(source).read_bytes()) if args.dicom_out else None
+
+    def hook(series: Any, result: Any, image: Any, prediction: Any) -> str | None:
+        if collect is not None:
+            collect(series, result, image, prediction)
+        return heatmaps(series, result, image, prediction) if heatmaps is not None else None
+
     # Local files: the caps that matter are per slice (ImageLimits); slices are decoded one batch at a time.
     limits = SeriesLimits(max_files=10**7, max_slices=10**7, max_total_bytes=2**50)
+    wanted = heatmaps is not None or collect is not None
     run = score_studies(predictor, dicoms, niftis, rules=rules, limits=limits, batch_size=args.batch_size,
-                        cam=hook is not None, on_slice=hook)  # fmt: skip
+                        cam=wanted, on_slice=hook if wanted else None)  # fmt: skip
+    if collect is not None:
+        _write_series_results(run.studies, collect, args.dicom_out)
     for study in run.studies:
         for skipped in study.skipped:
             name = skipped.series.description or skipped.series.series_uid
@@ -168,6 +151,22 @@ def _score_series(
             writer.writeheader()
             writer.writerows(study_rows(run))
     return slice_rows(run, predictor.class_names)
+
+
+def _write_series_results(studies: Any, collect: Any, out_dir: Path) -> None:
+    """``--dicom-out``: one SR (the series' answer by the study rule) and one heatmap Secondary Capture per
+    assessed slice for each scored DICOM series, from this run's answers; one line per series that got none."""
+    from braintumor.interop.study_out import write_series_results
+
+    series = files = 0
+    for uid, result in write_series_results(studies, collect, out_dir):
+        if isinstance(result, str):
+            print(f"series {uid}: no DICOM result written: {result}", file=sys.stderr)
+            continue
+        series += 1
+        files += 1 + len(result.captures)
+    print(f"wrote {series} DICOM SR(s) and {files - series} Secondary Capture(s) for {series} series to {out_dir}",
+          file=sys.stderr)  # fmt: skip
 
 
 def _heatmap_writer(cam_dir: Path) -> Any:
@@ -211,8 +210,10 @@ def add_parser(sub: Any) -> None:
     cam.add_argument("--no-cam", action="store_true", help="skip heatmaps")
     cam.add_argument("--cam-dir", type=Path, help="write a heatmap overlay PNG per scan here")
     p.add_argument("--dicom-out", type=Path, metavar="DIR",
-                   help="for each DICOM input: a Comprehensive SR and a heatmap Secondary Capture in its study "
-                   "(written from the file as given: de-identify first if it must not carry identity)")  # fmt: skip
+                   help="for each scored DICOM series (a lone file is a one-slice series): one Comprehensive SR "
+                   "with the series' answer by the study rule, and one heatmap Secondary Capture per assessed "
+                   "slice, in its study (written from the files as given: de-identify first if they must not "
+                   "carry identity)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--dask", metavar="ADDRESS", help="score on a Dask cluster (scheduler address, or 'local')")

@@ -119,13 +119,10 @@ def _analyze(args: argparse.Namespace, pacs: Any, sources: list[tuple[str, bytes
     from braintumor.inference.bundled import resolve_model_dir
     from braintumor.inference.predictor import Predictor
     from braintumor.inference.study import score_studies
-    from braintumor.interop.dicom_out import AnalysedSlice, Finding, write_dicom_results
+    from braintumor.interop.dicom_out import write_dicom_results
+    from braintumor.interop.study_out import SliceCollector, finding_of
 
-    data = dict(sources)
-    analysed: list[AnalysedSlice] = []
-
-    def keep(_series: Any, result: Any, image: Any, prediction: Any) -> None:
-        analysed.append(AnalysedSlice.from_bytes(data[result.ref.source], image, prediction))
+    keep = SliceCollector(read=dict(sources).__getitem__)
 
     model_dir = resolve_model_dir(args.model or os.environ.get("BRAINTUMOR_MODEL_DIR") or None)
     predictor = Predictor.load(model_dir, threads=args.threads)
@@ -144,15 +141,12 @@ def _analyze(args: argparse.Namespace, pacs: Any, sources: list[tuple[str, bytes
     slices = [s for _, s in study.slices]
     scored = f"{sum(s.status == 'ok' for s in slices)} of {len(slices)} slice(s) scored in {len(study.series)} series"
     other = f", {passed_over} non-image instance(s) passed over" if passed_over else ""
+    analysed = [a for series in study.series for a in keep.by_series.get(series.series.series_uid, [])]
     if study.outcome is None or not analysed:
         print(f"study {args.study}: not assessable ({study.reason}); {scored}{other}; nothing written")
         return 1
-    top = max(analysed, key=lambda a: a.prediction.p_tumor)
-    tumor_type = top.prediction.tumor_type
-    finding = Finding(study.outcome, top.prediction.p_tumor, tumor_type,
-                      top.prediction.type_probs.get(tumor_type) if tumor_type else None)  # fmt: skip
     try:
-        written = write_dicom_results(analysed, out_dir, finding=finding)
+        written = write_dicom_results(analysed, out_dir, finding=finding_of(study.outcome, analysed))
     except ValueError as exc:
         raise BrainTumorError(f"cannot write the DICOM results: {str(exc).splitlines()[0]}") from None
     files = [written.sr, *written.captures]
