@@ -2,8 +2,10 @@
 with ``braintumor ui`` against the session's real API.
 
 register → sign in → upload real MRIs (four at once) → result and heatmap → History → download the PDF (its
-text checked with ``pdftotext``) → sign out; then the admin's page. A screenshot of every page goes to
-``BRAINTUMOR_SCREENSHOT_DIR`` (or the test's tmp_path): login, analyze, history, dashboard, admin, profile, about.
+text checked with ``pdftotext``) → sign out; then the admin's page. And a study: a zipped series of real slices
+uploaded in the Study mode → the study page → the scrubber moved → History opens it again. A screenshot of every
+page goes to ``BRAINTUMOR_SCREENSHOT_DIR`` (or the test's tmp_path): login, analyze, history, dashboard, admin,
+profile, about, study.
 """
 
 from __future__ import annotations
@@ -231,3 +233,83 @@ def test_clinician_journey(
     for name in ("login", "analyze", "history", "dashboard", "admin", "profile", "about"):
         with Image.open(shots / f"{name}.png") as im:
             assert im.width <= WIDTH, name
+
+
+def test_study_journey(
+    browser_ready: None, ui_url: str, api_server: Any, shots: Path, tmp_path: Path, study_zip: tuple[str, bytes]
+) -> None:
+    """Upload a zipped series on Analyze's Study mode, read the study page, move the scrubber, reopen it from
+    History."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from .conftest import PASSWORD as ACCOUNT_PASSWORD
+    from .conftest import STUDY_SLICES
+
+    username = api_server.user("study")
+    archive = tmp_path / study_zip[0]
+    archive.write_bytes(study_zip[1])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+            page.set_default_timeout(30_000)
+            page.goto(ui_url)
+            page.get_by_role("textbox", name="Username").fill(username)
+            page.get_by_role("textbox", name="Password", exact=True).fill(ACCOUNT_PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.get_by_role("heading", name="Analyze scans")).to_be_visible()
+
+            page.get_by_text("Study (a whole series)").click()
+            settle(page)
+            page.locator("input[type=file]").set_input_files(str(archive))
+            page.get_by_role("button", name="Analyze study (1 file)").click()
+            expect(page.get_by_role("heading", name="series.zip")).to_be_visible(timeout=120_000)
+            banner = page.locator(".bt-banner").inner_text()
+            assert re.search(r"(Tumor suspected|Refer for expert review|No tumor detected)", banner), banner
+            assert "Study outcome:" in banner
+            expect(page.get_by_text("Study rule: tumor when")).to_be_visible()
+            expect(page.get_by_text("validated on 2-D slices", exact=False).first).to_be_visible()
+            expect(page.get_by_text(f"Study · {STUDY_SLICES} slices in 1 series", exact=False)).to_be_visible()
+            page.wait_for_function("document.querySelectorAll('[data-testid=\"stVegaLiteChart\"] canvas, "
+                                   "[data-testid=\"stVegaLiteChart\"] svg').length >= 1", timeout=30_000)  # fmt: skip
+
+            # the scrubber: Home is slice 0 (the first of the stack), two steps right slice 2, each with its own view
+            # and overlay
+            thumb = page.get_by_test_id("stSlider").get_by_role("slider")
+            thumb.focus()
+            thumb.press("Home")
+            settle(page)
+            expect(page.get_by_text(f"slice 0 of 0–{STUDY_SLICES - 1}", exact=False)).to_be_visible()
+            thumb.press("ArrowRight")
+            thumb.press("ArrowRight")
+            settle(page)
+            expect(page.get_by_text(f"slice 2 of 0–{STUDY_SLICES - 1}", exact=False)).to_be_visible()
+            expect(page.get_by_text("Grad-CAM overlay", exact=True)).to_be_visible()
+            images = page.get_by_test_id("stImage").locator("img")
+            assert images.count() >= 4  # the slice, its overlay, the colour bar, top slices
+            page.wait_for_function("[...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+                                   ".every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)  # fmt: skip
+            page.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollTop) e.scrollTop = 0; })")
+            screenshot(page, shots, "study", 2000)
+
+            # a top slice's button moves the scrubber to it
+            top = page.get_by_test_id("stMain").locator("button", has_text=re.compile(r"Slice \d+ · ")).first
+            found = re.search(r"Slice (\d+) ·", top.inner_text())
+            assert found, top.inner_text()
+            top.click()
+            settle(page)
+            expect(page.get_by_text(f"slice {found.group(1)} of 0–{STUDY_SLICES - 1}", exact=False)).to_be_visible()
+            expect(page.get_by_test_id("stSliderThumbValue")).to_have_text(found.group(1))
+
+            # History marks the study and opens it on the study page
+            nav(page, "History")
+            row = page.get_by_test_id("stMain").get_by_role("paragraph").filter(has_text="series.zip")
+            expect(row).to_contain_text("Study")
+            expect(row.get_by_role("img", name="stacks icon")).to_be_visible()
+            page.get_by_test_id("stMain").locator("button", has_text="Open").first.click()
+            expect(page.get_by_role("heading", name="series.zip")).to_be_visible()
+            expect(page.get_by_text("Study rule: tumor when")).to_be_visible()
+        finally:
+            browser.close()
+    with Image.open(shots / "study.png") as im:
+        assert im.width <= WIDTH

@@ -103,19 +103,19 @@ def test_a_zipped_series_opens_the_study_page_and_the_scrubber_moves(ui: Any, st
 
     (series,) = study.series
     slider = at.slider(key=f"{KEY}_slice_{series.series_uid}")
-    assert (slider.min, slider.max) == (1, STUDY_SLICES)
-    assert slider.value == series.top_slices[0] + 1  # it starts on the most suspicious slice
+    assert (slider.min, slider.max) == (0, STUDY_SLICES - 1)  # numbered as the study's reason numbers slices
+    assert slider.value == series.top_slices[0]  # it starts on the most suspicious slice
 
     def shown() -> tuple[str, str]:
         metrics = {m.label: m.value for m in at.metric}
         return metrics["Slice P(tumor)"], metrics["Slice outcome"]
 
     for k in (0, STUDY_SLICES - 1):
-        at.slider(key=f"{KEY}_slice_{series.series_uid}").set_value(k + 1)
+        at.slider(key=f"{KEY}_slice_{series.series_uid}").set_value(k)
         at.run()
         ui.ok(at)
         item = study.slices[k]
-        assert f"slice {k + 1} of {STUDY_SLICES}" in ui.texts(at)
+        assert f"slice {k} of 0–{STUDY_SLICES - 1}" in ui.texts(at)
         assert shown() == (
             f"{100 * item.p_tumor:.1f}%",
             {"tumor": "Tumor", "refer": "Refer", "no_tumor": "No tumor"}[item.outcome or ""],
@@ -126,7 +126,7 @@ def test_a_zipped_series_opens_the_study_page_and_the_scrubber_moves(ui: Any, st
     target = series.top_slices[-1]
     at.button(key=f"{KEY}_top_{series.series_uid}_{target}").click()
     at.run()
-    assert at.slider(key=f"{KEY}_slice_{series.series_uid}").value == target + 1
+    assert at.slider(key=f"{KEY}_slice_{series.series_uid}").value == target
 
     # the report: a download, or while the server has none, its address
     if at.download_button:

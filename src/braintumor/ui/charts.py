@@ -19,7 +19,7 @@ from braintumor.ui.components import OUTCOME_COLOURS, OUTCOME_NAMES
 OUTCOME_ORDER = ["Tumor", "Refer", "No tumor"]
 HEIGHT = 330
 DAY_HEIGHT = 260
-CURVE_HEIGHT = 240
+CURVE_HEIGHT = 340  # with the axis and the legend: a plot about 200 px high
 NOT_ASSESSED = "Not assessed"
 NOT_ASSESSED_COLOUR = "#9e9e9e"
 #: Whole-number axes for counts (no "0.5 scans").
@@ -151,12 +151,12 @@ def slice_curve(
     refer_high: float,
     chosen: int | None = None,
 ) -> alt.LayerChart:
-    """P(tumor) per slice of one series in slice order (slice 1 first), each point in its outcome's colour, over the
-    referral band (shaded) and the decision threshold (dashed); slices that could not be assessed sit as grey
-    marks on the axis, and ``chosen`` (0-based) is the slice on screen."""
+    """P(tumor) per slice of one series in slice order (numbered as the API numbers them: 0 = the first of the
+    stack), each point in its outcome's colour, over the referral band (shaded) and the decision threshold (dashed);
+    slices that could not be assessed sit as grey marks on the axis, and ``chosen`` is the slice on screen."""
     rows = [
         {
-            "slice": k + 1,
+            "slice": k,
             "p": p,
             "outcome": OUTCOME_NAMES.get(o or "", o or "") if p is not None else NOT_ASSESSED,
         }
@@ -164,13 +164,9 @@ def slice_curve(
     ]
     scored = [r for r in rows if r["p"] is not None]
     missing = [{**r, "p": 0.0} for r in rows if r["p"] is None]
-    last = max(len(rows), 2)
-    x = alt.X(
-        "slice:Q",
-        title="Slice",
-        scale=alt.Scale(domain=[1, last], nice=False),
-        axis=alt.Axis(tickMinStep=1, format="d"),
-    )
+    last = max(len(rows) - 1, 1)
+    slices = alt.Scale(domain=[0, last], nice=False, zero=False)  # every layer's, so none widens it
+    x = alt.X("slice:Q", title="Slice", scale=slices, axis=alt.Axis(tickMinStep=1, format="d"))
     y = alt.Y("p:Q", title="Calibrated P(tumor)", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
     domain = [*OUTCOME_ORDER, NOT_ASSESSED]
     colour = alt.Color(
@@ -181,10 +177,10 @@ def slice_curve(
     )
     tooltip = [alt.Tooltip("slice:Q"), alt.Tooltip("p:Q", title="P(tumor)", format=".1%"), alt.Tooltip("outcome:N")]
     band = (
-        alt.Chart({"values": [{"lo": refer_low, "hi": refer_high, "x0": 1, "x1": last}]})
+        alt.Chart({"values": [{"lo": refer_low, "hi": refer_high, "x0": 0, "x1": last}]})
         .mark_rect(color=OUTCOME_COLOURS["Refer"], opacity=0.13)
         .encode(
-            x=alt.X("x0:Q", title="Slice"),
+            x=alt.X("x0:Q", title="Slice", scale=slices),
             x2="x1:Q",
             y=alt.Y("lo:Q", title="Calibrated P(tumor)"),
             y2="hi:Q",
@@ -204,9 +200,11 @@ def slice_curve(
     layers: list[Any] = [band, cut]
     if chosen is not None and 0 <= chosen < len(rows):
         marker = (
-            alt.Chart({"values": [{"slice": chosen + 1}]})
+            alt.Chart({"values": [{"slice": chosen}]})
             .mark_rule(color="#1565c0", strokeWidth=2)
-            .encode(x=alt.X("slice:Q", title="Slice"), tooltip=[alt.Tooltip("slice:Q", title="on screen")])
+            .encode(
+                x=alt.X("slice:Q", title="Slice", scale=slices), tooltip=[alt.Tooltip("slice:Q", title="on screen")]
+            )
         )
         layers.append(marker)
     line = alt.Chart({"values": scored}).mark_line(color="#455a64", strokeWidth=1.5).encode(x=x, y=y)

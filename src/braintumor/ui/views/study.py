@@ -146,8 +146,8 @@ def scrubber(study: Study, series: StudySeries, key: str) -> None:
     wanted = slider_key(key, series)
     if wanted not in st.session_state:  # start on the series' most suspicious slice
         first = series.top_slices[0] if series.top_slices else 0
-        st.session_state[wanted] = min(max(first, 0), len(slices) - 1) + 1
-    chosen = int(st.session_state[wanted]) - 1
+        st.session_state[wanted] = min(max(first, 0), len(slices) - 1)
+    chosen = int(st.session_state[wanted])
     st.markdown("##### P(tumor) per slice")
     curve = [s.p_tumor for s in slices]
     st.altair_chart(
@@ -162,9 +162,17 @@ def scrubber(study: Study, series: StudySeries, key: str) -> None:
         "could not be assessed. The blue line is the slice shown below."
     )
     if len(slices) > 1:
-        st.slider("Slice", 1, len(slices), step=1, key=wanted, help="Move through the series in slice order.")
-    chosen = int(st.session_state[wanted]) - 1
-    slice_view(slices[min(chosen, len(slices) - 1)], len(slices))
+        st.slider(
+            "Slice",
+            0,
+            len(slices) - 1,
+            step=1,
+            key=wanted,
+            help="Move through the series in slice order; numbered as the study's reason numbers them (0 = the first "
+            "of the stack).",
+        )
+    chosen = int(st.session_state[wanted])
+    slice_view(slices[min(max(chosen, 0), len(slices) - 1)], len(slices))
 
 
 def slice_image(url: str | None) -> Image.Image | None:
@@ -181,7 +189,7 @@ def slice_view(item: StudySlice, total: int) -> None:
     a.metric("Slice outcome", components.OUTCOME_NAMES.get(item.outcome or "", "—"))
     b.metric("Slice P(tumor)", components.percent(item.p_tumor) if item.p_tumor is not None else "—")
     c.metric("Status", STATUS_NAMES.get(item.status, item.status))
-    where = [f"slice {item.index + 1} of {total}"]
+    where = [f"slice {item.index} of 0–{total - 1}"]
     if item.position is not None:
         where.append(f"position {item.position:g} mm")
     if item.instance_number is not None:
@@ -198,7 +206,7 @@ def slice_view(item: StudySlice, total: int) -> None:
         st.info(str(exc))
         return
     if view is not None:
-        left.image(view, caption=f"Slice {item.index + 1}", width="stretch")
+        left.image(view, caption=f"Slice {item.index}", width="stretch")
     else:
         left.info(f"No view was stored for this slice{': ' + item.reason if item.reason else ''}.")
     if overlay is not None:
@@ -219,7 +227,7 @@ def top_slices(study: Study, series: StudySeries, key: str) -> None:
     wanted = slider_key(key, series)
 
     def jump(index: int) -> None:
-        st.session_state[wanted] = index + 1
+        st.session_state[wanted] = index
 
     columns = st.columns(len(top) if len(top) > 3 else TOP_SHOWN // 2)
     for column, item in zip(columns, top, strict=False):
@@ -231,7 +239,7 @@ def top_slices(study: Study, series: StudySeries, key: str) -> None:
             column.image(thumb.resize((THUMB_WIDTH, max(1, round(thumb.height * THUMB_WIDTH / thumb.width)))))
         p = components.percent(item.p_tumor) if item.p_tumor is not None else "—"
         column.button(
-            f"Slice {item.index + 1} · {p}",
+            f"Slice {item.index} · {p}",
             key=f"{key}_top_{series.series_uid}_{item.index}",
             on_click=jump,
             args=(item.index,),
