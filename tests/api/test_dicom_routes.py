@@ -2,8 +2,9 @@
 
 The zip is read back with pydicom and highdicom: the SR reports the stored outcome and p(tumor) and references the
 stored (de-identified) original, the SC references it too, both sit in its study, and neither carries an identifier
-the stored original lacks; they pass dciodvfy. A PNG scan has no DICOM to reference (409), a study is not a single
-scan (409), another user's scan is a 404 like a missing one, and the model is not needed (nor run) to write them.
+the stored original lacks; they pass dciodvfy. A PNG scan has no DICOM to reference (409); a DICOM study gets one
+SR per series and one SC per slice, a NIfTI study none (409); another user's scan is a 404 like a missing one, and
+the model is not needed (nor run) to write them.
 """
 
 from __future__ import annotations
@@ -149,12 +150,53 @@ def test_another_users_scan_is_not_found_like_a_missing_one(api: Any, scan_dicom
     assert api.client.get(f"/history/{scan['id']}/dicom").status_code == 401
 
 
-def test_a_study_has_no_single_scan_dicom_results(api: Any) -> None:
+def test_a_dicom_study_comes_back_as_one_sr_per_series_and_one_capture_per_slice(
+    api: Any, dciodvfy: Callable[[Path, str], list[str]], tmp_path: Path
+) -> None:
     headers = api.user("frida")
-    series = mr_series([make_brain(seed, 96, 96).astype(np.uint8) for seed in (4, 5)])
+    series = mr_series([make_brain(seed, 96, 96).astype(np.uint8) for seed in (4, 5, 6)])
     r = api.client.post(
         "/studies", headers=headers, files=[("files", (f"IM{i}.dcm", encoded(ds))) for i, ds in enumerate(series)]
     )
     assert r.status_code == 201, r.text
+    study = r.json()
+    answer = api.client.get(f"/history/{study['id']}/dicom", headers=headers)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip", answer.text
+    with zipfile.ZipFile(io.BytesIO(answer.content)) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    assert sorted(n[:3] for n in files) == ["SC_", "SC_", "SC_", "SR_"]
+    (sr_name,) = [n for n in files if n.startswith("SR_")]
+    sr = hd.sr.srread(io.BytesIO(files[sr_name]))
+    stored = {s["sop_instance_uid"] for s in study["slices"]}
+    assert sr.StudyInstanceUID == study["study_uid"] and evidence_uids(sr) == stored
+    assert not stored & {ds.SOPInstanceUID for ds in series}  # the de-identified instances, not the uploaded ones
+    groups = sr.content.get_image_measurement_groups()
+    assert len(groups) == 1 + 3  # the series' answer, then one per slice
+    group = groups[0]
+    outcome = {"tumor": "TUMOR", "refer": "REFER", "no_tumor": "NO_TUMOR"}[study["series"][0]["outcome"]]
+    assert evaluations(group)["OUTCOME"] == outcome
+    measurements = {m.name.value: m.value for m in group.get_measurements()}
+    assert measurements["P_TUMOR"] == pytest.approx(max(s["p_tumor"] for s in study["slices"]), abs=1e-6)
+    captures = [pydicom.dcmread(io.BytesIO(d)) for n, d in files.items() if n.startswith("SC_")]
+    assert {c.SourceImageSequence[0].ReferencedSOPInstanceUID for c in captures} == stored
+    for name, data in files.items():
+        for value in (*IDENTITY.values(), "Doe^Jane"):
+            assert value.encode() not in data, value
+        path = tmp_path / name
+        path.write_bytes(data)
+        dciodvfy(path, "ComprehensiveSR" if name.startswith("SR_") else "SCImage")
+    assert api.client.get(f"/history/{study['id']}/dicom", headers=api.user("gina")).status_code == 404
+
+
+def test_a_nifti_study_has_no_dicom_results(api: Any, tmp_path: Path) -> None:
+    import nibabel as nib
+
+    headers = api.user("frida")
+    volume = np.stack([make_brain(seed, 96, 96) for seed in (4, 5)], axis=2).astype(np.int16)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii.gz")
+    r = api.client.post(
+        "/studies", headers=headers, files=[("files", ("v.nii.gz", (tmp_path / "v.nii.gz").read_bytes()))]
+    )
+    assert r.status_code == 201, r.text
     answer = api.client.get(f"/history/{r.json()['id']}/dicom", headers=headers)
-    assert answer.status_code == 409 and "is a study" in answer.json()["detail"]
+    assert answer.status_code == 409 and "NIfTI" in answer.json()["detail"]

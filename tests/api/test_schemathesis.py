@@ -17,12 +17,12 @@ from schemathesis.checks import (
     response_schema_conformance,
 )
 
-from braintumor.api.routes import admin, auth, dicom, health, pacs, scans
+from braintumor.api.routes import admin, auth, dicom, health, pacs, scans, studies
 
 MAX_EXAMPLES = 20
 OPERATIONS = sorted(
     (method, route.path)
-    for module in (auth, scans, dicom, pacs, admin, health)
+    for module in (auth, scans, studies, dicom, pacs, admin, health)
     for route in module.router.routes
     if isinstance(route, APIRoute)
     for method in route.methods

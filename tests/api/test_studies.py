@@ -148,7 +148,7 @@ def test_a_nifti_volume_is_a_study_without_stored_headers(api: Any, shared_data:
     assert body["source_kind"] == "nifti" and body["study_uid"] == "" and len(body["slices"]) == 6
     rec = api.storage.get_scan(body["id"])
     assert not [k for k in rec.files if k.startswith("source.")]
-    assert {k.rsplit(".", 1)[-1] for k in rec.files} == {"image", "overlay"}
+    assert {k.rsplit(".", 1)[-1] for k in rec.files} == {"image", "overlay", "cam"}
 
 
 def test_a_scout_and_a_non_mr_series_are_skipped_with_their_reasons(

@@ -15,7 +15,8 @@ slices of one study still group) and the series are read from the **cleaned** by
 stored file is the de-identified one. The cleaned instances of the scored series are stored (``source.{j}``) so the
 study can be exported as DICOM later; a NIfTI volume's header may hold free text, so only its slice views are
 kept. Per scored slice ``k`` the record holds ``slice.{k}.image`` (the slice as the model saw it, longest side at
-most ``study_render_side``) and ``slice.{k}.overlay`` (its Grad-CAM overlay).
+most ``study_render_side``), ``slice.{k}.overlay`` (its Grad-CAM overlay) and ``slice.{k}.cam`` (the map itself,
+small, float16: what the study's DICOM Secondary Captures are drawn from).
 
 Refused with a clear 4xx (typed errors): more than one study in one upload, no series the rules keep, no slice
 that could be assessed, more files / bytes / slices than the settings allow.
@@ -52,6 +53,8 @@ from braintumor.inference.study import SliceResult, StudyResult, StudyRule, scor
 from braintumor.storage import Blob, NewScan
 
 _ZIP = b"PK\x03\x04"
+#: Longest side of each slice's stored Grad-CAM map (``slice.{k}.cam``).
+CAM_SIDE = 64
 #: How many reasons (skipped series, bad files, refused slices) a 4xx answer quotes before "and N more".
 _QUOTED = 3
 
@@ -249,7 +252,7 @@ def analyse_study(
     for j, (source, data) in enumerate(parsed.sources.items()):
         source_index[source] = j
         blobs.append(Blob(f"source.{j}", data, "application/dicom"))
-    result = build_study_result(study, parsed, predictor, renderer.kinds, source_index)
+    result = build_study_result(study, parsed, predictor, renderer.kinds, source_index, renderer.type_probs)
     top = study.top_slices(1)
     p_max = top[0][1].p_tumor if top else 0.0
     decision = scored_decision(study)
@@ -282,6 +285,7 @@ class _SliceRenderer:
         self.alpha = settings.overlay_alpha
         self.blobs: list[Blob] = []
         self.kinds: dict[tuple[str, int], int] = {}  # (series uid, slice index) -> k
+        self.type_probs: dict[int, dict[str, float]] = {}
 
     def __call__(self, series: Series, result: SliceResult, image: LoadedImage, prediction: Prediction) -> str:
         k = len(self.kinds)
@@ -289,9 +293,23 @@ class _SliceRenderer:
         pixels, size, _ = render_size(image.pixels, self.side)
         self.blobs.append(Blob(f"slice.{k}.image", png(pixels), "image/png"))
         if prediction.cam is not None:
-            cam = resize_float(np.asarray(prediction.cam, dtype=np.float32), size)
+            full = np.asarray(prediction.cam, dtype=np.float32)
+            cam = resize_float(full, size)
             self.blobs.append(Blob(f"slice.{k}.overlay", png(overlay(pixels, cam, alpha=self.alpha)), "image/png"))
+            self.blobs.append(Blob(f"slice.{k}.cam", _small_map(full), "application/x-npy"))
+        self.type_probs[k] = dict(prediction.type_probs)
         return f"slice.{k}"
+
+
+def _small_map(cam: np.ndarray) -> bytes:
+    """A slice's Grad-CAM map as float16 ``.npy``, longest side at most :data:`CAM_SIDE` (a map is smooth: this is
+    what a DICOM Secondary Capture of the study is drawn from later, at the source's size)."""
+    height, width = cam.shape[:2]
+    scale = min(1.0, CAM_SIDE / max(height, width))
+    small = resize_float(cam, (max(1, round(width * scale)), max(1, round(height * scale))))
+    buf = io.BytesIO()
+    np.save(buf, small.astype(np.float16), allow_pickle=False)
+    return buf.getvalue()
 
 
 def build_study_result(
@@ -300,6 +318,7 @@ def build_study_result(
     predictor: Predictor,
     kinds: dict[tuple[str, int], int],
     source_index: dict[str, int],
+    type_probs: dict[int, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """What the record keeps besides the indexed fields: the study as :meth:`StudyResult.as_dict` gives it, one
     entry per slice (with the blob ``k`` of its views and the index of its stored source file), the files refused,
@@ -308,7 +327,8 @@ def build_study_result(
     for sr, s in study.slices:
         k = kinds.get((sr.series.series_uid, s.index))
         entry = {**s.as_dict(), "series_uid": sr.series.series_uid, "blob": k,
-                 "source_file": source_index.get(s.ref.source)}  # fmt: skip
+                 "source_file": source_index.get(s.ref.source),
+                 "type_probs": (type_probs or {}).get(k, {}) if k is not None else {}}  # fmt: skip
         entry.pop("heatmap", None)
         slices.append(entry)
     decision = scored_decision(study)

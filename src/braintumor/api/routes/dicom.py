@@ -8,6 +8,10 @@ removed can come back (the writers copy patient and study attributes from the so
 else). The stored original is decoded again under the same limits (and in the same isolated child process) as an
 upload: it is what the upload became, still bytes from outside.
 
+A study (``kind = study``) gets one SR per scored series — the series' answer by the study rule, referencing every
+assessed slice's stored instance — and one Secondary Capture per assessed slice, drawn from the slice's stored
+map over the stored instance's pixels; a NIfTI study has no DICOM to reference (409).
+
 The route answers like every scan route: 404 for a scan that is not the caller's; 409 for a scan whose upload was
 not DICOM (there is no DICOM image for the results to reference); 422 when the stored answer or header cannot be
 written as DICOM (the reason in one line).
@@ -18,7 +22,7 @@ from __future__ import annotations
 import io
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import numpy as np
@@ -31,6 +35,7 @@ from braintumor.imaging.io import load_image
 from braintumor.imaging.types import ImageLimits, LoadedImage
 from braintumor.imaging.untrusted import run_isolated
 from braintumor.interop.dicom_out import AnalysedSlice, StoredAnswer, heatmap_captures, structured_report
+from braintumor.models.decision import Outcome
 from braintumor.storage import ScanRecord, Storage
 
 router = APIRouter(tags=["scans"])
@@ -102,6 +107,58 @@ def dicom_results(original: bytes, cam: bytes | None, answer: dict[str, Any], se
     return DicomResultFiles(entries)
 
 
+def decode_sources(sources: list[bytes], limits: ImageLimits) -> list[list[LoadedImage]]:
+    """Every frame of each stored study instance, under ``limits`` (module level: :func:`run_isolated` calls it)."""
+    from braintumor.imaging.dicom import decode_dicom_frames
+
+    return [list(decode_dicom_frames(data, limits=limits)) for data in sources]
+
+
+def study_dicom_results(rec: ScanRecord, storage: Storage, settings: Settings) -> DicomResultFiles:
+    """One SR per scored series of a stored DICOM study (the series' answer by the study rule, referencing every
+    assessed slice) and one heatmap Secondary Capture per assessed slice, from the stored (de-identified)
+    instances, the stored slice answers and their stored maps; raises :class:`DicomWriteError` with the reason."""
+    from braintumor.interop.study_out import finding_of
+
+    slices = [s for s in rec.result.get("slices", []) if s.get("status") == "ok" and s.get("source_file") is not None]
+    used = sorted({int(s["source_file"]) for s in slices})
+    blobs = [_blob(storage, rec, f"source.{j}") for j in used]
+    if not slices or any(b is None for b in blobs):
+        raise DicomWriteError("the study has no stored DICOM instance with an assessed slice")
+    sources = [b for b in blobs if b is not None]
+    if settings.isolate_decoding:
+        frames = run_isolated(decode_sources, sources, settings.image_limits, timeout_s=settings.study_timeout_s,
+                              memory_mb=settings.study_memory_mb, preload=("braintumor.imaging.dicom",))  # fmt: skip
+    else:
+        frames = decode_sources(sources, settings.image_limits)
+    decoded = dict(zip(used, frames, strict=True))
+    headers = {j: data for j, data in zip(used, sources, strict=True)}
+    series = {s["series_uid"]: s for s in rec.result.get("study", {}).get("series", [])}
+    by_series: dict[str, list[AnalysedSlice]] = {}
+    try:
+        for entry in slices:
+            j, k = int(entry["source_file"]), entry.get("blob")
+            cam_bytes = _blob(storage, rec, f"slice.{k}.cam") if k is not None else None
+            cam = np.load(io.BytesIO(cam_bytes), allow_pickle=False).astype(np.float32) if cam_bytes else None
+            answer = {**entry, "model": rec.model_name, "model_version": rec.model_version}
+            image = decoded[j][int(entry.get("frame") or 0)]
+            by_series.setdefault(entry["series_uid"], []).append(
+                AnalysedSlice.from_bytes(headers[j], image, StoredAnswer.from_dict(answer, cam=cam))
+            )
+        files: list[Any] = []
+        for uid, analysed in by_series.items():
+            outcome = series.get(uid, {}).get("outcome") or rec.outcome
+            files.append(structured_report(analysed, finding=finding_of(cast(Outcome, outcome), analysed)))
+            files += heatmap_captures(
+                [a for a in analysed if a.prediction.cam is not None], alpha=settings.overlay_alpha
+            )
+    except (ValueError, AttributeError, KeyError, TypeError, IndexError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DicomWriteError(f"the study's results cannot be written as DICOM: {reason}") from None
+    named = ((f"{'SR' if ds.Modality == 'SR' else 'SC'}_{ds.SOPInstanceUID}.dcm", _part10(ds)) for ds in files)
+    return DicomResultFiles(tuple(named))
+
+
 # -- the route ---------------------------------------------------------------------------------------------------
 @router.get(
     "/history/{scan_id}/dicom",
@@ -122,10 +179,7 @@ async def scan_dicom(
     the model is not run again."""
     rec = owned_scan(storage, user, scan_id)
     if rec.kind == "study":
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            "this id is a study: DICOM results (SR + Secondary Capture) are written for single DICOM scans only",
-        )
+        return await _study_dicom(request, rec, user.username, storage, settings, audit)
     link = rec.files.get("original")
     if link is None or link.content_type != DICOM:
         raise HTTPException(
@@ -152,3 +206,22 @@ async def scan_dicom(
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="scan-{rec.id}-dicom.zip"'},
     )
+
+
+async def _study_dicom(request: Request, rec: ScanRecord, username: str, storage: Storage, settings: Settings,
+                       audit: Any) -> Response:  # fmt: skip
+    if rec.result.get("study", {}).get("kind") != "dicom":
+        why = "this study was a NIfTI volume: there is no DICOM image for an SR or a Secondary Capture to reference"
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{why}; only DICOM studies have DICOM results")
+
+    def build() -> bytes:
+        try:
+            return study_dicom_results(rec, storage, settings).zip()
+        except DicomWriteError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)[:300]) from None
+
+    limiter: anyio.CapacityLimiter = request.app.state.predict_limiter
+    data = await anyio.to_thread.run_sync(build, limiter=limiter)
+    audit.record("dicom.download", actor=username, target=rec.id)
+    return Response(data, media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="study-{rec.id}-dicom.zip"'})  # fmt: skip
