@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import os
 import sys
@@ -103,7 +102,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.out is None and not args.push:
         raise BrainTumorError("nothing would be kept: give --out DIR, --push, or both")
     pacs = _client(args)
-    sources, passed_over = _encoded(pacs.retrieve_study(args.study))  # the datasets go: the bytes are what is scored
+    from braintumor.interop.pacs import encoded_instances
+
+    retrieved = encoded_instances(pacs.retrieve_study(args.study))  # the datasets go: the bytes are what is scored
+    for reason in retrieved.unreadable:
+        print(f"study {args.study}: not scored: {reason}", file=sys.stderr)
+    sources, passed_over = list(retrieved.files), retrieved.passed_over
     if not sources:
         raise BrainTumorError(f"study {args.study} has no image instances to score")
     if args.out is not None:
@@ -162,26 +166,6 @@ def _analyze(args: argparse.Namespace, pacs: Any, sources: list[tuple[str, bytes
     for uid, reason in failed:
         print(f"the PACS refused instance {uid} (failure reason {reason})", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _encoded(datasets: list[Any]) -> tuple[list[tuple[str, bytes]], int]:
-    """Each instance with pixels as the bytes of a DICOM file, named by its SOP Instance UID (the scorer decodes
-    them again, with its structure checks); how many had no pixels (an SR, a presentation state …)."""
-    out: list[tuple[str, bytes]] = []
-    passed_over = 0
-    for ds in datasets:
-        if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-            passed_over += 1
-            continue
-        buf = io.BytesIO()
-        try:
-            ds.save_as(buf, enforce_file_format=True)
-        except (AttributeError, ValueError, TypeError) as exc:
-            name = str(ds.get("SOPInstanceUID", "?"))
-            print(f"instance {name}: not scored: cannot encode it as a DICOM file ({exc})", file=sys.stderr)
-            continue
-        out.append((str(ds.get("SOPInstanceUID", f"instance-{len(out)}")), buf.getvalue()))
-    return out, passed_over
 
 
 def _pacs_flags(parser: argparse.ArgumentParser) -> None:
