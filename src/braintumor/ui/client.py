@@ -218,10 +218,11 @@ class ApiClient:
         outcome: str | None = None,
         date_from: dt.date | None = None,
         date_to: dt.date | None = None,
+        kind: str | None = None,
     ) -> ScanPage:
-        """One page of the signed-in user's scans, newest first, filtered."""
+        """One page of the signed-in user's scans and studies, newest first, filtered (``kind``: scan or study)."""
         params: dict[str, str | int] = {"page": page, "page_size": page_size}
-        for key, value in (("q", q), ("outcome", outcome)):
+        for key, value in (("q", q), ("outcome", outcome), ("kind", kind)):
             if value:
                 params[key] = value
         if date_from:

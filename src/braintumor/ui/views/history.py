@@ -23,6 +23,7 @@ OPEN_STUDY = "history_open_study"
 CONFIRM = "history_confirm"
 FILTERS = "history_filters"
 OUTCOME_FILTER = {"All outcomes": None, "Tumor": "tumor", "Refer": "refer", "No tumor": "no_tumor"}
+KIND_FILTER = {"Scans and studies": None, "Scans": "scan", "Studies": "study"}
 PAGE_SIZES = (10, 20, 50, 100)
 
 
@@ -51,7 +52,7 @@ def render() -> None:
         st.session_state[PAGE] = result.pages
         st.rerun()
     if result.total == 0:
-        filtered = any(filters[k] for k in ("q", "outcome", "date_from", "date_to"))
+        filtered = any(filters[k] for k in ("q", "outcome", "kind", "date_from", "date_to"))
         st.info("No scan matches these filters." if filtered else "No scans yet: analyze one on the Analyze page.")
         return
     first = (page - 1) * size + 1
@@ -65,8 +66,9 @@ def render() -> None:
 
 def filter_bar() -> dict[str, Any]:
     """Search, outcome, dates and page size; returns the current values."""
-    a, b, d, e, f = st.columns([1.8, 1.5, 1.5, 1.5, 0.9])
+    a, k, b, d, e, f = st.columns([1.6, 1.35, 1.25, 1.3, 1.3, 0.9])
     q = a.text_input("Search by filename", key="history_q", placeholder="e.g. Y12 or .dcm")
+    kind = k.selectbox("Kind", list(KIND_FILTER), key="history_kind", help="A study is a series scored as one")
     outcome = b.selectbox("Outcome", list(OUTCOME_FILTER), key="history_outcome")
     date_from = d.date_input("From", value=None, key="history_from", format="YYYY-MM-DD", help="First day (UTC)")
     date_to = e.date_input("To", value=None, key="history_to", format="YYYY-MM-DD", help="Last day (UTC)")
@@ -74,6 +76,7 @@ def filter_bar() -> dict[str, Any]:
     return {
         "q": q.strip(),
         "outcome": OUTCOME_FILTER[outcome],
+        "kind": KIND_FILTER[kind],
         "date_from": date_from if isinstance(date_from, dt.date) else None,
         "date_to": date_to if isinstance(date_to, dt.date) else None,
         "page_size": int(size),
@@ -93,6 +96,7 @@ def fetch(filters: dict[str, Any], page: int, size: int) -> ScanPage:
             outcome=filters["outcome"],
             date_from=filters["date_from"],
             date_to=filters["date_to"],
+            kind=filters["kind"],
         ),
         ttl=60,
     )
