@@ -1,13 +1,15 @@
-"""Studies in the UI against the real API: the client's ``upload_study`` / ``study`` / ``delete_study`` records,
-the Analyze page's Study mode (upload a zipped series, the study page opens), the study page (outcome with its
-reason, rule and validation note, the slice scrubber with each slice's own answer, the p(tumor) curve, top slices
-that move the scrubber, delete with confirmation), refusals shown as the API words them, and History opening a
-study on the study page."""
+"""Studies in the UI against the real API: the client's ``upload_study`` / ``study`` / ``delete_study`` records (a
+zipped DICOM series of real slices and a NIfTI volume of them), the Analyze page's Study mode (upload a zipped
+series, the study page opens), the study page (outcome with its reason, rule and validation note, the slice
+scrubber with each slice's own answer, the p(tumor) curve, top slices that move the scrubber, delete with
+confirmation), refusals shown as the API words them, and History marking, filtering and opening a study."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -16,6 +18,7 @@ from braintumor.ui.client import ApiClient, ApiError
 from braintumor.ui.records import Study
 from braintumor.ui.views import analyze, history
 
+from ..studies import nifti_volume, real_slices
 from .conftest import PASSWORD, STUDY_SLICES
 
 KEY = "analyze_study"
@@ -190,3 +193,13 @@ def test_history_marks_a_study_and_opens_it_on_the_study_page(
     at.button(key="history_back_study").click()
     at.run()
     assert "2 scans · showing 1–2" in ui.texts(at)
+
+
+def test_the_client_uploads_a_nifti_volume_as_a_study(api_server: Any, shared_data: Path, tmp_path: Path) -> None:
+    api = client_for(api_server, api_server.user())
+    volume = nifti_volume(real_slices(shared_data, 5, side=128, label="yes"), np.diag([0.5, 0.5, 5.0, 1.0]),
+                          tmp_path / "brain.nii.gz")  # fmt: skip
+    study = api.upload_study([("brain.nii.gz", volume.read_bytes())])
+    assert study.source_kind == "nifti" and study.filename == "brain.nii.gz" and not study.study_uid
+    assert len(study.slices) == 5 and len(study.series) == 1 and study.series[0].kind
+    api.delete_study(study.id)
