@@ -183,7 +183,7 @@ def test_history_marks_a_study_and_opens_it_on_the_study_page(
     at.selectbox(key="history_kind").set_value("Scans")
     at.run()
     assert not any("series.zip" in str(m.value) for m in at.markdown)
-    at.selectbox(key="history_kind").set_value("Scans and studies")
+    at.selectbox(key="history_kind").set_value("All kinds")
     at.run()
     at.button(key=f"history_open_{study.id}").click()
     at.run()

@@ -23,7 +23,7 @@ OPEN_STUDY = "history_open_study"
 CONFIRM = "history_confirm"
 FILTERS = "history_filters"
 OUTCOME_FILTER = {"All outcomes": None, "Tumor": "tumor", "Refer": "refer", "No tumor": "no_tumor"}
-KIND_FILTER = {"Scans and studies": None, "Scans": "scan", "Studies": "study"}
+KIND_FILTER = {"All kinds": None, "Scans": "scan", "Studies": "study"}
 PAGE_SIZES = (10, 20, 50, 100)
 
 
@@ -66,7 +66,7 @@ def render() -> None:
 
 def filter_bar() -> dict[str, Any]:
     """Search, outcome, dates and page size; returns the current values."""
-    a, k, b, d, e, f = st.columns([1.6, 1.35, 1.25, 1.3, 1.3, 0.9])
+    a, k, b, d, e, f = st.columns([1.35, 1.1, 1.55, 1.3, 1.3, 0.9])
     q = a.text_input("Search by filename", key="history_q", placeholder="e.g. Y12 or .dcm")
     kind = k.selectbox("Kind", list(KIND_FILTER), key="history_kind", help="A study is a series scored as one")
     outcome = b.selectbox("Outcome", list(OUTCOME_FILTER), key="history_outcome")
