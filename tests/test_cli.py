@@ -369,3 +369,14 @@ def test_predict_writes_dicom_results_for_dicom_inputs(
     referenced = {item.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
                   for series in s.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}  # fmt: skip
     assert referenced == {s.SOPInstanceUID for s in sources}
+
+
+def test_the_ui_takes_study_uploads_as_large_as_the_api() -> None:
+    """``braintumor ui`` passes the API's study cap to Streamlit (whose own default is 200 MB per file)."""
+    from braintumor.cli.app import _study_upload_mb
+    from braintumor.errors import BrainTumorError
+
+    assert _study_upload_mb(None) == 512 and _study_upload_mb("700.5") == 701
+    for bad in ("lots", "0", "-3", "1e9"):
+        with pytest.raises(BrainTumorError, match="BRAINTUMOR_MAX_STUDY_MB"):
+            _study_upload_mb(bad)

@@ -30,6 +30,8 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     # from the first page on: no developer menu or deploy button, and never a traceback in the browser
     env.setdefault("STREAMLIT_CLIENT_TOOLBAR_MODE", "viewer")
     env.setdefault("STREAMLIT_CLIENT_SHOW_ERROR_DETAILS", "none")
+    # a study upload may be as large as the API takes one (BRAINTUMOR_MAX_STUDY_MB), not Streamlit's 200 MB
+    env.setdefault("STREAMLIT_SERVER_MAX_UPLOAD_SIZE", str(_study_upload_mb(env.get("BRAINTUMOR_MAX_STUDY_MB"))))
     api = env.get("BRAINTUMOR_API_URL", "http://127.0.0.1:8000")
     print(f"braintumor UI on http://{host}:{port} (API: {api})", file=sys.stderr, flush=True)
     options = {"address": host, "port": port, "headless": "true"}
@@ -39,6 +41,19 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     # become Streamlit (no parent left behind): signals from a terminal or a process manager reach it directly
     os.execve(sys.executable, cmd, env)
     return 0  # not reached
+
+
+def _study_upload_mb(value: str | None) -> int:
+    """The UI's per-file upload cap in MB: the API's study cap (default 512), rounded up."""
+    import math
+
+    try:
+        mb = float(value) if value else 512.0
+    except ValueError:
+        raise BrainTumorError(f"BRAINTUMOR_MAX_STUDY_MB must be a number of MB, got {value!r}") from None
+    if not 0 < mb <= 8192:
+        raise BrainTumorError(f"BRAINTUMOR_MAX_STUDY_MB must be above 0 and at most 8192, got {value!r}")
+    return math.ceil(mb)
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
