@@ -68,6 +68,29 @@ class MemberResult:
     heatmap: str | None = None
 
 
+def _summary(data: dict[str, Any], *, kind: str) -> dict[str, Any]:
+    """The fields every history record has (the API's ``ScanSummary``), read once for scans and studies."""
+    files = {
+        k: FileLink(str(v["id"]), str(v["url"]), str(v["content_type"]), int(v["size"]))
+        for k, v in (data.get("files") or {}).items()
+    }
+    return {
+        "id": str(data["id"]),
+        "filename": str(data["filename"]),
+        "created_at": _when(data["created_at"]),
+        "outcome": str(data["outcome"]),
+        "p_tumor": float(data["p_tumor"]),
+        "tumor_type": data.get("tumor_type"),
+        "model_name": str(data["model_name"]),
+        "model_version": str(data["model_version"]),
+        "threshold": float(data["threshold"]),
+        "files": files,
+        "report_url": str(data["report_url"]),
+        "kind": str(data.get("kind", kind)),
+        "url": str(data.get("url", "")),
+    }
+
+
 @dataclass(frozen=True)
 class Scan:
     """A scan from the history or ``/predict``; the fields after ``report_url`` are filled for one scan's detail
@@ -99,10 +122,6 @@ class Scan:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Scan:
-        files = {
-            k: FileLink(str(v["id"]), str(v["url"]), str(v["content_type"]), int(v["size"]))
-            for k, v in data["files"].items()
-        }
         members = tuple(
             MemberResult(
                 str(m["name"]),
@@ -115,20 +134,8 @@ class Scan:
             for m in data.get("members", [])
         )
         return cls(
-            id=str(data["id"]),
-            filename=str(data["filename"]),
-            created_at=_when(data["created_at"]),
-            outcome=str(data["outcome"]),
-            p_tumor=float(data["p_tumor"]),
-            tumor_type=data.get("tumor_type"),
-            model_name=str(data["model_name"]),
-            model_version=str(data["model_version"]),
-            threshold=float(data["threshold"]),
-            files=files,
-            report_url=str(data["report_url"]),
+            **_summary(data, kind="scan"),
             detailed="members" in data,
-            kind=str(data.get("kind", "scan")),
-            url=str(data.get("url", "")),
             probs={str(k): float(v) for k, v in data.get("probs", {}).items()},
             type_probs={str(k): float(v) for k, v in data.get("type_probs", {}).items()},
             refer_low=data.get("refer_low"),
@@ -354,24 +361,8 @@ class Study:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Study:
-        files = {
-            k: FileLink(str(v["id"]), str(v["url"]), str(v["content_type"]), int(v["size"]))
-            for k, v in (data.get("files") or {}).items()
-        }
         return cls(
-            id=str(data["id"]),
-            filename=str(data["filename"]),
-            created_at=_when(data["created_at"]),
-            outcome=str(data["outcome"]),
-            p_tumor=float(data["p_tumor"]),
-            tumor_type=data.get("tumor_type"),
-            model_name=str(data["model_name"]),
-            model_version=str(data["model_version"]),
-            threshold=float(data["threshold"]),
-            files=files,
-            report_url=str(data["report_url"]),
-            kind=str(data.get("kind", "study")),
-            url=str(data.get("url", "")),
+            **_summary(data, kind="study"),
             study_uid=str(data.get("study_uid") or ""),
             source_kind=str(data.get("source_kind", "dicom")),
             reason=str(data.get("reason") or ""),
