@@ -92,9 +92,9 @@ def _summary(data: dict[str, Any], *, kind: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Scan:
-    """A scan from the history or ``/predict``; the fields after ``report_url`` are filled for one scan's detail
-    (``detailed``), not in list pages."""
+class Record:
+    """What every history row is (the API's ``ScanSummary``): a scan or a study (``kind``), its answer, its files
+    and where its full record (``url``) and its report are."""
 
     id: str
     filename: str
@@ -107,9 +107,16 @@ class Scan:
     threshold: float
     files: dict[str, FileLink]
     report_url: str
+    kind: str  # "scan" or "study" (a study's page is ``GET /studies/{id}``)
+    url: str
+
+
+@dataclass(frozen=True)
+class Scan(Record):
+    """A scan from the history or ``/predict``; the fields after ``url`` are filled for one scan's detail
+    (``detailed``), not in list pages."""
+
     detailed: bool = False
-    kind: str = "scan"  # "scan" or "study" (a study's page is ``GET /studies/{id}``)
-    url: str = ""
     probs: dict[str, float] = field(default_factory=dict)
     type_probs: dict[str, float] = field(default_factory=dict)
     refer_low: float | None = None
@@ -326,24 +333,11 @@ class RefusedFile:
 
 
 @dataclass(frozen=True)
-class Study:
+class Study(Record):
     """A whole study scored slice by slice (``POST /studies``, ``GET /studies/{id}``): the study outcome with its
     reason under the stated ``rule`` (and the ``note`` that the model was validated on 2-D slices, not studies),
     every series and slice, the top slices, and what was skipped or refused."""
 
-    id: str
-    filename: str
-    created_at: dt.datetime
-    outcome: str
-    p_tumor: float
-    tumor_type: str | None
-    model_name: str
-    model_version: str
-    threshold: float
-    files: dict[str, FileLink]
-    report_url: str
-    kind: str
-    url: str
     study_uid: str
     source_kind: str
     reason: str
