@@ -21,13 +21,12 @@ from pydicom.uid import SecondaryCaptureImageStorage
 
 from braintumor.imaging.overlay import overlay
 from braintumor.inference.predictor import Prediction, Predictor
+from braintumor.interop.answers import Finding, StoredAnswer
 from braintumor.interop.dicom_out import (
     CODING_SCHEME,
     NOT_FOR_DIAGNOSIS,
     OUTCOME_CODES,
     AnalysedSlice,
-    Finding,
-    StoredAnswer,
     heatmap_captures,
     model_device_uid,
     structured_report,

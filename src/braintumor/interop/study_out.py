@@ -24,7 +24,8 @@ from braintumor.imaging.series import Series
 from braintumor.imaging.types import LoadedImage
 from braintumor.inference.predictor import Prediction
 from braintumor.inference.study import SliceResult, StudyResult
-from braintumor.interop.dicom_out import AnalysedSlice, DicomResults, Finding, write_dicom_results
+from braintumor.interop.answers import Finding
+from braintumor.interop.dicom_out import AnalysedSlice, DicomResults, write_dicom_results
 from braintumor.models.decision import Outcome
 
 

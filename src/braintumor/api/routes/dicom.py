@@ -34,7 +34,8 @@ from braintumor.api.routes.scans import ScanId, owned_scan
 from braintumor.imaging.io import load_image
 from braintumor.imaging.types import ImageLimits, LoadedImage
 from braintumor.imaging.untrusted import run_isolated
-from braintumor.interop.dicom_out import AnalysedSlice, StoredAnswer, heatmap_captures, structured_report
+from braintumor.interop.answers import StoredAnswer
+from braintumor.interop.dicom_out import AnalysedSlice, heatmap_captures, structured_report
 from braintumor.models.decision import Outcome
 from braintumor.storage import ScanRecord, Storage
 
