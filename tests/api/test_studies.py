@@ -96,7 +96,10 @@ def test_a_zipped_12_slice_series_gives_12_slice_results_and_a_study_outcome(
 
     # in the history, beside scans, with a kind filter; /history/{id} says where a study is
     rows = api.client.get("/history", headers=alice).json()["items"]
-    assert [(x["id"], x["kind"], x["url"]) for x in rows] == [(body["id"], "study", f"/studies/{body['id']}")]
+    assert [(x["id"], x["kind"], x["url"], x["slice_count"]) for x in rows] == [
+        (body["id"], "study", f"/studies/{body['id']}", 12)
+    ]
+    assert body["slice_count"] == 12
     assert api.client.get("/history?kind=scan", headers=alice).json()["total"] == 0
     assert api.client.get("/history?kind=study", headers=alice).json()["total"] == 1
     as_scan = api.client.get(f"/history/{body['id']}", headers=alice)

@@ -175,7 +175,7 @@ def test_history_marks_a_study_and_opens_it_on_the_study_page(
     ui.go(at, "History")
     ui.ok(at)
     cells = [str(m.value) for m in at.markdown]
-    assert any("series.zip" in c and "Study" in c for c in cells)
+    assert any("series.zip" in c and f"Study · {len(study.slices)} slices" in c for c in cells)
     assert not any("single.jpg" in c and "Study" in c for c in cells)
     at.selectbox(key="history_kind").set_value("Studies")
     at.run()

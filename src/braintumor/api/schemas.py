@@ -175,6 +175,7 @@ class ScanSummary(BaseModel):
     report_url: str
     kind: RecordKind = Field(default="scan", description="one image (scan) or a whole study scored slice by slice")
     url: str = Field(default="", description="where the full record is: /history/{id} or /studies/{id}")
+    slice_count: int | None = Field(default=None, description="a study's scored slices (None for a scan)")
 
 
 class ScanPublic(ScanSummary):

@@ -88,6 +88,7 @@ def _summary(data: dict[str, Any], *, kind: str) -> dict[str, Any]:
         "report_url": str(data["report_url"]),
         "kind": str(data.get("kind", kind)),
         "url": str(data.get("url", "")),
+        "slice_count": None if data.get("slice_count") is None else int(data["slice_count"]),
     }
 
 
@@ -109,6 +110,7 @@ class Record:
     report_url: str
     kind: str  # "scan" or "study" (a study's page is ``GET /studies/{id}``)
     url: str
+    slice_count: int | None  # a study's scored slices
 
 
 @dataclass(frozen=True)

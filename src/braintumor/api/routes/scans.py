@@ -56,11 +56,12 @@ def _links(rec: ScanRecord) -> dict[str, FileLink]:
 
 def summary(rec: ScanRecord) -> ScanSummary:
     """A history row: a scan with its files, or a study (its slices' files are listed by ``GET /studies/{id}``)."""
-    fields = {
-        name: getattr(rec, name) for name in ScanSummary.model_fields if name not in ("files", "report_url", "url")
-    }
+    skip = ("files", "report_url", "url", "slice_count")
+    fields = {name: getattr(rec, name) for name in ScanSummary.model_fields if name not in skip}
     if rec.kind == "study":
-        return ScanSummary(**fields, files={}, report_url=f"/studies/{rec.id}/report.pdf", url=f"/studies/{rec.id}")
+        count = len(rec.result.get("slices", []))
+        where = f"/studies/{rec.id}"
+        return ScanSummary(**fields, files={}, report_url=f"{where}/report.pdf", url=where, slice_count=count)
     return ScanSummary(
         **fields, files=_links(rec), report_url=f"/history/{rec.id}/report.pdf", url=f"/history/{rec.id}"
     )

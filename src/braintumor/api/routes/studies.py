@@ -71,6 +71,7 @@ def study_detail(rec: ScanRecord) -> StudyPublic:
         report_url=f"/studies/{rec.id}/report.pdf",
         kind="study",
         url=f"/studies/{rec.id}",
+        slice_count=len(slices),
         study_uid=study.get("study_uid", ""),
         source_kind=study.get("kind", "dicom"),
         reason=study.get("reason", ""),

@@ -149,7 +149,10 @@ def table(result: ScanPage) -> None:
 def name_cell(scan: Scan) -> str:
     """The row's file name (Markdown-escaped); a study says it is one, so it is not read as a single slice."""
     name = scan.filename.replace("_", "\\_").replace("*", "\\*")
-    return f"{name}  \n:blue-badge[:material/stacks: Study]" if scan.kind == "study" else name
+    if scan.kind != "study":
+        return name
+    count = f" · {scan.slice_count} slices" if scan.slice_count is not None else ""
+    return f"{name}  \n:blue-badge[:material/stacks: Study{count}]"
 
 
 def bulk_delete(result: ScanPage) -> None:
