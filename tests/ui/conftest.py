@@ -242,3 +242,17 @@ def study_zip(shared_data: Path) -> tuple[str, bytes]:
             series[i].save_as(one, enforce_file_format=True)
             z.writestr(f"series/IM{k:03d}", one.getvalue())
     return "series.zip", buf.getvalue()
+
+
+@pytest.fixture
+def requests_made(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every HTTP request the app sends, as ``"METHOD /path"`` (AppTest runs the app in this process)."""
+    seen: list[str] = []
+    send = httpx.Client.send
+
+    def spy(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        return send(self, request, **kwargs)
+
+    monkeypatch.setattr(httpx.Client, "send", spy)
+    yield seen

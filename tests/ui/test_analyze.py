@@ -3,7 +3,7 @@ viewer (opacity and zoom without a server call), DICOM de-identification, readab
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +14,6 @@ from streamlit.testing.v1 import AppTest
 
 from braintumor.ui import state
 from braintumor.ui.views import analyze
-
-
-@pytest.fixture
-def requests_made(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Every HTTP request the app sends, as ``"METHOD /path"`` (AppTest runs the app in this process)."""
-    seen: list[str] = []
-    send = httpx.Client.send
-
-    def spy(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
-        seen.append(f"{request.method} {request.url.path}")
-        return send(self, request, **kwargs)
-
-    monkeypatch.setattr(httpx.Client, "send", spy)
-    yield seen
 
 
 def upload(ui: Any, at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
@@ -161,16 +160,10 @@ def test_delete_from_the_viewer(ui, with_scans) -> None:
     assert target not in rows(at) and len(rows(at)) == 1
 
 
-def test_reruns_do_not_refetch(ui, with_scans, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reruns_do_not_refetch(ui, with_scans, requests_made: list[str]) -> None:
     at, _ = ui.signed_in(with_scans(2))
-    seen: list[str] = []
-    send = httpx.Client.send
-
-    def spy(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
-        seen.append(f"{request.method} {request.url.path}")
-        return send(self, request, **kwargs)
-
-    monkeypatch.setattr(httpx.Client, "send", spy)
+    seen = requests_made
+    seen.clear()
     ui.go(at, "History")
     ids = rows(at)
     for _ in range(3):  # ticking boxes reruns the script
