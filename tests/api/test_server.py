@@ -267,8 +267,10 @@ def test_a_killed_study_upload_leaves_no_half_record(
     restarted = start_server(data)
     with httpx.Client(base_url=restarted.url, timeout=60) as client:
         rows = client.get("/history", headers=headers).json()["items"]
-        acknowledged = done and done[0] is not None and done[0].status_code == 201
-        assert len(rows) == (1 if acknowledged else len(rows)) and len(rows) <= 1
+        acknowledged = bool(done) and done[0] is not None and done[0].status_code == 201
+        assert len(rows) <= 1  # a study the server never answered for may have been committed, or not
+        if acknowledged:
+            assert len(rows) == 1
         for row in rows:  # a study that is there is whole
             study = client.get(row["url"], headers=headers).json()
             assert len(study["slices"]) == 30

@@ -91,8 +91,7 @@ def session(path: Path, threads: int | None) -> Any:
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # No spin-waiting between runs: on 2 cores the idle workers' spinning took the cores our own work between runs
-    # needs (gate, letterbox, heatmaps, decoding children). Measured interleaved in one process, the bundled
-    # ensemble: a batch 12.5 -> 9.1 ms a scan, a single scan 23 -> 18 ms (bench/results-overhead.md).
+    # needs (gate, letterbox, heatmaps, decoding children); bench/results-overhead.md has both settings measured.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])

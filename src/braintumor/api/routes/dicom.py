@@ -133,7 +133,7 @@ def study_dicom_results(rec: ScanRecord, storage: Storage, settings: Settings) -
     else:
         frames = decode_sources(sources, settings.image_limits)
     decoded = dict(zip(used, frames, strict=True))
-    headers = {j: data for j, data in zip(used, sources, strict=True)}
+    headers: dict[int, Any] = {}  # each instance's header parsed once, whatever its frames
     series = {s["series_uid"]: s for s in rec.result.get("study", {}).get("series", [])}
     by_series: dict[str, list[AnalysedSlice]] = {}
     try:
@@ -143,9 +143,10 @@ def study_dicom_results(rec: ScanRecord, storage: Storage, settings: Settings) -
             cam = np.load(io.BytesIO(cam_bytes), allow_pickle=False).astype(np.float32) if cam_bytes else None
             answer = {**entry, "model": rec.model_name, "model_version": rec.model_version}
             image = decoded[j][int(entry.get("frame") or 0)]
-            by_series.setdefault(entry["series_uid"], []).append(
-                AnalysedSlice.from_bytes(headers[j], image, StoredAnswer.from_dict(answer, cam=cam))
-            )
+            kept = StoredAnswer.from_dict(answer, cam=cam)
+            if j not in headers:
+                headers[j] = AnalysedSlice.from_bytes(sources[used.index(j)], image, kept).source
+            by_series.setdefault(entry["series_uid"], []).append(AnalysedSlice(headers[j], image, kept))
         files: list[Any] = []
         for uid, analysed in by_series.items():
             outcome = series.get(uid, {}).get("outcome") or rec.outcome

@@ -18,12 +18,14 @@ import anyio
 from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
+from braintumor.api.config import Settings
 from braintumor.api.deps import AuditDep, CurrentUser, PredictorDep, SettingsDep, StorageDep
 from braintumor.api.routes.scans import ScanId, owned_scan, read_capped
 from braintumor.api.schemas import StudyPublic, StudySlice
 from braintumor.api.study_analysis import analyse_study
 from braintumor.api.study_report import build_study_report
 from braintumor.errors import ImageTooLargeError
+from braintumor.inference.predictor import Predictor
 from braintumor.storage import NewScan, ScanRecord, Storage, UserRecord
 
 router = APIRouter(tags=["studies"])
@@ -137,8 +139,8 @@ async def store_study(
     payload: Sequence[tuple[str, bytes]],
     name: str | None,
     user: UserRecord,
-    predictor: Any,
-    settings: Any,
+    predictor: Predictor,
+    settings: Settings,
     storage: Storage,
 ) -> ScanRecord:
     """Analyse ``payload`` (``(name, bytes)`` pairs: DICOM files, one zip or one NIfTI) as one study in a worker
@@ -178,22 +180,17 @@ def study_report(study_id: ScanId, user: CurrentUser, storage: StorageDep, audit
     decision band, and the most suspicious slices with their overlays."""
     rec = owned_study(storage, user, study_id)
     study = study_detail(rec)
-    views: dict[tuple[str, int], tuple[bytes | None, bytes | None]] = {}
-    for s in study.top_slices[:4]:
-        entry = next(
-            x for x in rec.result.get("slices", []) if (x["series_uid"], x["index"]) == (s.series_uid, s.index)
-        )
-        views[(s.series_uid, s.index)] = (_blob(storage, rec, entry.get("blob"), "image"),
-                                          _blob(storage, rec, entry.get("blob"), "overlay"))  # fmt: skip
+    views = {(s.series_uid, s.index): (_linked(storage, s.image_url), _linked(storage, s.overlay_url))
+             for s in study.top_slices[:4]}  # fmt: skip
     pdf = build_study_report(study, views)
     audit.record("report.download", actor=user.username, target=rec.id)
     return Response(pdf, media_type="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="study-{rec.id}.pdf"'})  # fmt: skip
 
 
-def _blob(storage: Storage, rec: ScanRecord, k: int | None, view: str) -> bytes | None:
-    f = rec.files.get(f"slice.{k}.{view}") if k is not None else None
-    found = storage.get_file(f.id) if f else None
+def _linked(storage: Storage, url: str | None) -> bytes | None:
+    """The bytes behind one of the study's own file links (``/files/{id}``), or None."""
+    found = storage.get_file(url.rsplit("/", 1)[-1]) if url else None
     return found[1] if found else None
 
 
