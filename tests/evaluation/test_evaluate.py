@@ -70,10 +70,13 @@ def test_binary_model_on_multiclass_labels(smoke_run: Path, tiny_dataset: Path, 
     assert any("tumor = any tumor class" in n for n in ev.notes)
 
 
-def test_cross_validation_tests_every_image_once(smoke_config: Any, tiny_dataset: Path, tmp_path: Path) -> None:
+def test_cross_validation_tests_every_image_once(
+    smoke_config: Any, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = smoke_config.merged({"fine_tune": False, "epochs": 1, "cached_views": 1})
+    kept = tmp_path / "kept"
     result = cross_validate(
-        cfg, [str(tiny_dataset)], tmp_path / "cv", k=3, repeats=1, progress=False, log=lambda _: None
+        cfg, [str(tiny_dataset)], tmp_path / "cv", k=3, repeats=1, progress=False, log=lambda _: None, outcomes=kept
     )
     assert len(result.folds) == 3
     tested: list[str] = []
@@ -88,6 +91,24 @@ def test_cross_validation_tests_every_image_once(smoke_config: Any, tiny_dataset
     s = result.summary()["accuracy"]
     assert s["n"] == 3 and s["low"] <= s["mean"] <= s["high"]
     assert (tmp_path / "cv" / "cv.md").read_text().count("| mobilenet_v3_small |") == 1
+    # a later call with the same recipe and data reads every fold back instead of training it again
+    assert len(list(kept.glob("r0-f*-*.json"))) == 3
+
+    def no_training(*_: Any, **__: Any) -> None:
+        raise AssertionError("a kept fold was trained again")
+
+    monkeypatch.setattr("braintumor.training.loop.train", no_training)
+    again = cross_validate(
+        cfg, [str(tiny_dataset)], tmp_path / "cv2", k=3, repeats=1, progress=False, log=lambda _: None, outcomes=kept
+    )
+    assert again.summary() == result.summary() or np.allclose(
+        [again.summary()[m]["mean"] for m in ("accuracy", "roc_auc")],
+        [result.summary()[m]["mean"] for m in ("accuracy", "roc_auc")],
+    )
+    assert again.seconds == pytest.approx(result.seconds)
+    with pytest.raises(AssertionError, match="trained again"):  # another recipe is another key
+        cross_validate(cfg.merged({"epochs": 2}), [str(tiny_dataset)], tmp_path / "cv3", k=3, progress=False,
+                       log=lambda _: None, outcomes=kept)  # fmt: skip
 
 
 def test_cli_evaluate_and_explain(

@@ -9,8 +9,10 @@ out-of-fold value.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ import numpy as np
 from braintumor.data.audit import audit_records
 from braintumor.data.datasets import discover_many
 from braintumor.data.splits import SplitRow, grouped_kfold, write_split
-from braintumor.evaluation.evaluate import Evaluation, evaluate_runs
+from braintumor.evaluation.evaluate import evaluate_runs
 from braintumor.evaluation.metrics import binary_metrics, multiclass_metrics
 from braintumor.training.config import TrainConfig
 
@@ -45,6 +47,7 @@ class CVResult:
     folds: list[dict[str, float]] = field(default_factory=list)
     pooled: list[dict[str, float]] = field(default_factory=list)
     task: str = "binary"
+    seconds: float = 0.0  # training and testing time summed over folds, kept folds included
 
     def summary(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
@@ -67,6 +70,42 @@ class CVResult:
         return f"| {label} | " + " | ".join(cells) + " |"
 
 
+@dataclass(frozen=True)
+class FoldOutcome:
+    """What one fold leaves behind: its test metrics and its out-of-fold labels and scores."""
+
+    metrics: dict[str, float]
+    task: str
+    threshold: float
+    y: np.ndarray
+    p: np.ndarray
+    seconds: float
+
+
+def _fold_path(outcomes: str | Path | None, cfg: TrainConfig, split: Path, r: int, f: int) -> Path | None:
+    if outcomes is None:
+        return None
+    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
+    digest.update(split.read_bytes())
+    return Path(outcomes) / f"r{r}-f{f}-{digest.hexdigest()[:12]}.json"
+
+
+def _read_outcome(path: Path | None) -> FoldOutcome | None:
+    if path is None or not path.is_file():
+        return None
+    d = json.loads(path.read_text())
+    return FoldOutcome(d["metrics"], d["task"], d["threshold"], np.asarray(d["y"]), np.asarray(d["p"]), d["seconds"])
+
+
+def _write_outcome(path: Path, o: FoldOutcome) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"metrics": o.metrics, "task": o.task, "threshold": o.threshold,
+            "y": o.y.tolist(), "p": np.round(o.p.astype(np.float64), 6).tolist(), "seconds": o.seconds}  # fmt: skip
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body) + "\n")
+    tmp.replace(path)
+
+
 def cross_validate(
     cfg: TrainConfig,
     data_dirs: Sequence[str],
@@ -78,12 +117,18 @@ def cross_validate(
     extra_train: Sequence[str] = (),
     progress: bool = True,
     log: Callable[[str], None] = print,
+    outcomes: str | Path | None = None,
 ) -> CVResult:
     """Train and test ``cfg`` on every fold; write per-fold runs, ``cv.json`` and ``cv.md``.
 
     ``extra_train`` folders add training images to every fold (never validation or test images): the
     audit runs over all folders together, and an extra image whose duplicate group reaches the fold's
     test or validation images is left out, so nothing leaks.
+
+    ``outcomes`` is a folder that keeps each finished fold's result (metrics and out-of-fold scores, a few
+    kilobytes) under a key of the recipe and the fold's split: a later call with the same recipe and data
+    reads a fold back instead of training it again, so a CV that takes longer than one sitting can go on
+    where it stopped.
     """
     from braintumor.training.loop import train
 
@@ -102,7 +147,7 @@ def cross_validate(
         folds = grouped_kfold(groups, labels, k=k, seed=seed + r)
         oof_y: list[np.ndarray] = []
         oof_p: list[np.ndarray] = []
-        last: Evaluation | None = None
+        last: FoldOutcome | None = None
         for f in range(k):
             rows = []
             for j, i in enumerate(keep):
@@ -120,26 +165,36 @@ def cross_validate(
             fold_dir.mkdir(parents=True, exist_ok=True)
             split_path = fold_dir / "split.csv"
             write_split(rows, split_path)
-            log(f"repeat {r + 1}/{repeats}, fold {f + 1}/{k}")
-            train(
-                cfg.merged({"seed": seed + 1000 * r + f}),
-                all_dirs,
-                fold_dir,
-                split=split_path,
-                progress=progress,
-                log=log,
-            )
-            ev = evaluate_runs([fold_dir], all_dirs, split=split_path, part="test", n_boot=1)
-            name = next(iter(ev.results))
-            result.folds.append({m: e.value for m, e in ev.results[name].items()} | {"ece": ev.ece[name]})
-            result.task = ev.task
-            oof_y.append(ev.y)
-            oof_p.append(ev.scored()[name])
-            last = ev
+            fold_cfg = cfg.merged({"seed": seed + 1000 * r + f})
+            kept = _fold_path(outcomes, fold_cfg, split_path, r, f)
+            outcome = _read_outcome(kept)
+            if outcome is None:
+                log(f"repeat {r + 1}/{repeats}, fold {f + 1}/{k}")
+                t0 = time.perf_counter()
+                train(fold_cfg, all_dirs, fold_dir, split=split_path, progress=progress, log=log)
+                ev = evaluate_runs([fold_dir], all_dirs, split=split_path, part="test", n_boot=1)
+                name = next(iter(ev.results))
+                outcome = FoldOutcome(
+                    metrics={m: e.value for m, e in ev.results[name].items()} | {"ece": ev.ece[name]},
+                    task=ev.task,
+                    threshold=ev.decision.threshold if ev.decision else 0.5,
+                    y=ev.y,
+                    p=ev.scored()[name],
+                    seconds=time.perf_counter() - t0,
+                )
+                if kept is not None:
+                    _write_outcome(kept, outcome)
+            else:
+                log(f"repeat {r + 1}/{repeats}, fold {f + 1}/{k}: kept outcome {kept}")
+            result.folds.append(outcome.metrics)
+            result.seconds += outcome.seconds
+            result.task = outcome.task
+            oof_y.append(outcome.y)
+            oof_p.append(outcome.p)
+            last = outcome
         y, p = np.concatenate(oof_y), np.concatenate(oof_p)
         if last is not None and last.task == "binary":
-            threshold = last.decision.threshold if last.decision else 0.5
-            result.pooled.append(binary_metrics(y, p, threshold))
+            result.pooled.append(binary_metrics(y, p, last.threshold))
         else:
             result.pooled.append(multiclass_metrics(y, p))
     (out / "cv.json").write_text(
