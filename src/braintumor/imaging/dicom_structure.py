@@ -15,7 +15,7 @@ import struct
 import zlib
 
 from braintumor.errors import DicomStructureError, ImageTooLargeError
-from braintumor.imaging.types import ImageLimits
+from braintumor.imaging.types import ImageLimits, inflate_capped
 
 # -- the walk -----------------------------------------------------------------------------------------
 _IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -102,14 +102,10 @@ def _looks_like_vr(raw: bytes) -> bool:
 
 def _inflate(body: bytes, cap: int) -> bytes:
     """Inflate a deflated data set, refusing one that would grow past ``cap`` bytes (a zip bomb)."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
-        out = inflater.decompress(body, cap)
+        return inflate_capped(body, cap, wbits=-zlib.MAX_WBITS, what="the deflated DICOM data set")
     except zlib.error as exc:
         raise DicomStructureError(f"damaged DICOM: the deflated data set cannot be inflated ({exc})") from exc
-    if inflater.unconsumed_tail:
-        raise ImageTooLargeError(f"the deflated DICOM data set inflates beyond the cap of {cap / 1048576:g} MB")
-    return out
 
 
 def _walk(data: bytes, pos: int, *, implicit: bool, little: bool, limits: ImageLimits, counted: int) -> None:

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from braintumor.errors import CorruptImageError, ImageError, ImageTooLargeError, UnsupportedImageError
+from braintumor.errors import CorruptImageError, ImageError, UnsupportedImageError
 from braintumor.imaging.io import ImageSource, read_bytes
 from braintumor.imaging.series import Series, SeriesLimits, SliceRef
-from braintumor.imaging.types import ImageLimits, ImageMeta, LoadedImage, first_line, scale_to_uint8
+from braintumor.imaging.types import ImageLimits, ImageMeta, LoadedImage, first_line, inflate_capped, scale_to_uint8
 
 _GZIP = b"\x1f\x8b"
 
@@ -161,11 +161,7 @@ def _inflate(data: bytes, limits: SeriesLimits) -> bytes:
     if data[:2] != _GZIP:
         return data
     cap = limits.max_total_bytes + 1024 * 1024  # voxels plus a header and extensions
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
-        out = inflater.decompress(data, cap)
+        return inflate_capped(data, cap, wbits=16 + zlib.MAX_WBITS, what="the gzipped volume")
     except zlib.error as exc:
         raise CorruptImageError(f"damaged gzip data: {exc}") from exc
-    if inflater.unconsumed_tail:
-        raise ImageTooLargeError(f"the gzipped volume inflates beyond the cap of {cap / 1048576:g} MB")
-    return out

@@ -38,6 +38,7 @@ import numpy as np
 
 from braintumor.errors import BrainTumorError, ImageError, ImageTooLargeError
 from braintumor.imaging.dicom_structure import check_structure
+from braintumor.imaging.dicom_tags import int_value
 from braintumor.imaging.io import ImageSource, read_bytes, sniff_format
 from braintumor.imaging.types import ImageLimits, LoadedImage, first_line
 
@@ -188,7 +189,7 @@ def _read_instance(name: str, data: bytes | None, *, keep: bool, limits: SeriesL
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
         bits = int(ds.get("BitsAllocated", 8) or 8)
         attributes = {k: _plain(ds.get(k)) for k in RULE_ATTRIBUTES if ds.get(k) not in (None, "")}
-        number = _int_or_none(ds.get("InstanceNumber"))
+        number = int_value(ds.get("InstanceNumber"))
         sop = str(ds.get("SOPInstanceUID", "") or "") or None
         refs = _frame_refs(ds, name, frames, number, sop)
     except ImageError:
@@ -311,13 +312,6 @@ def _project(position: Any, normal: np.ndarray | None) -> float | None:
     if len(values) != 3 or not all(math.isfinite(v) for v in values):
         return None
     return round(float(np.dot(normal, values)), 4)
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _plain(value: Any) -> Any:

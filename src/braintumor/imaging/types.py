@@ -2,7 +2,9 @@
 
 Why a module of its own: the raster reader (:mod:`braintumor.imaging.io`), the DICOM reader
 (:mod:`braintumor.imaging.dicom`), the model's preprocessing and the UI all speak :class:`LoadedImage`; keeping
-the types here lets the readers depend on them without depending on each other.
+the types here lets the readers depend on them without depending on each other. The one capped inflation that a
+deflated DICOM data set and a gzipped NIfTI volume both go through (:func:`inflate_capped`) lives here for the
+same reason.
 
 Example:
     >>> import numpy as np
@@ -13,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,3 +127,20 @@ def scale_to_uint8(arr: np.ndarray, low: float | None = None, high: float | None
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:200]
+
+
+def inflate_capped(data: bytes, cap: int, *, wbits: int, what: str) -> bytes:
+    """``data`` inflated by zlib with ``wbits`` (``-zlib.MAX_WBITS``: a raw deflate stream, ``16 + zlib.MAX_WBITS``:
+    gzip), refusing output past ``cap`` bytes (a zip or gzip bomb stops at the cap).
+
+    Raises :class:`~braintumor.errors.ImageTooLargeError` ("``what`` inflates beyond the cap of … MB") when more
+    would come out; a damaged stream raises ``zlib.error``, which the caller turns into its own corrupt-input error.
+
+    >>> inflate_capped(zlib.compress(b"slice", wbits=31), 1024, wbits=31, what="the volume")
+    b'slice'
+    """
+    inflater = zlib.decompressobj(wbits)
+    out = inflater.decompress(data, cap)
+    if inflater.unconsumed_tail:
+        raise ImageTooLargeError(f"{what} inflates beyond the cap of {cap / 1048576:g} MB")
+    return out

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from braintumor.errors import BrainTumorError
+from braintumor.imaging.dicom_tags import int_value
 
 #: What a DICOM UID may be (PS3.5 9.1): digits and dots, at most 64 characters. Checked before a UID from the PACS
 #: names a file.
@@ -341,16 +342,9 @@ def _study(ds: Any) -> StudySummary:
         accession_number=str(ds.get("AccessionNumber", "") or ""),
         description=str(ds.get("StudyDescription", "") or ""),
         modalities=modality_list,
-        series=_int(ds.get("NumberOfStudyRelatedSeries")),
-        instances=_int(ds.get("NumberOfStudyRelatedInstances")),
+        series=int_value(ds.get("NumberOfStudyRelatedSeries")),
+        instances=int_value(ds.get("NumberOfStudyRelatedInstances")),
     )
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _safe(url: str) -> str:
