@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -15,6 +16,7 @@ from braintumor.api import Settings, create_app
 from braintumor.inference.gate import Refusal
 from braintumor.inference.predictor import Predictor
 
+from ..conftest import encode
 from ..dicom_files import encoded, identified
 
 PASSWORD = "correct-horse-battery"
@@ -140,3 +142,11 @@ def scan_jpeg(brain: Callable[..., Any], encoder: Callable[..., bytes]) -> bytes
 def scan_dicom() -> bytes:
     """pydicom's MR_small with a made-up patient, institution, physician and study description."""
     return encoded(identified(StudyDescription="MRI BRAIN of Jane Doe"))
+
+
+def disc_png(side: int, radius: int, value: int) -> bytes:
+    """A ``side``×``side`` black PNG with one centred disc of gray ``value``: the least image that decodes as a
+    slice, for tests that need a valid upload and not a realistic one."""
+    yy, xx = np.mgrid[:side, :side]
+    centre = side // 2
+    return encode(np.where((yy - centre) ** 2 + (xx - centre) ** 2 < radius**2, value, 0).astype(np.uint8), "PNG")

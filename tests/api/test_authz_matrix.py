@@ -17,6 +17,8 @@ from fastapi.testclient import TestClient
 
 from braintumor.api import Settings, create_app
 
+from .conftest import disc_png
+
 PASSWORD = "correct-horse-battery"
 NEW_PASSWORD = "another-long-secret"
 SECRET = "mX7cR2pLq9VzK4tBw6NsJ1hYd8GfEa3UoW5iTb0CxQn"
@@ -99,78 +101,69 @@ def _upload(world: World, role: str) -> dict[str, Any]:
     return {"files": {"file": ("new.png", world.client.app.state.test_png, "image/png")}}  # type: ignore[attr-defined]
 
 
+def _new_account(world: World, role: str) -> dict[str, Any]:
+    return {"json": {"username": f"new{next(_counter)}", "password": PASSWORD}}
+
+
+def _owners_sign_in(world: World, role: str) -> dict[str, Any]:
+    return {"data": {"username": world.owner, "password": PASSWORD}}
+
+
+def _owners_reset(world: World, role: str) -> dict[str, Any]:
+    return {"json": {"username": world.owner, "recovery_key": world.recovery_key, "new_password": NEW_PASSWORD}}
+
+
+def _password_change(world: World, role: str) -> dict[str, Any]:
+    return {"json": {"current_password": PASSWORD, "new_password": NEW_PASSWORD}}
+
+
+def _owners_scan_ids(world: World, role: str) -> dict[str, Any]:
+    return {"json": {"ids": [world.scan["id"]] if world.scan else []}}
+
+
+def _json(payload: dict[str, Any]) -> Callable[[World, str], dict[str, Any]]:
+    """A body that is the same in every cell: ``payload`` as JSON."""
+    return lambda _world, _role: {"json": payload}
+
+
+def _owners_scan(
+    name: str,
+    path: str,
+    owner: int = 200,
+    method: str = "GET",
+    check: Callable[[World, str, Any], None] = _private,
+) -> Case:
+    """A request about the owner's scan: 401 signed out, ``owner`` for its owner, and for anybody else (admins
+    included) the 404 of a missing id."""
+    return Case(name, method, path, (401, 404, owner, 404), needs_scan=True, check=check)
+
+
 CASES = (
     Case("health", "GET", "/health", (200, 200, 200, 200)),
     Case("openapi", "GET", "/openapi.json", (200, 200, 200, 200)),
     Case("docs", "GET", "/docs", (200, 200, 200, 200)),
-    Case(
-        "register",
-        "POST",
-        "/register",
-        (201, 201, 201, 201),
-        body=lambda _w, _r: {"json": {"username": f"new{next(_counter)}", "password": PASSWORD}},
-    ),
-    Case(
-        "token",
-        "POST",
-        "/token",
-        (200, 200, 200, 200),
-        body=lambda w, _r: {"data": {"username": w.owner, "password": PASSWORD}},
-    ),
-    Case(
-        "reset-password",
-        "POST",
-        "/reset-password",
-        (200, 200, 200, 200),
-        body=lambda w, _r: {
-            "json": {"username": w.owner, "recovery_key": w.recovery_key, "new_password": NEW_PASSWORD}
-        },
-    ),
+    Case("register", "POST", "/register", (201, 201, 201, 201), body=_new_account),
+    Case("token", "POST", "/token", (200, 200, 200, 200), body=_owners_sign_in),
+    Case("reset-password", "POST", "/reset-password", (200, 200, 200, 200), body=_owners_reset),
     Case("users/me", "GET", "/users/me", (401, 200, 200, 200)),
-    Case(
-        "change-password",
-        "POST",
-        "/change-password",
-        (401, 200, 200, 200),
-        body=lambda _w, _r: {"json": {"current_password": PASSWORD, "new_password": NEW_PASSWORD}},
-    ),
-    Case(
-        "delete users/me",
-        "DELETE",
-        "/users/me",
-        (401, 204, 204, 204),
-        body=lambda _w, _r: {"json": {"password": PASSWORD}},
-    ),
+    Case("change-password", "POST", "/change-password", (401, 200, 200, 200), body=_password_change),
+    Case("delete users/me", "DELETE", "/users/me", (401, 204, 204, 204), body=_json({"password": PASSWORD})),
     Case("predict", "POST", "/predict", (401, 201, 201, 201), body=_upload),
     Case("history", "GET", "/history", (401, 200, 200, 200), needs_scan=True, check=_not_visible),
     Case("history search", "GET", "/history?q=scan", (401, 200, 200, 200), needs_scan=True, check=_not_visible),
-    Case("history/{id}", "GET", "/history/{scan}", (401, 404, 200, 404), needs_scan=True, check=_private),
-    Case("report.pdf", "GET", "/history/{scan}/report.pdf", (401, 404, 200, 404), needs_scan=True, check=_private),
-    Case(
-        "report.pdf identified",
-        "GET",
-        "/history/{scan}/report.pdf?identifiers=true",
-        (401, 404, 200, 404),
-        needs_scan=True,
-        check=_private,
-    ),
+    _owners_scan("history/{id}", "/history/{scan}"),
+    _owners_scan("report.pdf", "/history/{scan}/report.pdf"),
+    _owners_scan("report.pdf identified", "/history/{scan}/report.pdf?identifiers=true"),
     # the scan is a PNG: its owner learns there is no DICOM to answer with, anybody else that there is no scan
-    Case("history/{id}/dicom", "GET", "/history/{scan}/dicom", (401, 404, 409, 404), needs_scan=True, check=_private),
+    _owners_scan("history/{id}/dicom", "/history/{scan}/dicom", owner=409),
     Case("pacs", "GET", "/pacs", (401, 200, 200, 200)),
     Case("pacs/studies", "GET", "/pacs/studies", (401, 404, 404, 404)),  # no PACS configured here
     Case("pacs analyze", "POST", "/pacs/studies/1.2.3/analyze", (401, 404, 404, 404)),
-    Case("files original", "GET", "/files/{original}", (401, 404, 200, 404), needs_scan=True, check=_private),
-    Case("files heatmap", "GET", "/files/{heatmap}", (401, 404, 200, 404), needs_scan=True, check=_private),
-    Case("files overlay", "GET", "/files/{overlay}", (401, 404, 200, 404), needs_scan=True, check=_private),
-    Case("files cam", "GET", "/files/{cam}?download=true", (401, 404, 200, 404), needs_scan=True, check=_private),
-    Case(
-        "delete history/{id}",
-        "DELETE",
-        "/history/{scan}",
-        (401, 404, 204, 404),
-        needs_scan=True,
-        check=_deleted_by_owner_only,
-    ),
+    _owners_scan("files original", "/files/{original}"),
+    _owners_scan("files heatmap", "/files/{heatmap}"),
+    _owners_scan("files overlay", "/files/{overlay}"),
+    _owners_scan("files cam", "/files/{cam}?download=true"),
+    _owners_scan("delete history/{id}", "/history/{scan}", owner=204, method="DELETE", check=_deleted_by_owner_only),
     Case(
         "bulk delete",
         "POST",
@@ -178,7 +171,7 @@ CASES = (
         (401, 200, 200, 200),
         needs_scan=True,
         check=_bulk,
-        body=lambda w, _r: {"json": {"ids": [w.scan["id"]] if w.scan else []}},
+        body=_owners_scan_ids,
     ),
     Case("admin/stats", "GET", "/admin/stats", (401, 403, 403, 200)),
     Case("admin/users", "GET", "/admin/users?q=o", (401, 403, 403, 200)),
@@ -187,7 +180,7 @@ CASES = (
         "PUT",
         "/admin/users/{owner}/role",
         (401, 403, 403, 200),
-        body=lambda _w, _r: {"json": {"role": "admin"}},
+        body=_json({"role": "admin"}),
         check=_role_unchanged_unless_admin,
     ),
     Case(
@@ -225,7 +218,7 @@ def matrix_clients(
                 fields |= {"storage": "mongodb", "mongo_uri": uri, "mongo_database": name}
             client = TestClient(create_app(Settings(**fields), predictor=api_predictor))
             client.__enter__()
-            client.app.state.test_png = _png()  # type: ignore[attr-defined]
+            client.app.state.test_png = disc_png(96, 40, 90)  # type: ignore[attr-defined]
             # A permanent admin, so that per-cell admins may always delete themselves.
             client.post("/register", json={"username": "keeper", "password": PASSWORD})
             client.app.state.storage.set_role("keeper", "admin")  # type: ignore[attr-defined]
@@ -241,19 +234,6 @@ def matrix_clients(
         mc: Any = MongoClient(uri)
         mc.drop_database(name)
         mc.close()
-
-
-def _png() -> bytes:
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    yy, xx = np.mgrid[:96, :96]
-    img = np.where((yy - 48) ** 2 + (xx - 48) ** 2 < 40**2, 90, 0).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def _world(client: TestClient, needs_scan: bool) -> World:

@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from ..conftest import encode
+from .conftest import disc_png
 
 ACCEPTED = "JPEG, PNG, BMP, TIFF and DICOM"  # what a 415 names
 
@@ -50,17 +52,11 @@ def dicom_without_pixels() -> bytes:
 
 
 def _brain_png() -> bytes:
-    yy, xx = np.mgrid[:128, :128]
-    img = np.where((yy - 64) ** 2 + (xx - 64) ** 2 < 50**2, 100, 0).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, "PNG")
-    return buf.getvalue()
+    return disc_png(128, 50, 100)
 
 
 def _encode(fmt: str, **kw: Any) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((64, 64), 120, np.uint8)).save(buf, fmt, **kw)
-    return buf.getvalue()
+    return encode(np.full((64, 64), 120, np.uint8), fmt, **kw)
 
 
 def _zip() -> bytes:
@@ -71,9 +67,7 @@ def _zip() -> bytes:
 
 
 def _jpeg() -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256), dtype=np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
+    return encode(np.random.default_rng(0).integers(0, 255, (256, 256), dtype=np.uint8), "JPEG")
 
 
 CORPUS: dict[str, tuple[Callable[[], bytes], int, str]] = {

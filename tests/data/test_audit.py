@@ -42,9 +42,29 @@ def resized(pixels: np.ndarray, factor: float) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
 
 
+#: ``write_slices(root, {relative path: seed})``, the fixture below.
+WriteSlices = Callable[[Path, dict[str, int]], Path]
+
+
+@pytest.fixture
+def write_slices(brain: Callable[..., np.ndarray], write_image: Callable[..., Path]) -> WriteSlices:
+    """``write_slices(root, {"yes/a.png": 0, …})``: each file under ``root`` the PNG of ``brain(seed)``; returns
+    ``root``."""
+
+    def write(root: Path, seeds: dict[str, int]) -> Path:
+        for relative, seed in seeds.items():
+            write_image(root / relative, brain(seed), "PNG")
+        return root
+
+    return write
+
+
 @pytest.fixture
 def copies_dataset(
-    tmp_path: Path, brain: Callable[..., np.ndarray], write_image: Callable[..., Path]
+    tmp_path: Path,
+    brain: Callable[..., np.ndarray],
+    write_image: Callable[..., Path],
+    write_slices: WriteSlices,
 ) -> tuple[Path, dict[str, str]]:
     """A yes/no dataset: one slice in four disguises, an exact byte copy, and five unrelated slices."""
     root = tmp_path / "synthetic"
@@ -56,8 +76,7 @@ def copies_dataset(
     write_image(root / "yes" / "low_quality.jpg", base, "JPEG", quality=25)
     write_image(root / "yes" / "contrast.png", contrast, "PNG")
     (root / "yes" / "exact_copy.png").write_bytes((root / "yes" / "original.png").read_bytes())
-    for seed in range(1, 6):
-        write_image(root / "no" / f"other{seed}.png", brain(seed), "PNG")
+    write_slices(root, {f"no/other{seed}.png": seed for seed in range(1, 6)})
     roles = {
         "copies": "yes/original.png yes/resized.jpg yes/upscaled.png yes/low_quality.jpg yes/contrast.png "
         "yes/exact_copy.png",
@@ -120,14 +139,11 @@ def test_stricter_thresholds_split_the_group(copies_dataset: tuple[Path, dict[st
 
 
 def test_conflicting_labels_are_reported(
-    tmp_path: Path, brain: Callable[..., np.ndarray], write_image: Callable[..., Path]
+    tmp_path: Path, brain: Callable[..., np.ndarray], write_image: Callable[..., Path], write_slices: WriteSlices
 ) -> None:
-    root = tmp_path / "ds"
-    write_image(root / "yes" / "a.png", brain(0), "PNG")
+    root = write_slices(tmp_path / "ds", {"yes/a.png": 0, "yes/b.png": 1, "no/c.png": 2})
     write_image(root / "no" / "a_resized.png", resized(brain(0), 0.5), "PNG")
-    write_image(root / "yes" / "b.png", brain(1), "PNG")
     write_image(root / "yes" / "b_copy.jpg", brain(1), "JPEG", quality=60)
-    write_image(root / "no" / "c.png", brain(2), "PNG")
 
     report = audit_records(discover(root), workers=1)
 
@@ -144,15 +160,9 @@ def test_conflicting_labels_are_reported(
     assert group_json["labels"] == ["no", "yes"]
 
 
-def test_tumor_type_conflicts_but_generic_yes_does_not(
-    tmp_path: Path, brain: Callable[..., np.ndarray], write_image: Callable[..., Path]
-) -> None:
-    types = tmp_path / "types"
-    write_image(types / "glioma" / "a.png", brain(0), "PNG")
-    write_image(types / "meningioma" / "a.png", brain(0), "PNG")
-    write_image(types / "glioma" / "b.png", brain(1), "PNG")
-    generic = tmp_path / "generic"
-    write_image(generic / "yes" / "b.png", brain(1), "PNG")
+def test_tumor_type_conflicts_but_generic_yes_does_not(tmp_path: Path, write_slices: WriteSlices) -> None:
+    types = write_slices(tmp_path / "types", {"glioma/a.png": 0, "meningioma/a.png": 0, "glioma/b.png": 1})
+    generic = write_slices(tmp_path / "generic", {"yes/b.png": 1})
 
     report = audit_records(discover_many([types, generic]), workers=1)
 
@@ -165,15 +175,20 @@ def test_tumor_type_conflicts_but_generic_yes_does_not(
 
 
 def test_groups_straddling_splits_are_leakage(
-    tmp_path: Path, brain: Callable[..., np.ndarray], write_image: Callable[..., Path]
+    tmp_path: Path, brain: Callable[..., np.ndarray], write_image: Callable[..., Path], write_slices: WriteSlices
 ) -> None:
     root = tmp_path / "mri"
     write_image(root / "Training" / "glioma" / "Tr-1.jpg", brain(0), "JPEG", quality=90)
     write_image(root / "Testing" / "glioma" / "Te-1.jpg", resized(brain(0), 0.5), "JPEG", quality=70)
-    write_image(root / "Training" / "glioma" / "Tr-2.png", brain(1), "PNG")
-    write_image(root / "Training" / "notumor" / "Tr-3.png", brain(2), "PNG")
-    write_image(root / "Training" / "notumor" / "Tr-3-copy.png", brain(2), "PNG")  # same split: fine
-    write_image(root / "Testing" / "notumor" / "Te-2.png", brain(3), "PNG")
+    write_slices(
+        root,
+        {
+            "Training/glioma/Tr-2.png": 1,
+            "Training/notumor/Tr-3.png": 2,
+            "Training/notumor/Tr-3-copy.png": 2,  # same split: fine
+            "Testing/notumor/Te-2.png": 3,
+        },
+    )
 
     records = discover(root)
     report = audit_records(records, workers=1)
@@ -202,11 +217,9 @@ def test_groups_straddling_splits_are_leakage(
 
 
 def test_unreadable_files_are_reported_not_fatal(
-    tmp_path: Path, brain: Callable[..., np.ndarray], write_image: Callable[..., Path]
+    tmp_path: Path, brain: Callable[..., np.ndarray], write_slices: WriteSlices
 ) -> None:
-    root = tmp_path / "ds"
-    write_image(root / "yes" / "a.png", brain(0), "PNG")
-    write_image(root / "yes" / "b.png", brain(1), "PNG")
+    root = write_slices(tmp_path / "ds", {"yes/a.png": 0, "yes/b.png": 1})
     (root / "no").mkdir()
     (root / "no" / "broken.jpg").write_bytes(b"this is not an image at all")
     (root / "no" / "empty.png").write_bytes(b"")

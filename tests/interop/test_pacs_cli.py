@@ -10,8 +10,9 @@ from __future__ import annotations
 import io
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pydicom
@@ -33,6 +34,11 @@ def stored_study(orthanc: Orthanc, real_slices: list[np.ndarray]) -> list[Any]:
     return study
 
 
+@pytest.fixture(scope="module")
+def study_uid(stored_study: list[Any]) -> str:
+    return str(stored_study[0].StudyInstanceUID)
+
+
 @pytest.fixture
 def password_env(orthanc: Orthanc, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRAINTUMOR_PACS_PASSWORD", orthanc.password)
@@ -45,6 +51,29 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, out, err
 
 
+#: ``pacs_cli(command, *args)`` -> exit code, stdout, stderr (the fixture below).
+PacsCli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def pacs_cli(orthanc: Orthanc, password_env: None, capsys: pytest.CaptureFixture[str]) -> PacsCli:
+    """``pacs_cli("pull", *args)``: :func:`run` of ``braintumor pacs pull --url ORTHANC --username USER *args`` on
+    the module's Orthanc, the password in the environment."""
+
+    def call(command: str, *args: str) -> tuple[int, str, str]:
+        return run(["pacs", command, "--url", orthanc.url, "--username", USER, *args], capsys)
+
+    return call
+
+
+Test = TypeVar("Test", bound=Callable[..., None])
+
+
+def needs_orthanc(test: Test) -> Test:
+    """Marks a test of the module's Orthanc: ``pacs`` and ``integration`` (``pytest -m pacs`` runs them)."""
+    return pytest.mark.pacs(pytest.mark.integration(test))
+
+
 def one_line_error(code: int, err: str) -> str:
     """Asserts a failed command said why in one line, without a traceback; returns the line."""
     assert code != 0
@@ -54,15 +83,12 @@ def one_line_error(code: int, err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.pacs
-@pytest.mark.integration
+@needs_orthanc
 def test_search_finds_the_study_as_json_and_text(
-    orthanc: Orthanc, stored_study: list[Any], password_env: None, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    study_uid = str(stored_study[0].StudyInstanceUID)
-    base = ["pacs", "search", "--url", orthanc.url, "--username", USER, "--patient-id", IDENTITY["PatientID"]]
-    code, out, _ = run([*base, "--format", "json"], capsys)
+    orthanc: Orthanc, study_uid: str, pacs_cli: PacsCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    patient = ["--patient-id", IDENTITY["PatientID"]]
+    code, out, _ = pacs_cli("search", *patient, "--format", "json")
     assert code == 0
     (line,) = out.splitlines()
     found = json.loads(line)
@@ -72,7 +98,7 @@ def test_search_finds_the_study_as_json_and_text(
     # the password from stdin instead of the environment; text: one tab-separated line per study
     monkeypatch.delenv("BRAINTUMOR_PACS_PASSWORD")
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{orthanc.password}\n"))
-    code, out, _ = run([*base, "--password-stdin"], capsys)
+    code, out, _ = pacs_cli("search", *patient, "--password-stdin")
     assert code == 0
     (line,) = out.splitlines()
     fields = line.split("\t")
@@ -80,18 +106,13 @@ def test_search_finds_the_study_as_json_and_text(
     assert fields[5:] == ["MR", "1", "3", "MRI BRAIN"]
 
     monkeypatch.setattr(sys, "stdin", io.StringIO(orthanc.password))
-    code, out, err = run([*base[:-1], "nobody", "--password-stdin"], capsys)
+    code, out, err = pacs_cli("search", "--patient-id", "nobody", "--password-stdin")
     assert code == 0 and out == "" and "no study matched" in err
 
 
-@pytest.mark.pacs
-@pytest.mark.integration
-def test_pull_writes_the_instances(
-    orthanc: Orthanc, stored_study: list[Any], password_env: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    study_uid = str(stored_study[0].StudyInstanceUID)
-    argv = ["pacs", "pull", "--url", orthanc.url, "--username", USER, "--study", study_uid]
-    code, out, _ = run([*argv, "--out", str(tmp_path / "pulled")], capsys)
+@needs_orthanc
+def test_pull_writes_the_instances(stored_study: list[Any], study_uid: str, pacs_cli: PacsCli, tmp_path: Path) -> None:
+    code, out, _ = pacs_cli("pull", "--study", study_uid, "--out", str(tmp_path / "pulled"))
     assert code == 0 and out.strip() == f"pulled 3 instance(s) of study {study_uid} into {tmp_path / 'pulled'}"
     read = {p.name: pydicom.dcmread(p) for p in (tmp_path / "pulled").iterdir()}
     assert sorted(read) == sorted(f"{ds.SOPInstanceUID}.dcm" for ds in stored_study)
@@ -99,15 +120,13 @@ def test_pull_writes_the_instances(
         np.testing.assert_array_equal(read[f"{original.SOPInstanceUID}.dcm"].pixel_array, original.pixel_array)
 
 
-@pytest.mark.pacs
-@pytest.mark.integration
+@needs_orthanc
 def test_analyze_push_files_the_sr_and_captures_in_the_study(
-    orthanc: Orthanc, stored_study: list[Any], password_env: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    orthanc: Orthanc, stored_study: list[Any], study_uid: str, pacs_cli: PacsCli, tmp_path: Path
 ) -> None:
-    study_uid = str(stored_study[0].StudyInstanceUID)
     mr_uids = [str(ds.SOPInstanceUID) for ds in stored_study]
-    argv = ["pacs", "analyze", "--url", orthanc.url, "--username", USER, "--study", study_uid, "--threads", "1"]
-    code, out, _ = run([*argv, "--out", str(tmp_path / "out"), "--push"], capsys)
+    argv = ["--study", study_uid, "--threads", "1"]
+    code, out, _ = pacs_cli("analyze", *argv, "--out", str(tmp_path / "out"), "--push")
     assert code == 0
     (line,) = out.splitlines()
     # two adjacent tumor slices: the study rule says tumor
@@ -138,27 +157,24 @@ def test_analyze_push_files_the_sr_and_captures_in_the_study(
     assert [str(ds.SourceImageSequence[0].ReferencedSOPInstanceUID) for ds in captures] == mr_uids
 
     # analysed again: its own SR is passed over and its captures (not MR) are a skipped series
-    code, out, err = run([*argv, "--out", str(tmp_path / "again")], capsys)
+    code, out, err = pacs_cli("analyze", *argv, "--out", str(tmp_path / "again"))
     assert code == 0 and "1 non-image instance(s) passed over" in out and "skipped series" in err
     assert "pushed" not in out
 
 
-@pytest.mark.pacs
-@pytest.mark.integration
+@needs_orthanc
 def test_an_unknown_study_or_wrong_password_is_a_one_line_error(
-    orthanc: Orthanc, password_env: None, capsys: pytest.CaptureFixture[str], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    base = ["--url", orthanc.url, "--username", USER]
-    code, _, err = run(["pacs", "analyze", *base, "--study", "1.2.3.4.5.6.7.8.9", "--push"], capsys)
+    pacs_cli: PacsCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, _, err = pacs_cli("analyze", "--study", "1.2.3.4.5.6.7.8.9", "--push")
     assert "cannot retrieve study 1.2.3.4.5.6.7.8.9" in one_line_error(code, err)
-    code, _, err = run(["pacs", "pull", *base, "--study", "1.2.3.4.5.6.7.8.9", "--out", str(tmp_path)], capsys)
+    code, _, err = pacs_cli("pull", "--study", "1.2.3.4.5.6.7.8.9", "--out", str(tmp_path))
     assert "1.2.3.4.5.6.7.8.9" in one_line_error(code, err)
-    code, _, err = run(["pacs", "pull", *base, "--study", "../../etc", "--out", str(tmp_path)], capsys)
+    code, _, err = pacs_cli("pull", "--study", "../../etc", "--out", str(tmp_path))
     assert "not a DICOM UID" in one_line_error(code, err)
 
     monkeypatch.setenv("BRAINTUMOR_PACS_PASSWORD", "wrong")
-    code, _, err = run(["pacs", "search", *base], capsys)
+    code, _, err = pacs_cli("search")
     line = one_line_error(code, err)
     assert "refused the credentials" in line and "wrong" not in line
 

@@ -6,10 +6,27 @@ import logging
 import time
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from braintumor.ui import state
 
 PASSWORD = "correct-horse-battery"
+
+
+def submit(at: AppTest, form: str, **fields: str) -> AppTest:
+    """Types each of ``fields`` into the form's ``{form}_{field}`` box, then presses ``{form}_submit``."""
+    for field, value in fields.items():
+        at.text_input(key=f"{form}_{field}").input(value)
+    at.button(key=f"{form}_submit").click()
+    return at.run()
+
+
+def continue_after_storing_the_key(at: AppTest) -> AppTest:
+    """Ticks "I have stored my recovery key safely", then presses "Continue to sign in" (disabled until then)."""
+    at.checkbox(key="key_stored").check()
+    at.run()
+    at.button(key="key_continue").click()
+    return at.run()
 
 
 def test_signed_out_session_sees_sign_in_and_about_only(ui) -> None:
@@ -23,20 +40,13 @@ def test_signed_out_session_sees_sign_in_and_about_only(ui) -> None:
 def test_register_shows_the_recovery_key_once_then_signs_in(ui) -> None:
     at = ui.app()
     name = f"new_{time.monotonic_ns() % 10**8}"
-    at.text_input(key="register_username").input(name)
-    at.text_input(key="register_password").input(PASSWORD)
-    at.text_input(key="register_repeat").input(PASSWORD)
-    at.button(key="register_submit").click()
-    at.run()
+    submit(at, "register", username=name, password=PASSWORD, repeat=PASSWORD)
     ui.ok(at)
     assert "Save your recovery key now" in ui.texts(at)
     key = at.code[0].value
     assert len(key.split("-")) == 8, key
     assert at.button(key="key_continue").disabled  # not before the user says the key is stored
-    at.checkbox(key="key_stored").check()
-    at.run()
-    at.button(key="key_continue").click()
-    at.run()
+    continue_after_storing_the_key(at)
     assert not at.code and "Save your recovery key" not in ui.texts(at)  # shown once: gone now
     assert at.text_input(key="login_username").value == name  # prefilled
     at.text_input(key="login_password").input(PASSWORD)
@@ -56,24 +66,14 @@ def test_register_shows_the_recovery_key_once_then_signs_in(ui) -> None:
     ],
 )
 def test_register_refusals_are_readable(ui, username: str, password: str, repeat: str, message: str) -> None:
-    at = ui.app()
-    at.text_input(key="register_username").input(username)
-    at.text_input(key="register_password").input(password)
-    at.text_input(key="register_repeat").input(repeat)
-    at.button(key="register_submit").click()
-    at.run()
+    at = submit(ui.app(), "register", username=username, password=password, repeat=repeat)
     assert not at.exception
     assert any(message in e for e in ui.errors(at)), ui.errors(at)
 
 
 def test_taken_username_and_wrong_password(ui, api_server) -> None:
     name = api_server.user()
-    at = ui.app()
-    at.text_input(key="register_username").input(name)
-    at.text_input(key="register_password").input(PASSWORD)
-    at.text_input(key="register_repeat").input(PASSWORD)
-    at.button(key="register_submit").click()
-    at.run()
+    at = submit(ui.app(), "register", username=name, password=PASSWORD, repeat=PASSWORD)
     assert ui.errors(at) == ["This username is taken"]
     ui.sign_in(at, name, "not-the-password")
     assert ui.errors(at) == ["Incorrect username or password"]
@@ -84,33 +84,20 @@ def test_forgot_password_with_the_recovery_key(ui, api_server) -> None:
     name = f"forgetful_{time.monotonic_ns() % 10**8}"
     with api_server.client() as c:
         key = c.post("/register", json={"username": name, "password": PASSWORD}).json()["recovery_key"]
-    at = ui.app()
     new_password = "a-brand-new-passphrase"
-    at.text_input(key="reset_username").input(name)
-    at.text_input(key="reset_key").input(key.lower().replace("-", " "))  # typed loosely: still accepted
-    at.text_input(key="reset_password").input(new_password)
-    at.text_input(key="reset_repeat").input(new_password)
-    at.button(key="reset_submit").click()
-    at.run()
+    loose = key.lower().replace("-", " ")  # typed loosely: still accepted
+    at = submit(ui.app(), "reset", username=name, key=loose, password=new_password, repeat=new_password)
     ui.ok(at)
     assert "Password changed" in ui.texts(at)
     new_key = at.code[0].value
     assert new_key != key
-    at.checkbox(key="key_stored").check()
-    at.run()
-    at.button(key="key_continue").click()
-    at.run()
+    continue_after_storing_the_key(at)
     ui.sign_in(at, name, new_password)
     ui.ok(at)
     assert at.session_state["nav"] == "Analyze"
 
-    again = ui.app()  # the spent key is refused
-    again.text_input(key="reset_username").input(name)
-    again.text_input(key="reset_key").input(key)
-    again.text_input(key="reset_password").input(new_password + "2")
-    again.text_input(key="reset_repeat").input(new_password + "2")
-    again.button(key="reset_submit").click()
-    again.run()
+    # the spent key is refused
+    again = submit(ui.app(), "reset", username=name, key=key, password=new_password + "2", repeat=new_password + "2")
     assert ui.errors(again) == ["Invalid username or recovery key"]
 
 

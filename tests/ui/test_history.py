@@ -30,6 +30,19 @@ def with_scans(api_server, mri: Callable[[str], tuple[str, bytes]]) -> Callable[
     return make
 
 
+@pytest.fixture
+def on_history(ui, with_scans: Callable[[int], str]) -> Callable[[int], tuple[AppTest, str]]:
+    """``on_history(n)`` -> a session of a new user with ``n`` scans, signed in and on the History page, and the
+    user's name."""
+
+    def open_page(n: int) -> tuple[AppTest, str]:
+        at, name = ui.signed_in(with_scans(n))
+        ui.go(at, "History")
+        return at, name
+
+    return open_page
+
+
 def rows(at: AppTest) -> list[str]:
     """The ids of the scans listed on the page, in order (from their Open buttons)."""
     return [b.key.removeprefix("history_open_") for b in at.button if (b.key or "").startswith("history_open_")]
@@ -46,10 +59,16 @@ def listed(at: AppTest) -> list[str]:
     return [s.filename for s in current(at).items]
 
 
-def test_search_filters_and_pagination(ui, with_scans) -> None:
-    name = with_scans(12)
-    at, _ = ui.signed_in(name)
-    ui.go(at, "History")
+def open_row(at: AppTest, index: int) -> str:
+    """Opens the ``index``-th listed scan in the viewer; returns its id."""
+    target = rows(at)[index]
+    at.button(key=f"history_open_{target}").click()
+    at.run()
+    return target
+
+
+def test_search_filters_and_pagination(ui, on_history) -> None:
+    at, _ = on_history(12)
     ui.ok(at)
     assert "12 scans · showing 1–12" in ui.texts(at)
     assert len(rows(at)) == 12
@@ -92,10 +111,8 @@ def test_search_filters_and_pagination(ui, with_scans) -> None:
     assert "The 'From' date is after the 'To' date." in ui.errors(at)
 
 
-def test_bulk_delete_asks_first(ui, with_scans, api_server) -> None:
-    name = with_scans(4)
-    at, _ = ui.signed_in(name)
-    ui.go(at, "History")
+def test_bulk_delete_asks_first(ui, on_history, api_server) -> None:
+    at, name = on_history(4)
     ids = rows(at)
     assert at.button(key="history_delete").disabled
     at.checkbox(key=f"history_sel_{ids[0]}").check()
@@ -119,20 +136,16 @@ def test_bulk_delete_asks_first(ui, with_scans, api_server) -> None:
         assert c.get("/history", headers=api_server.headers(name)).json()["total"] == 2
 
 
-def test_select_all_on_the_page(ui, with_scans) -> None:
-    at, _ = ui.signed_in(with_scans(3))
-    ui.go(at, "History")
+def test_select_all_on_the_page(on_history) -> None:
+    at, _ = on_history(3)
     at.checkbox(key="history_all").check()
     at.run()
     assert at.button(key="history_delete").label == "Delete selected (3)"
 
 
-def test_viewer_shows_original_heatmap_and_report(ui, with_scans) -> None:
-    at, _ = ui.signed_in(with_scans(2))
-    ui.go(at, "History")
-    target = rows(at)[1]
-    at.button(key=f"history_open_{target}").click()
-    at.run()
+def test_viewer_shows_original_heatmap_and_report(ui, on_history) -> None:
+    at, _ = on_history(2)
+    target = open_row(at, 1)
     ui.ok(at)
     assert at.title[0].value == "scan-00.jpg"
     assert len(at.image) >= 2
@@ -145,12 +158,9 @@ def test_viewer_shows_original_heatmap_and_report(ui, with_scans) -> None:
     assert len(rows(at)) == 2
 
 
-def test_delete_from_the_viewer(ui, with_scans) -> None:
-    at, _ = ui.signed_in(with_scans(2))
-    ui.go(at, "History")
-    target = rows(at)[0]
-    at.button(key=f"history_open_{target}").click()
-    at.run()
+def test_delete_from_the_viewer(ui, on_history) -> None:
+    at, _ = on_history(2)
+    target = open_row(at, 0)
     at.button(key="history_delete_one").click()
     at.run()
     at.button(key="history_confirm_one_yes").click()
