@@ -50,3 +50,11 @@ def test_a_crashing_call_is_a_typed_error() -> None:
         run_isolated(os.abort, timeout_s=60)
     with pytest.raises(CorruptImageError, match="cannot decode this file"):
         run_isolated(int, "not a number", timeout_s=60)  # an untyped error is not passed on as it is
+
+
+def test_every_call_gets_a_process_of_its_own() -> None:
+    # a spare child waits for the next call, but no two calls (no two untrusted files) ever share a process
+    pids = [run_isolated(os.getpid, timeout_s=60) for _ in range(4)]
+    assert len(set(pids)) == 4 and os.getpid() not in pids
+    time.sleep(0.5)  # the spare for a next call has started by now
+    assert run_isolated(os.getpid, timeout_s=60) not in pids

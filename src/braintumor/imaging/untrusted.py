@@ -8,7 +8,8 @@ address-space limit (``RLIMIT_AS``), and kills it at the deadline. The caller ge
 error, or a typed error saying which budget ran out — never a hung worker, a half-written result or a crashed
 server.
 
-The cost is a fork per call (a few milliseconds once the fork server runs) and pickling the input and the result.
+The cost is a process per call and pickling the input and the result. The process is started ahead of need (one
+spare child waits for the next call, see :class:`_Spare`), so a call pays mostly the pickling.
 
 Example:
     >>> from braintumor.imaging.io import load_image
@@ -23,6 +24,7 @@ import os
 import resource
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,24 +75,26 @@ def run_isolated(
     child died or ``func`` raised anything else (the details go to the server log, not to the client).
     """
     ctx = _forkserver((*preload, func.__module__))
-    receiver, sender = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(sender, func, args, memory_mb), daemon=True)
-    child.start()
-    sender.close()
+    child = _take_spare(ctx)
+    try:
+        child.jobs.send((func, args, memory_mb))
+    except (BrokenPipeError, EOFError, OSError):  # the spare died while it waited: start one for this call
+        child.stop()
+        child = _Spare.start(ctx)
+        child.jobs.send((func, args, memory_mb))
+    _replenish(ctx)
+    receiver = child.results
     try:
         if not receiver.poll(timeout_s):
             raise DecodeLimitError(f"decoding took longer than {timeout_s:g} s (the limit); the file was not processed")
         try:
             status, payload = receiver.recv()
         except (EOFError, OSError):
-            child.join(5)
-            log.error("isolated %s died with exit code %s", getattr(func, "__name__", func), child.exitcode)
+            child.process.join(5)
+            log.error("isolated %s died with exit code %s", getattr(func, "__name__", func), child.process.exitcode)
             raise CorruptImageError("cannot decode this file: the decoder stopped abnormally") from None
     finally:
-        receiver.close()
-        if child.is_alive():
-            child.kill()
-        child.join(5)
+        child.stop()
     if status == "ok":
         result: T = payload
         return result
@@ -100,6 +104,84 @@ def run_isolated(
         raise DecodeLimitError(f"decoding needed more than {memory_mb} MB (the limit); the file was not processed")
     log.error("isolated %s raised %s", getattr(func, "__name__", func), payload)
     raise CorruptImageError("cannot decode this file")
+
+
+@dataclass
+class _Spare:
+    """A child started ahead of need, waiting for its one call: starting a process (the fork server's round trip,
+    the fork, the child's start-up) is most of an isolated decode's time for a scan-sized file, and a spare takes
+    it off the request. Each child still runs exactly one call and is then stopped: no untrusted file ever
+    shares a process with another."""
+
+    process: Any
+    jobs: Connection
+    results: Connection
+
+    @classmethod
+    def start(cls, ctx: Any) -> _Spare:
+        job_receiver, job_sender = ctx.Pipe(duplex=False)
+        result_receiver, result_sender = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=_waiting_child, args=(job_receiver, result_sender), daemon=True)
+        process.start()
+        job_receiver.close()
+        result_sender.close()
+        return cls(process, job_sender, result_receiver)
+
+    def stop(self) -> None:
+        for conn in (self.jobs, self.results):
+            conn.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+
+
+#: Children kept started and waiting (one: the API runs at most a few decodes at once, and a call that finds
+#: no spare starts its own child as before).
+SPARES = 1
+_spares: list[_Spare] = []
+_spares_lock = threading.Lock()
+_spare_pid = os.getpid()  # spares belong to the process that started them (not to a forked copy of it)
+
+
+def _take_spare(ctx: Any) -> _Spare:
+    global _spare_pid
+    with _spares_lock:
+        if _spare_pid != os.getpid():
+            _spares.clear()
+            _spare_pid = os.getpid()
+        while _spares:
+            spare = _spares.pop()
+            if spare.process.is_alive():
+                return spare
+            spare.stop()
+    return _Spare.start(ctx)
+
+
+def _replenish(ctx: Any) -> None:
+    """Start a spare for the next call, off the caller's path (a thread: starting a child mostly waits)."""
+
+    def start() -> None:
+        with _spares_lock:
+            if len(_spares) >= SPARES or _spare_pid != os.getpid():
+                return
+        spare = _Spare.start(ctx)
+        with _spares_lock:
+            if len(_spares) < SPARES:
+                _spares.append(spare)
+                return
+        spare.stop()
+
+    threading.Thread(target=start, name="spare-decoder", daemon=True).start()
+
+
+def _waiting_child(jobs: Connection, sender: Connection) -> None:
+    try:
+        func, args, memory_mb = jobs.recv()
+    except (EOFError, OSError):  # the parent went away (or stopped this spare) before a call came
+        return
+    finally:
+        jobs.close()
+    _child(sender, func, args, memory_mb)
 
 
 def _child(sender: Connection, func: Callable[..., Any], args: tuple[Any, ...], memory_mb: int | None) -> None:
