@@ -14,12 +14,14 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import jwt
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import OAuth2PasswordBearer
+from pydantic import BaseModel, ConfigDict, Field
 
 from braintumor.api.config import Settings
 from braintumor.api.logs import AuditLog
@@ -96,3 +98,32 @@ def client_address(request: Request) -> str:
     """The peer address used for rate limits and lockouts: the TCP peer, or the address a configured proxy
     reported (``BRAINTUMOR_TRUSTED_PROXIES``, resolved by :class:`~braintumor.api.app.TrustedProxyMiddleware`)."""
     return request.client.host if request.client else "unknown"
+
+
+class PageQuery(BaseModel):
+    """``page`` and ``page_size`` of a counted listing (the history, the admin's user list): what the storage is
+    asked for, and the counts every such page answers with (:data:`Paging`)."""
+
+    model_config = ConfigDict(frozen=True)
+    page: int = Field(default=1, ge=1, le=100_000)
+    page_size: int = Field(default=20, ge=1, le=100)
+
+    @property
+    def offset(self) -> int:
+        """How many rows come before this page."""
+        return (self.page - 1) * self.page_size
+
+    def counts(self, total: int) -> dict[str, int]:
+        """The page's ``total``, ``page``, ``page_size`` and ``pages`` fields, for ``total`` rows in all."""
+        return {
+            "total": total,
+            "page": self.page,
+            "page_size": self.page_size,
+            "pages": math.ceil(total / self.page_size),
+        }
+
+
+#: The two query parameters, in the place of the route's parameter list where this one stands.
+Paging = Annotated[PageQuery, Query()]
+#: Their defaults, for a ``Paging`` parameter after others that have one.
+FIRST_PAGE = PageQuery()

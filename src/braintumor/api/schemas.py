@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any, Literal
 
@@ -317,6 +318,19 @@ class UserScans(BaseModel):
 class DayCount(BaseModel):
     date: dt.date
     scans: int
+
+
+def with_rows(stats: Any, **rows: type[BaseModel]) -> dict[str, Any]:
+    """The fields of ``stats`` (a dataclass of :mod:`braintumor.storage.stats`) as a response's keywords, each one
+    named in ``rows`` turned from tuples into that row model (a tuple's items in the order of the model's fields).
+
+    >>> with_rows(dataclasses.make_dataclass("S", ["per_day"])([("2024-01-02", 3)]), per_day=DayCount)
+    {'per_day': [DayCount(date=datetime.date(2024, 1, 2), scans=3)]}
+    """
+    fields = {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)}
+    for name, model in rows.items():
+        fields[name] = [model(**dict(zip(model.model_fields, row, strict=True))) for row in fields[name]]
+    return fields
 
 
 class StatsPublic(BaseModel):

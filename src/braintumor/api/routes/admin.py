@@ -9,13 +9,12 @@ are not accounts are shown as keyed hashes only.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi import Path as PathParam
 
-from braintumor.api.deps import AdminUser, AuditDep, GuardDep, SecurityDep, StorageDep
+from braintumor.api.deps import FIRST_PAGE, AdminUser, AuditDep, GuardDep, Paging, SecurityDep, StorageDep
 from braintumor.api.schemas import (
     DayCount,
     LockPublic,
@@ -26,6 +25,7 @@ from braintumor.api.schemas import (
     UserPage,
     UserPublic,
     UserScans,
+    with_rows,
 )
 from braintumor.storage import UserNotFoundError, normalise_username
 
@@ -40,14 +40,7 @@ def stats(
     """Users, scans, scans per user, the outcome mix, and scans per day over the last ``days`` days."""
     s = storage.stats(days)
     audit.record("admin.stats", actor=admin.username)
-    return StatsPublic(
-        users=s.users,
-        admins=s.admins,
-        scans=s.scans,
-        scans_per_user=[UserScans(username=u, scans=n) for u, n in s.scans_per_user],
-        outcomes=s.outcomes,
-        per_day=[DayCount(date=d, scans=n) for d, n in s.per_day],  # type: ignore[arg-type]
-    )
+    return StatsPublic(**with_rows(s, scans_per_user=UserScans, per_day=DayCount))
 
 
 @router.get("/users", response_model=UserPage)
@@ -56,22 +49,16 @@ def users(
     storage: StorageDep,
     audit: AuditDep,
     q: Annotated[str | None, Query(max_length=64, description="plain-text username search")] = None,
-    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
-    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    paging: Paging = FIRST_PAGE,
 ) -> UserPage:
     """Accounts by name, with their number of scans."""
-    result = storage.list_users(q or None, (page - 1) * page_size, page_size)
+    result = storage.list_users(q or None, paging.offset, paging.page_size)
     audit.record("admin.users", actor=admin.username)
-    return UserPage(
-        items=[
-            UserAdminView(username=s.user.username, role=s.user.role, created_at=s.user.created_at, scans=s.scans)
-            for s in result.items
-        ],
-        total=result.total,
-        page=page,
-        page_size=page_size,
-        pages=math.ceil(result.total / page_size),
-    )
+    items = [
+        UserAdminView(username=s.user.username, role=s.user.role, created_at=s.user.created_at, scans=s.scans)
+        for s in result.items
+    ]
+    return UserPage(items=items, **paging.counts(result.total))
 
 
 @router.put("/users/{username}/role", response_model=UserPublic)

@@ -24,12 +24,12 @@ import zipfile
 from dataclasses import dataclass
 from typing import Any, cast
 
-import anyio
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from braintumor.api.config import Settings
 from braintumor.api.deps import AuditDep, CurrentUser, SettingsDep, StorageDep
+from braintumor.api.routes.intake import in_predict_slot
 from braintumor.api.routes.scans import ScanId, owned_scan
 from braintumor.imaging.io import load_image
 from braintumor.imaging.types import ImageLimits, LoadedImage
@@ -200,8 +200,7 @@ async def scan_dicom(
         except DicomWriteError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)[:300]) from None
 
-    limiter: anyio.CapacityLimiter = request.app.state.predict_limiter
-    data = await anyio.to_thread.run_sync(build, limiter=limiter)
+    data = await in_predict_slot(request, build)
     audit.record("dicom.download", actor=user.username, target=rec.id)
     return Response(
         data,
@@ -222,8 +221,7 @@ async def _study_dicom(request: Request, rec: ScanRecord, username: str, storage
         except DicomWriteError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)[:300]) from None
 
-    limiter: anyio.CapacityLimiter = request.app.state.predict_limiter
-    data = await anyio.to_thread.run_sync(build, limiter=limiter)
+    data = await in_predict_slot(request, build)
     audit.record("dicom.download", actor=username, target=rec.id)
     return Response(data, media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="study-{rec.id}-dicom.zip"'})  # fmt: skip

@@ -1,6 +1,6 @@
 """The site's PACS, from the API: ``GET /pacs`` (is one configured?), ``GET /pacs/studies`` (QIDO-RS search) and
-``POST /pacs/studies/{uid}/analyze`` (WADO-RS retrieve, then analysed and stored exactly as ``POST /studies`` does,
-by its own :func:`~braintumor.api.routes.studies.store_study`).
+``POST /pacs/studies/{uid}/analyze`` (WADO-RS retrieve, then analysed and stored exactly as ``POST /studies`` does:
+the same pipeline, through the same :class:`~braintumor.api.routes.intake.Intake`).
 
 Why only the configured one: the PACS's DICOMweb root and its account come from the settings
 (``BRAINTUMOR_PACS_URL``, ``_USERNAME``, ``_PASSWORD``), set by the site's administrator; no request can name
@@ -14,16 +14,19 @@ filters were used, never by their values (patient names and ids stay out of the 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 
 from braintumor.api.config import Settings
-from braintumor.api.deps import AuditDep, CurrentUser, PredictorDep, SettingsDep, StorageDep
-from braintumor.api.routes.studies import store_study, study_detail
+from braintumor.api.deps import AuditDep, CurrentUser, SettingsDep
+from braintumor.api.routes.intake import IntakeDep, intake_route
+from braintumor.api.routes.studies import study_detail
 from braintumor.api.schemas import PacsStatus, PacsStudy, PacsStudyPage, StudyPublic
+from braintumor.api.study_analysis import analyse_study
 from braintumor.errors import ImageTooLargeError
 from braintumor.interop.pacs import PacsClient, PacsError, encoded_instances
 
@@ -136,35 +139,27 @@ def retrieve_for_analysis(pacs: PacsClient, study_uid: str, settings: Settings) 
     return list(retrieved.files)
 
 
-@router.post(
+@intake_route(
+    router,
     "/pacs/studies/{study_uid}/analyze",
-    status_code=status.HTTP_201_CREATED,
-    response_model=StudyPublic,
-    responses={
-        404: {"description": "no PACS is configured, or the study is not on it"},
-        413: {"description": "more instances or bytes than a study may have (the site's caps)"},
-        422: {"description": "no image instance, several studies, no series kept, or no slice assessable"},
-        502: {"description": "the PACS refused the request (e.g. its credentials)"},
-        503: {"description": "the PACS is unreachable, or no model is loaded"},
+    StudyPublic,
+    {
+        404: "no PACS is configured, or the study is not on it",
+        413: "more instances or bytes than a study may have (the site's caps)",
+        422: "no image instance, several studies, no series kept, or no slice assessable",
+        502: "the PACS refused the request (e.g. its credentials)",
+        503: "the PACS is unreachable, or no model is loaded",
     },
 )
 async def analyze_study(
-    request: Request,
-    response: Response,
     study_uid: Annotated[str, PathParam(max_length=64, pattern=_UID, description="Study Instance UID")],
     pacs: PacsDep,
-    user: CurrentUser,
-    predictor: PredictorDep,
-    settings: SettingsDep,
-    storage: StorageDep,
-    audit: AuditDep,
+    intake: IntakeDep,
 ) -> StudyPublic:
     """Retrieve a study from the site's PACS (WADO-RS) and analyse it exactly like an uploaded study
     (``POST /studies``: de-identified unless the site keeps identifiers, scored slice by slice, one outcome by the
     study rule) into your history. Nothing is written back to the PACS."""
-    payload = await run_in_threadpool(retrieve_for_analysis, pacs, study_uid, settings)
-    rec = await store_study(request, payload, "PACS study", user, predictor, settings, storage)
-    audit.record("pacs.analyze", actor=user.username, target=rec.id, outcome=rec.outcome,
-                 instances=len(payload))  # fmt: skip
-    response.headers["Location"] = f"/studies/{rec.id}"
+    payload = await run_in_threadpool(retrieve_for_analysis, pacs, study_uid, intake.settings)
+    rec = await intake.store(partial(analyse_study, payload, name="PACS study"))
+    intake.created(rec, f"/studies/{rec.id}", "pacs.analyze", instances=len(payload))
     return study_detail(rec)

@@ -11,17 +11,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import math
+from functools import partial
 from typing import Annotated
 
-import anyio
-from fastapi import APIRouter, File, HTTPException, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile, status
 from fastapi import Path as PathParam
-from fastapi.concurrency import run_in_threadpool
 
 from braintumor.api.analysis import DISCLAIMER, analyse
-from braintumor.api.deps import AuditDep, CurrentUser, PredictorDep, SettingsDep, StorageDep
+from braintumor.api.deps import AuditDep, CurrentUser, Paging, SettingsDep, StorageDep
+from braintumor.api.logs import AuditLog
 from braintumor.api.reports import build_report
+from braintumor.api.routes.intake import IntakeDep, intake_route
 from braintumor.api.schemas import (
     BulkDelete,
     BulkDeleted,
@@ -35,9 +35,10 @@ from braintumor.api.schemas import (
     ScanStatsPublic,
     ScanSummary,
     StoredResult,
+    with_rows,
 )
 from braintumor.errors import ImageTooLargeError
-from braintumor.storage import NewScan, ScanQuery, ScanRecord, Storage, UserRecord
+from braintumor.storage import ScanQuery, ScanRecord, Storage, UserRecord
 from braintumor.storage.stats import summarise_scans
 
 router = APIRouter(tags=["scans"])
@@ -102,6 +103,13 @@ def owned_single_scan(storage: Storage, user: UserRecord, scan_id: str) -> ScanR
     return rec
 
 
+def delete_owned(rec: ScanRecord, user: UserRecord, storage: Storage, audit: AuditLog, action: str) -> Response:
+    """Delete ``rec`` (found by :func:`owned_scan` or a stricter lookup) with its files, audited as ``action``: 204."""
+    storage.delete_scans(user.id, [rec.id])
+    audit.record(action, actor=user.username, target=rec.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 async def read_capped(file: UploadFile, cap: int, *, what: str = "upload") -> bytes:
     """The upload's bytes, refused (413) once they pass ``cap``."""
     chunks, total = [], 0
@@ -114,40 +122,27 @@ async def read_capped(file: UploadFile, cap: int, *, what: str = "upload") -> by
 
 
 # -- routes ----------------------------------------------------------------------------------------------
-@router.post(
+@intake_route(
+    router,
     "/predict",
-    status_code=status.HTTP_201_CREATED,
-    response_model=ScanPublic,
-    responses={
-        413: {"description": "upload or image too large"},
-        415: {"description": "not JPEG, PNG or DICOM"},
-        422: {"description": "unreadable image, or not a brain MRI (the reason is given)"},
-        503: {"description": "no model loaded"},
+    ScanPublic,
+    {
+        413: "upload or image too large",
+        415: "not JPEG, PNG or DICOM",
+        422: "unreadable image, or not a brain MRI (the reason is given)",
+        503: "no model loaded",
     },
 )
 async def predict(
-    request: Request,
-    response: Response,
     file: Annotated[UploadFile, File(description="one JPEG, PNG or DICOM file (format decided by content)")],
-    user: CurrentUser,
-    predictor: PredictorDep,
-    settings: SettingsDep,
-    storage: StorageDep,
-    audit: AuditDep,
+    intake: IntakeDep,
 ) -> ScanPublic:
     """Analyse one scan with the ensemble: the outcome (tumor / refer / no tumor), calibrated probability, tumour
     type, every member's probabilities under the ensemble's rule, the model, and the heatmaps (preview here; PNG,
     overlay and one overlay per member under ``files``)."""
-    data = await read_capped(file, settings.max_upload_bytes)
-    salt = request.app.state.deid_salt
-    limiter: anyio.CapacityLimiter = request.app.state.predict_limiter
-    analysis = await anyio.to_thread.run_sync(
-        lambda: analyse(data, file.filename, predictor, settings, salt=salt), limiter=limiter
-    )
-    scan = NewScan(**{**analysis.scan.__dict__, "owner_id": user.id})
-    rec = await run_in_threadpool(storage.add_scan, scan, analysis.blobs)
-    audit.record("scan.create", actor=user.username, target=rec.id, outcome=rec.outcome)
-    response.headers["Location"] = f"/history/{rec.id}"
+    data = await read_capped(file, intake.settings.max_upload_bytes)
+    rec = await intake.store(partial(analyse, data, file.filename))
+    intake.created(rec, f"/history/{rec.id}", "scan.create")
     return detail(rec)
 
 
@@ -155,8 +150,7 @@ async def predict(
 def history(
     user: CurrentUser,
     storage: StorageDep,
-    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
-    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    paging: Paging,
     q: Annotated[str | None, Query(max_length=200, description="plain-text filename search")] = None,
     outcome: Outcome | None = None,
     date_from: Annotated[dt.date | None, Query(description="first day (UTC), inclusive")] = None,
@@ -168,15 +162,9 @@ def history(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "date_from is after date_to")
     start = dt.datetime.combine(date_from, dt.time.min, dt.UTC) if date_from else None
     end = dt.datetime.combine(date_to, dt.time.max, dt.UTC) if date_to else None
-    query = ScanQuery(q or None, outcome, start, end, (page - 1) * page_size, page_size, kind)
+    query = ScanQuery(q or None, outcome, start, end, paging.offset, paging.page_size, kind)
     result = storage.list_scans(user.id, query)
-    return ScanPage(
-        items=[summary(r) for r in result.items],
-        total=result.total,
-        page=page,
-        page_size=page_size,
-        pages=math.ceil(result.total / page_size),
-    )
+    return ScanPage(items=[summary(r) for r in result.items], **paging.counts(result.total))
 
 
 @router.get("/history/stats", response_model=ScanStatsPublic)
@@ -190,15 +178,7 @@ def history_stats(
     shift = dt.timedelta(minutes=utc_offset_minutes)
     start = dt.datetime.combine(date_from, dt.time.min, dt.UTC) - shift if date_from else None
     stats = summarise_scans(storage.scan_facts(user.id, start), utc_offset_minutes)
-    return ScanStatsPublic(
-        scans=stats.scans,
-        outcomes=stats.outcomes,
-        mean_p_tumor=stats.mean_p_tumor,
-        models=[ModelCount(model=m, scans=n) for m, n in stats.models],
-        histogram=stats.histogram,
-        per_day=[OutcomeDayCount(date=dt.date.fromisoformat(d), outcome=o, scans=n) for d, o, n in stats.per_day],  # type: ignore[arg-type]
-        threshold=stats.threshold,
-    )
+    return ScanStatsPublic(**with_rows(stats, models=ModelCount, per_day=OutcomeDayCount))
 
 
 @router.get("/history/{scan_id}", response_model=ScanPublic)
@@ -212,10 +192,7 @@ def get_scan(scan_id: ScanId, user: CurrentUser, storage: StorageDep, audit: Aud
 @router.delete("/history/{scan_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 def delete_scan(scan_id: ScanId, user: CurrentUser, storage: StorageDep, audit: AuditDep) -> Response:
     """Delete one of your scans (or studies) and its files."""
-    rec = owned_scan(storage, user, scan_id)
-    storage.delete_scans(user.id, [rec.id])
-    audit.record("scan.delete", actor=user.username, target=rec.id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return delete_owned(owned_scan(storage, user, scan_id), user, storage, audit, "scan.delete")
 
 
 @router.post("/history/delete", response_model=BulkDeleted)

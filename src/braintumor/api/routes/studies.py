@@ -12,21 +12,19 @@ files or not at all, reads go through :func:`~braintumor.api.routes.scans.owned_
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Annotated, Any
 
-import anyio
-from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile, status
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, File, HTTPException, Response, UploadFile, status
 
-from braintumor.api.config import Settings
-from braintumor.api.deps import AuditDep, CurrentUser, PredictorDep, SettingsDep, StorageDep
-from braintumor.api.routes.scans import ScanId, owned_scan, read_capped
+from braintumor.api.deps import AuditDep, CurrentUser, StorageDep
+from braintumor.api.routes.intake import IntakeDep, intake_route
+from braintumor.api.routes.scans import ScanId, delete_owned, owned_scan, read_capped
 from braintumor.api.schemas import StudyPublic, StudySlice
 from braintumor.api.study_analysis import analyse_study
 from braintumor.api.study_report import build_study_report
 from braintumor.errors import ImageTooLargeError
-from braintumor.inference.predictor import Predictor
-from braintumor.storage import NewScan, ScanRecord, Storage, UserRecord
+from braintumor.storage import ScanRecord, Storage, UserRecord
 
 router = APIRouter(tags=["studies"])
 
@@ -95,63 +93,36 @@ def _or(value: Any, default: float) -> float:
     return default if value is None else float(value)
 
 
-@router.post(
+@intake_route(
+    router,
     "/studies",
-    status_code=status.HTTP_201_CREATED,
-    response_model=StudyPublic,
-    responses={
-        413: {"description": "upload, files, slices or decoded bytes past the site's caps"},
-        415: {"description": "a file that is not DICOM or NIfTI"},
-        422: {"description": "unreadable, several studies, no series kept, or no slice assessable (why is given)"},
-        503: {"description": "no model loaded"},
+    StudyPublic,
+    {
+        413: "upload, files, slices or decoded bytes past the site's caps",
+        415: "a file that is not DICOM or NIfTI",
+        422: "unreadable, several studies, no series kept, or no slice assessable (why is given)",
+        503: "no model loaded",
     },
 )
 async def create_study(
-    request: Request,
-    response: Response,
     files: Annotated[
         list[UploadFile],
         File(description="the study: its DICOM files, one zip of them, or one NIfTI volume (.nii / .nii.gz)"),
     ],
-    user: CurrentUser,
-    predictor: PredictorDep,
-    settings: SettingsDep,
-    storage: StorageDep,
-    audit: AuditDep,
+    intake: IntakeDep,
 ) -> StudyPublic:
     """Score a study slice by slice (the gate per slice: a slice without enough brain is *not assessable*), then
     give it one outcome by the study rule (tumor when enough consecutive slices are tumor; see the answer's
     ``rule`` and ``note``: the model was validated on 2-D slices, not studies). One result per slice with links
     to the slice view and its Grad-CAM overlay; the study is kept in your history."""
+    settings = intake.settings
     if len(files) > settings.max_study_files:
         raise ImageTooLargeError(f"too many files: {len(files):,}, the cap is {settings.max_study_files:,}")
     payload = await _read_all(files, settings.max_study_bytes)
     name = files[0].filename if len(files) == 1 else None
-    rec = await store_study(request, payload, name, user, predictor, settings, storage)
-    audit.record("study.create", actor=user.username, target=rec.id, outcome=rec.outcome,
-                 slices=len(rec.result.get("slices", [])))  # fmt: skip
-    response.headers["Location"] = f"/studies/{rec.id}"
+    rec = await intake.store(partial(analyse_study, payload, name=name))
+    intake.created(rec, f"/studies/{rec.id}", "study.create", slices=len(rec.result.get("slices", [])))
     return study_detail(rec)
-
-
-async def store_study(
-    request: Request,
-    payload: Sequence[tuple[str, bytes]],
-    name: str | None,
-    user: UserRecord,
-    predictor: Predictor,
-    settings: Settings,
-    storage: Storage,
-) -> ScanRecord:
-    """Analyse ``payload`` (``(name, bytes)`` pairs: DICOM files, one zip or one NIfTI) as one study in a worker
-    thread (bounded like ``/predict``) and store it for ``user``; what ``POST /studies`` and the PACS route share."""
-    salt = request.app.state.deid_salt
-    limiter: anyio.CapacityLimiter = request.app.state.predict_limiter
-    analysis = await anyio.to_thread.run_sync(
-        lambda: analyse_study(payload, predictor, settings, salt=salt, name=name), limiter=limiter
-    )
-    scan = NewScan(**{**analysis.scan.__dict__, "owner_id": user.id})
-    return await run_in_threadpool(storage.add_scan, scan, analysis.blobs)
 
 
 async def _read_all(files: Sequence[UploadFile], cap: int) -> list[tuple[str, bytes]]:
@@ -197,7 +168,4 @@ def _linked(storage: Storage, url: str | None) -> bytes | None:
 @router.delete("/studies/{study_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 def delete_study(study_id: ScanId, user: CurrentUser, storage: StorageDep, audit: AuditDep) -> Response:
     """Delete one of your studies and all of its files."""
-    rec = owned_study(storage, user, study_id)
-    storage.delete_scans(user.id, [rec.id])
-    audit.record("study.delete", actor=user.username, target=rec.id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return delete_owned(owned_study(storage, user, study_id), user, storage, audit, "study.delete")
