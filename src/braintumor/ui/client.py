@@ -19,12 +19,12 @@ from urllib.parse import quote
 
 import httpx
 
+from braintumor.ui.reading import read
 from braintumor.ui.records import (
     BulkDeleted,
     FileLink,
     Health,
     Lock,
-    PacsStudy,
     PacsStudyPage,
     Scan,
     ScanPage,
@@ -179,20 +179,20 @@ class ApiClient:
     def register(self, username: str, password: str) -> tuple[User, str]:
         """Create an account; returns it and its recovery key (shown once)."""
         data = self._json("POST", "/register", auth=False, json={"username": username, "password": password})
-        return User.from_json(data["user"]), str(data["recovery_key"])
+        return read(User, data["user"]), str(data["recovery_key"])
 
     def login(self, username: str, password: str) -> Token:
         """A bearer token for a username and password (OAuth2 password form)."""
-        data = self._json("POST", "/token", auth=False, data={"username": username, "password": password})
-        return Token(str(data["access_token"]), int(data["expires_in"]))
+        body = {"username": username, "password": password}
+        return read(Token, self._json("POST", "/token", auth=False, data=body))
 
     def me(self) -> User:
-        return User.from_json(self._json("GET", "/users/me"))
+        return read(User, self._json("GET", "/users/me"))
 
     def change_password(self, current: str, new: str) -> Token:
         """Change the password; older tokens stop working, the returned one replaces them."""
-        data = self._json("POST", "/change-password", json={"current_password": current, "new_password": new})
-        return Token(str(data["access_token"]), int(data["expires_in"]))
+        body = {"current_password": current, "new_password": new}
+        return read(Token, self._json("POST", "/change-password", json=body))
 
     def reset_password(self, username: str, recovery_key: str, new_password: str) -> str:
         """Set a new password with the recovery key; returns the new recovery key (the old one is spent)."""
@@ -229,14 +229,7 @@ class ApiClient:
             params["date_from"] = date_from.isoformat()
         if date_to:
             params["date_to"] = date_to.isoformat()
-        data = self._json("GET", "/history", params=params)
-        return ScanPage(
-            tuple(Scan.from_json(i) for i in data["items"]),
-            int(data["total"]),
-            int(data["page"]),
-            int(data["page_size"]),
-            int(data["pages"]),
-        )
+        return read(ScanPage, self._json("GET", "/history", params=params))
 
     def scan_stats(self, date_from: dt.date | None = None, utc_offset_minutes: int = 0) -> ScanStats:
         """The signed-in user's numbers since ``date_from`` (all time when ``None``), days in the given offset."""
@@ -262,8 +255,7 @@ class ApiClient:
 
     def delete_scans(self, ids: list[str]) -> BulkDeleted:
         """Delete several scans at once."""
-        data = self._json("POST", "/history/delete", json={"ids": ids})
-        return BulkDeleted(tuple(data["deleted"]), tuple(data["not_found"]))
+        return read(BulkDeleted, self._json("POST", "/history/delete", json={"ids": ids}))
 
     def file(self, link: FileLink) -> bytes:
         """The bytes of a stored file (original upload, heatmap, overlay or raw map)."""
@@ -298,9 +290,7 @@ class ApiClient:
         wildcards, ``accession_number``, ``study_date`` YYYYMMDD[-YYYYMMDD], ``modality``)."""
         params: dict[str, str | int] = {"page": page, "page_size": page_size}
         params |= {k: v.strip() for k, v in filters.items() if v and v.strip()}
-        data = self._json("GET", "/pacs/studies", params=params)
-        return PacsStudyPage(tuple(PacsStudy.from_json(i) for i in data["items"]), int(data["page"]),
-                             int(data["page_size"]), bool(data["more"]))  # fmt: skip
+        return read(PacsStudyPage, self._json("GET", "/pacs/studies", params=params))
 
     def analyze_pacs_study(self, study_uid: str) -> Study:
         """Retrieve a study from the site's PACS, score it as a study and store it in the history."""
@@ -328,10 +318,7 @@ class ApiClient:
 
     def admin_locks(self) -> tuple[Lock, ...]:
         """Running sign-in locks and back-offs, longest first."""
-        return tuple(
-            Lock(str(d["username"]), d.get("client"), str(d["scope"]), int(d["failures"]), float(d["locked_for_s"]))
-            for d in self._json("GET", "/admin/locks")
-        )
+        return tuple(read(Lock, d) for d in self._json("GET", "/admin/locks"))
 
     def clear_locks(self, username: str) -> int:
         """Clear every sign-in lock and back-off of ``username``; returns how many entries went."""
@@ -341,17 +328,10 @@ class ApiClient:
         params: dict[str, str | int] = {"page": page, "page_size": page_size}
         if q:
             params["q"] = q
-        data = self._json("GET", "/admin/users", params=params)
-        return UserPage(
-            tuple(User.from_json(i) for i in data["items"]),
-            int(data["total"]),
-            int(data["page"]),
-            int(data["page_size"]),
-            int(data["pages"]),
-        )
+        return read(UserPage, self._json("GET", "/admin/users", params=params))
 
     def set_role(self, username: str, role: str) -> User:
-        return User.from_json(self._json("PUT", f"/admin/users/{quote(username, safe='')}/role", json={"role": role}))
+        return read(User, self._json("PUT", f"/admin/users/{quote(username, safe='')}/role", json={"role": role}))
 
     def delete_user(self, username: str) -> None:
         self._request("DELETE", f"/admin/users/{quote(username, safe='')}")

@@ -2,7 +2,8 @@
 
 Why apart from the client: these mirror the API's response schemas field by field (the UI imports nothing of the
 API; ``tests/ui/test_client_contract.py`` keeps them in step with the OpenAPI schema), while :mod:`.client` is the
-HTTP side. Each ``from_json`` reads one response body.
+HTTP side. Each is read from a response body by :func:`.reading.read`, by its fields' types; ``Scan`` and ``Study``
+say in ``from_json`` what their types cannot (which kind a record is when the answer does not say).
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-
-def _when(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+from braintumor.ui.reading import read
 
 
 @dataclass(frozen=True)
@@ -24,13 +23,6 @@ class User:
     role: str
     created_at: dt.datetime
     scans: int | None = None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> User:
-        scans = data.get("scans")
-        return cls(
-            str(data["username"]), str(data["role"]), _when(data["created_at"]), None if scans is None else int(scans)
-        )
 
     @property
     def is_admin(self) -> bool:
@@ -66,30 +58,6 @@ class MemberResult:
     outcome: str
     probs: dict[str, float]
     heatmap: str | None = None
-
-
-def _summary(data: dict[str, Any], *, kind: str) -> dict[str, Any]:
-    """The fields every history record has (the API's ``ScanSummary``), read once for scans and studies."""
-    files = {
-        k: FileLink(str(v["id"]), str(v["url"]), str(v["content_type"]), int(v["size"]))
-        for k, v in (data.get("files") or {}).items()
-    }
-    return {
-        "id": str(data["id"]),
-        "filename": str(data["filename"]),
-        "created_at": _when(data["created_at"]),
-        "outcome": str(data["outcome"]),
-        "p_tumor": float(data["p_tumor"]),
-        "tumor_type": data.get("tumor_type"),
-        "model_name": str(data["model_name"]),
-        "model_version": str(data["model_version"]),
-        "threshold": float(data["threshold"]),
-        "files": files,
-        "report_url": str(data["report_url"]),
-        "kind": str(data.get("kind", kind)),
-        "url": str(data.get("url", "")),
-        "slice_count": None if data.get("slice_count") is None else int(data["slice_count"]),
-    }
 
 
 @dataclass(frozen=True)
@@ -131,52 +99,32 @@ class Scan(Record):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Scan:
-        members = tuple(
-            MemberResult(
-                str(m["name"]),
-                str(m["arch"]),
-                float(m["p_tumor"]),
-                str(m["outcome"]),
-                dict(m.get("probs", {})),
-                m.get("heatmap"),
-            )
-            for m in data.get("members", [])
-        )
-        return cls(
-            **_summary(data, kind="scan"),
-            detailed="members" in data,
-            probs={str(k): float(v) for k, v in data.get("probs", {}).items()},
-            type_probs={str(k): float(v) for k, v in data.get("type_probs", {}).items()},
-            refer_low=data.get("refer_low"),
-            refer_high=data.get("refer_high"),
-            members=members,
-            image=dict(data.get("image") or {}),
-            dicom={str(k): str(v) for k, v in (data.get("dicom") or {}).items()},
-            deidentified=bool(data.get("deidentified", False)),
-            disclaimer=str(data.get("disclaimer", "")),
-        )
+        """A scan, detailed when the answer has its members (``/predict``, one scan's page)."""
+        return read(cls, data, kind="scan", detailed="members" in data)
 
 
 @dataclass(frozen=True)
-class ScanPage:
+class Paging:
+    """Where a page of a paged list stands (what the API's ``ScanPage`` and ``UserPage`` share)."""
+
+    total: int
+    page: int
+    page_size: int
+    pages: int
+
+
+@dataclass(frozen=True)
+class ScanPage(Paging):
     """One page of the history."""
 
     items: tuple[Scan, ...]
-    total: int
-    page: int
-    page_size: int
-    pages: int
 
 
 @dataclass(frozen=True)
-class UserPage:
+class UserPage(Paging):
     """One page of the admin's user list."""
 
     items: tuple[User, ...]
-    total: int
-    page: int
-    page_size: int
-    pages: int
 
 
 @dataclass(frozen=True)
@@ -259,27 +207,6 @@ class StudySlice:
     image_url: str | None = None
     overlay_url: str | None = None
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StudySlice:
-        p, position = data.get("p_tumor"), data.get("position")
-        number, frame = data.get("instance_number"), data.get("frame")
-        return cls(
-            series_uid=str(data["series_uid"]),
-            index=int(data["index"]),
-            position=None if position is None else float(position),
-            instance_number=None if number is None else int(number),
-            sop_instance_uid=data.get("sop_instance_uid"),
-            frame=None if frame is None else int(frame),
-            source=str(data.get("source", "")),
-            status=str(data["status"]),
-            reason=str(data.get("reason") or ""),
-            outcome=data.get("outcome"),
-            p_tumor=None if p is None else float(p),
-            tumor_type=data.get("tumor_type"),
-            image_url=data.get("image_url"),
-            overlay_url=data.get("overlay_url"),
-        )
-
 
 @dataclass(frozen=True)
 class StudySeries:
@@ -298,23 +225,6 @@ class StudySeries:
     assessed: int
     top_slices: tuple[int, ...]
     p_tumor_curve: tuple[float | None, ...]
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StudySeries:
-        return cls(
-            series_uid=str(data["series_uid"]),
-            kind=str(data["kind"]),
-            description=str(data.get("description") or ""),
-            modality=data.get("modality"),
-            ordered_by=str(data.get("ordered_by") or ""),
-            notes=tuple(str(n) for n in data.get("notes") or ()),
-            outcome=data.get("outcome"),
-            reason=str(data.get("reason") or ""),
-            slices=int(data["slices"]),
-            assessed=int(data["assessed"]),
-            top_slices=tuple(int(k) for k in data.get("top_slices") or ()),
-            p_tumor_curve=tuple(None if p is None else float(p) for p in data.get("p_tumor_curve") or ()),
-        )
 
 
 @dataclass(frozen=True)
@@ -357,26 +267,7 @@ class Study(Record):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Study:
-        return cls(
-            **_summary(data, kind="study"),
-            study_uid=str(data.get("study_uid") or ""),
-            source_kind=str(data.get("source_kind", "dicom")),
-            reason=str(data.get("reason") or ""),
-            rule=dict(data.get("rule") or {}),
-            note=str(data.get("note") or ""),
-            refer_low=float(data["refer_low"]),
-            refer_high=float(data["refer_high"]),
-            series=tuple(StudySeries.from_json(s) for s in data.get("series") or ()),
-            skipped_series=tuple(
-                SkippedSeries(str(s["series_uid"]), str(s.get("description") or ""), str(s["reason"]))
-                for s in data.get("skipped_series") or ()
-            ),
-            problems=tuple(RefusedFile(str(p["source"]), str(p["reason"])) for p in data.get("problems") or ()),
-            slices=tuple(StudySlice.from_json(s) for s in data.get("slices") or ()),
-            top_slices=tuple(StudySlice.from_json(s) for s in data.get("top_slices") or ()),
-            deidentified=bool(data.get("deidentified", False)),
-            disclaimer=str(data.get("disclaimer") or ""),
-        )
+        return read(cls, data, kind="study", source_kind="dicom")
 
 
 @dataclass(frozen=True)
@@ -392,26 +283,6 @@ class PacsStudy:
     modalities: tuple[str, ...]
     series: int | None
     instances: int | None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PacsStudy:
-        def text(key: str) -> str:
-            return str(data.get(key) or "")
-
-        def count(key: str) -> int | None:
-            return None if data.get(key) is None else int(data[key])
-
-        return cls(
-            study_uid=text("study_uid"),
-            patient_id=text("patient_id"),
-            patient_name=text("patient_name"),
-            study_date=text("study_date"),
-            accession_number=text("accession_number"),
-            description=text("description"),
-            modalities=tuple(str(m) for m in data.get("modalities") or ()),
-            series=count("series"),
-            instances=count("instances"),
-        )
 
 
 @dataclass(frozen=True)
