@@ -16,7 +16,7 @@ import streamlit as st
 
 from braintumor.ui import imaging, state
 from braintumor.ui.client import ApiError
-from braintumor.ui.records import FileLink, Scan
+from braintumor.ui.records import FileLink, Record, Scan
 
 #: How each outcome (the one answer a scan gets) reads, its colour, and what it asks of the reader.
 OUTCOMES: dict[str, tuple[str, str, str]] = {
@@ -272,15 +272,18 @@ def report_button(scan: Scan, key: str) -> None:
     try:
         pdf = state.cached("reports", scan.id, lambda: state.api().report(scan))
     except ApiError as exc:
-        if exc.unauthorized:
-            raise
-        st.warning(f"The PDF report is not available: {exc.message}")
+        st.warning(f"The PDF report is not available: {state.reason(exc)}")
         return
-    stem = scan.filename.rsplit(".", 1)[0] or "scan"
+    pdf_button(scan, pdf, key)
+
+
+def pdf_button(record: Record, pdf: bytes, key: str) -> None:
+    """The download button for a scan's or a study's PDF report, named after its file, kind and id."""
+    stem = record.filename.rsplit(".", 1)[0] or record.kind
     st.download_button(
         "Download PDF report",
         pdf,
-        file_name=f"report-{stem}-{scan.id[:8]}.pdf",
+        file_name=f"report-{stem}-{record.id[:8]}.pdf",
         mime="application/pdf",
         key=f"{key}_pdf",
         icon=":material/picture_as_pdf:",
@@ -302,6 +305,18 @@ def scan_detail(scan: Scan, key: str, original: bytes | None = None) -> None:
         image_facts(scan)
     report_button(scan, key)
     st.caption(scan.disclaimer or "Decision support, not a diagnosis: every result must be reviewed by a clinician.")
+
+
+def form_ready(submitted: bool, *checks: tuple[bool, str]) -> bool:
+    """Whether a form may be sent: it was submitted and every ``(ok, message)`` check holds; else ``False``, after
+    showing the message of the first check that failed."""
+    if not submitted:
+        return False
+    for ok, message in checks:
+        if not ok:
+            st.error(message)
+            return False
+    return True
 
 
 def confirm(key: str, question: str, action: Callable[[], Any], *, confirm_label: str = "Yes, delete") -> bool:

@@ -25,7 +25,7 @@ import httpx
 import streamlit as st
 
 from braintumor.ui import sessions
-from braintumor.ui.client import DEFAULT_API_URL, TIMEOUT_S, ApiClient
+from braintumor.ui.client import DEFAULT_API_URL, TIMEOUT_S, ApiClient, ApiError
 from braintumor.ui.records import Token, User
 
 T = TypeVar("T")
@@ -138,6 +138,14 @@ def reset_session() -> None:
 
 
 # -- notes and navigation --------------------------------------------------------------------------------
+def reason(exc: ApiError) -> str:
+    """The server's reason for a refused call, for the page to show; a refused sign-in (401: the token expired or
+    was revoked) is raised again instead, for the app to sign the session out."""
+    if exc.unauthorized:
+        raise exc
+    return exc.message
+
+
 def set_note(text: str, kind: str = "success") -> None:
     """A message for the next run (``kind``: success, info, warning, error), e.g. before ``st.rerun()``."""
     st.session_state[NOTE] = (kind, text)

@@ -156,9 +156,7 @@ def act(call: Callable[[], object], done: str) -> None:
     try:
         call()
     except ApiError as exc:
-        if exc.unauthorized:
-            raise
-        state.set_note(exc.message, "error")
+        state.set_note(state.reason(exc), "error")
     else:
         state.set_note(done)
     state.invalidate("admin")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import streamlit as st
@@ -68,8 +69,8 @@ def max_upload_mb() -> int:
 
 
 def refusal(exc: ApiError) -> tuple[str, str]:
-    """A headline and the server's reason for a file that was not analysed."""
-    text = exc.message
+    """A headline and the server's reason for a file that was not analysed (a refused sign-in is raised again)."""
+    text = state.reason(exc)
     if exc.status == 415:
         return "Unsupported file", text + ". Upload a JPEG, PNG, BMP, TIFF or DICOM brain MRI slice."
     if exc.status == 413:
@@ -114,34 +115,70 @@ def render() -> None:
         study_mode(status)
         return
 
-    round_ = int(st.session_state.get(UPLOADER, 0))
-    files = st.file_uploader(
+    upload_form(
+        UPLOADER,
         "Brain MRI slices",
-        accept_multiple_files=True,
-        key=f"analyze_uploader_{round_}",
+        key="analyze_uploader",
         help="JPEG, PNG, BMP, TIFF or DICOM; the format is detected from the content, so DICOM files without an "
         "extension are fine. DICOM identifiers are removed before storage.",
-        disabled=not status.model_loaded,
-        max_upload_size=max_upload_mb(),
+        max_mb=max_upload_mb(),
+        ready=status.model_loaded,
+        action=lambda n: f"Analyze {n} scan{'s' if n != 1 else ''}" if n else "Analyze",
+        send=analyse,
+        shown=bool(st.session_state.get(RESULTS)),
+        clear=lambda: st.session_state.pop(RESULTS, None),
     )
-    left, right, _ = st.columns([1.2, 1, 3])
-    go = left.button(
-        f"Analyze {len(files)} scan{'s' if len(files) != 1 else ''}" if files else "Analyze",
-        type="primary",
-        disabled=not files or not status.model_loaded,
-        icon=":material/biotech:",
-    )
-    if right.button("Clear", disabled=not files and not st.session_state.get(RESULTS)):
-        st.session_state.pop(RESULTS, None)
-        st.session_state[UPLOADER] = round_ + 1
-        st.rerun()
-    if go and files:
-        analyse([(f.name, f.getvalue()) for f in files])
-        st.session_state[UPLOADER] = round_ + 1  # an empty uploader: the same files are not analysed twice
-        st.rerun()
     outcomes: list[Outcome] = st.session_state.get(RESULTS) or []
     if outcomes:
         show(outcomes)
+
+
+def upload_form(
+    round_key: str,
+    label: str,
+    *,
+    key: str,
+    help: str,
+    max_mb: int,
+    ready: bool,
+    action: Callable[[int], str],
+    send: Callable[[list[tuple[str, bytes]]], None],
+    shown: bool,
+    clear: Callable[[], object],
+    buttons_key: str | None = None,
+) -> None:
+    """An uploader (``key``, disabled unless the model is ``ready``) with its Analyze and Clear buttons: Analyze
+    (labelled ``action(number of files)``) hands the files to ``send``, Clear (offered while files are chosen or
+    something is ``shown``) calls ``clear``. Either empties the uploader, a new round of ``round_key`` (so the
+    same files are not sent twice), and reruns the page. ``buttons_key`` names the buttons' keys."""
+    round_ = int(st.session_state.get(round_key, 0))
+    files = st.file_uploader(
+        label,
+        accept_multiple_files=True,
+        key=f"{key}_{round_}",
+        help=help,
+        disabled=not ready,
+        max_upload_size=max_mb,
+    )
+    left, right, _ = st.columns([1.2, 1, 3])
+    go = left.button(
+        action(len(files)),
+        type="primary",
+        disabled=not files or not ready,
+        icon=":material/biotech:",
+        key=None if buttons_key is None else f"{buttons_key}_go",
+    )
+    cleared = right.button(
+        "Clear", disabled=not files and not shown, key=None if buttons_key is None else f"{buttons_key}_clear"
+    )
+    if cleared:
+        clear()
+    elif go and files:
+        send([(f.name, f.getvalue()) for f in files])
+    else:
+        return
+    st.session_state[round_key] = round_ + 1
+    st.rerun()
 
 
 def analyse(uploads: list[tuple[str, bytes]]) -> None:
@@ -154,8 +191,6 @@ def analyse(uploads: list[tuple[str, bytes]]) -> None:
         try:
             scan = api.predict(name, data)
         except ApiError as exc:
-            if exc.unauthorized:
-                raise
             title, message = refusal(exc)
             outcomes.append(Outcome(name, None, title, message))
             continue
@@ -219,51 +254,40 @@ def max_study_mb() -> int:
 
 
 def study_refusal(exc: ApiError) -> tuple[str, str]:
-    """A headline and the server's reason for a study that was not analysed."""
+    """A headline and the server's reason for a study that was not analysed (a refused sign-in is raised again)."""
+    text = state.reason(exc)
     if exc.status == 415:
         return (
             "Unsupported file",
-            exc.message + ". Upload the study's DICOM files, one zip of them, or one NIfTI volume.",
+            text + ". Upload the study's DICOM files, one zip of them, or one NIfTI volume.",
         )
     if exc.status == 413:
-        return "Study too large", exc.message
+        return "Study too large", text
     if exc.status == 422:
-        return "Study not analysed", exc.message
+        return "Study not analysed", text
     if exc.status == 503:
-        return "Analysis unavailable", exc.message
-    return "Study not analysed", exc.message
+        return "Analysis unavailable", text
+    return "Study not analysed", text
 
 
 def study_mode(status: Health) -> None:
     """Upload one study, send it to ``/studies`` in one call, and open its page below."""
-    round_ = int(st.session_state.get(STUDY_UPLOADER, 0))
-    files = st.file_uploader(
+    opened = st.session_state.get(STUDY_OPEN)
+    upload_form(
+        STUDY_UPLOADER,
         "One study: its DICOM files (select every file of the folder), one zip of them, or one NIfTI volume",
-        accept_multiple_files=True,
-        key=f"analyze_study_uploader_{round_}",
+        key="analyze_study_uploader",
         help="DICOM files are found by content (any name) and grouped into series; the series to score are chosen "
         "by the site's rules, ordered by position. A NIfTI volume is .nii or .nii.gz. Identifiers are removed "
         "before storage.",
-        disabled=not status.model_loaded,
-        max_upload_size=max_study_mb(),
+        max_mb=max_study_mb(),
+        ready=status.model_loaded,
+        action=lambda n: f"Analyze study ({n} file{'s' if n != 1 else ''})" if n else "Analyze study",
+        send=send_study,
+        shown=bool(opened),
+        clear=close_study,
+        buttons_key="analyze_study",
     )
-    left, right, _ = st.columns([1.2, 1, 3])
-    go = left.button(
-        f"Analyze study ({len(files)} file{'s' if len(files) != 1 else ''})" if files else "Analyze study",
-        type="primary",
-        disabled=not files or not status.model_loaded,
-        icon=":material/biotech:",
-        key="analyze_study_go",
-    )
-    opened = st.session_state.get(STUDY_OPEN)
-    if right.button("Clear", disabled=not files and not opened, key="analyze_study_clear"):
-        close_study()
-        st.session_state[STUDY_UPLOADER] = round_ + 1
-        st.rerun()
-    if go and files:
-        send_study([(f.name, f.getvalue()) for f in files])
-        st.session_state[STUDY_UPLOADER] = round_ + 1  # an empty uploader: the same study is not sent twice
-        st.rerun()
     error = st.session_state.get(STUDY_ERROR)
     if isinstance(error, tuple):
         st.error(f"**{error[0]}.** {error[1]}", icon=":material/error:")
@@ -280,8 +304,6 @@ def send_study(uploads: list[tuple[str, bytes]]) -> None:
         try:
             study = state.api().upload_study(uploads)
         except ApiError as exc:
-            if exc.unauthorized:
-                raise
             st.session_state[STUDY_ERROR] = study_refusal(exc)
             return
     state.put("studies", study.id, study)

@@ -166,9 +166,7 @@ def bulk_delete(result: ScanPage) -> None:
         try:
             done = state.api().delete_scans(chosen)
         except ApiError as exc:
-            if exc.unauthorized:
-                raise
-            st.error(exc.message)
+            st.error(state.reason(exc))
             return
         state.invalidate("history", "dashboard", "history_scan", "reports")
         clear_selection()
@@ -215,9 +213,7 @@ def detail(scan_id: str) -> None:
     try:
         scan = state.cached("history_scan", scan_id, lambda: state.api().scan(scan_id))
     except ApiError as exc:
-        if exc.unauthorized:
-            raise
-        st.error(f"This scan cannot be shown: {exc.message}")
+        st.error(f"This scan cannot be shown: {state.reason(exc)}")
         return
     st.title(scan.filename)
     st.caption(f"Analysed {components.when(scan.created_at)} · scan id {scan.id}")

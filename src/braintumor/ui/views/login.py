@@ -11,7 +11,7 @@ import re
 
 import streamlit as st
 
-from braintumor.ui import state
+from braintumor.ui import components, state
 from braintumor.ui.client import ApiError
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,31}$")
@@ -45,10 +45,7 @@ def sign_in_form() -> None:
         )
         password = st.text_input("Password", type="password", autocomplete="current-password", key="login_password")
         submitted = st.form_submit_button("Sign in", type="primary", width="stretch", key="login_submit")
-    if not submitted:
-        return
-    if not username.strip() or not password:
-        st.error("Enter your username and password.")
+    if not components.form_ready(submitted, (bool(username.strip() and password), "Enter your username and password.")):
         return
     api = state.api()
     try:
@@ -79,14 +76,15 @@ def register_form() -> None:
             "Repeat the password", type="password", autocomplete="new-password", key="register_repeat"
         )
         submitted = st.form_submit_button("Create account", type="primary", width="stretch", key="register_submit")
-    if not submitted:
-        return
     name = username.strip()
-    if not USERNAME.match(name):
-        st.error("The username must be 3–32 letters, digits, '.', '_' or '-', starting with a letter or digit.")
-        return
-    if password != repeat:
-        st.error("The two passwords differ.")
+    if not components.form_ready(
+        submitted,
+        (
+            bool(USERNAME.match(name)),
+            "The username must be 3–32 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+        ),
+        (password == repeat, "The two passwords differ."),
+    ):
         return
     try:
         user, key = state.api().register(name, password)
@@ -107,13 +105,11 @@ def reset_form() -> None:
             "Repeat the new password", type="password", key="reset_repeat", autocomplete="new-password"
         )
         submitted = st.form_submit_button("Reset password", type="primary", width="stretch", key="reset_submit")
-    if not submitted:
-        return
-    if not username.strip() or not key.strip():
-        st.error("Enter your username and your recovery key.")
-        return
-    if password != repeat:
-        st.error("The two passwords differ.")
+    if not components.form_ready(
+        submitted,
+        (bool(username.strip() and key.strip()), "Enter your username and your recovery key."),
+        (password == repeat, "The two passwords differ."),
+    ):
         return
     try:
         new_key = state.api().reset_password(username.strip(), key.strip(), password)

@@ -137,9 +137,7 @@ def analyse(item: PacsStudy) -> None:
         try:
             study = state.api().analyze_pacs_study(item.study_uid)
         except ApiError as exc:
-            if exc.unauthorized:
-                raise
-            st.session_state[ERROR] = f"The study could not be analysed: {exc.message}"
+            st.session_state[ERROR] = f"The study could not be analysed: {state.reason(exc)}"
             st.rerun()
     state.put("studies", study.id, study)
     state.invalidate("history", "dashboard")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from braintumor.ui import state
+from braintumor.ui import components, state
 from braintumor.ui.client import ApiError
 
 
@@ -33,20 +33,16 @@ def change_password() -> None:
         )
         repeat = st.text_input("Repeat the new password", type="password", autocomplete="new-password", key="pw_repeat")
         submitted = st.form_submit_button("Change password", type="primary", key="pw_submit")
-    if not submitted:
-        return
-    if not current or not new:
-        st.error("Enter your current and your new password.")
-        return
-    if new != repeat:
-        st.error("The two new passwords differ.")
+    if not components.form_ready(
+        submitted,
+        (bool(current and new), "Enter your current and your new password."),
+        (new == repeat, "The two new passwords differ."),
+    ):
         return
     try:
         token = state.api().change_password(current, new)
     except ApiError as exc:
-        if exc.unauthorized:
-            raise
-        st.error(exc.message)
+        st.error(state.reason(exc))
         return
     state.replace_token(token)
     st.success("Password changed. Your other sessions were signed out; this one continues.")
@@ -61,17 +57,14 @@ def delete_account(username: str) -> None:
             f"I understand that **{username}** and all of its scans will be deleted permanently", key="delete_sure"
         )
         submitted = st.form_submit_button("Delete my account", icon=":material/delete_forever:", key="delete_submit")
-    if not submitted:
-        return
-    if not sure or not password:
-        st.error("Enter your password and tick the box to confirm.")
+    if not components.form_ready(
+        submitted, (bool(sure and password), "Enter your password and tick the box to confirm.")
+    ):
         return
     try:
         state.api().delete_account(password)
     except ApiError as exc:
-        if exc.unauthorized:
-            raise
-        st.error(exc.message)
+        st.error(state.reason(exc))
         return
     state.sign_out()
     state.set_note("Your account and all of its scans were deleted.", "info")

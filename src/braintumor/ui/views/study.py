@@ -43,9 +43,7 @@ def page(study_id: str, key: str, on_deleted: Callable[[], None]) -> None:
     try:
         study = load(study_id)
     except ApiError as exc:
-        if exc.unauthorized:
-            raise
-        st.error(f"This study cannot be shown: {exc.message}")
+        st.error(f"This study cannot be shown: {state.reason(exc)}")
         return
     show(study, key, on_deleted)
 
@@ -275,25 +273,13 @@ def report(study: Study, key: str) -> None:
         try:
             return state.api().fetch(study.report_url)
         except ApiError as exc:
-            if exc.unauthorized:
-                raise
-            return exc.message
+            return state.reason(exc)
 
     pdf = state.cached("reports", ("study", study.id), fetch)
     if isinstance(pdf, str):
         st.caption(f":material/picture_as_pdf: PDF report: `{study.report_url}` (not available: {pdf})")
         return
-    stem = study.filename.rsplit(".", 1)[0] or "study"
-    st.download_button(
-        "Download PDF report",
-        pdf,
-        file_name=f"report-{stem}-{study.id[:8]}.pdf",
-        mime="application/pdf",
-        key=f"{key}_pdf",
-        icon=":material/picture_as_pdf:",
-        type="primary",
-        on_click="ignore",
-    )
+    components.pdf_button(study, pdf, key)
 
 
 def delete(study: Study, key: str, on_deleted: Callable[[], None]) -> None:
