@@ -6,14 +6,13 @@ and it is the server's own code doing it: the scan is read by the core reader (t
 and windowing as the analysis), the map is blended by :func:`braintumor.imaging.overlay.overlay`. This module
 adds only what a screen needs: errors worded for display, the zoom window, enlarging and the colour bar.
 
-Example:
+Example (the blend itself is :func:`braintumor.imaging.overlay.overlay`'s, shown there):
     >>> import numpy as np
-    >>> scan = np.zeros((100, 120), np.uint8)
-    >>> cam = np.zeros((50, 60), np.float32); cam[20:30, 25:35] = 1
-    >>> blend(scan, cam, opacity=0.4).shape
-    (100, 120, 3)
-    >>> view(blend(scan, cam, 0.4), zoom=2.0, center=(0.5, 0.5)).shape
-    (50, 60, 3)
+    >>> window = view(np.zeros((100, 120), np.uint8), zoom=2.0, center=(0.5, 0.5))
+    >>> window.shape, enlarge(window, 240).size
+    ((50, 60), (240, 200))
+    >>> colorbar(width=256, height=12).shape
+    (12, 256, 3)
 """
 
 from __future__ import annotations
