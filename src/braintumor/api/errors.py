@@ -13,9 +13,6 @@ UnsupportedImageError             415    the reason (formats accepted)
 other ImageError                  422    the reason (empty, truncated, no pixels, nested too
                                          deep, decoding past its time or memory budget …)
 NotAnMRIError, OutOfScopeError   422    the input gate's reason
-
-Every body is ``{"detail", "request_id"}``, plus ``code`` when the error names its kind (``unreadable``,
-``unsupported``, ``too_large``, ``not_mri``, ``out_of_scope``), so clients show each kind apart.
 InvalidRequestError, PolicyError  400    the reason
 UserExistsError, LastAdminError   409    the reason
 UserNotFoundError                 404    "not found"
@@ -24,6 +21,9 @@ StorageError                      503    "storage unavailable" + request id
 ModelLoadError                    503    "model unavailable" + request id
 anything else                     500    "internal error" + request id
 =============================== ====== =============================================
+
+Every body is ``{"detail", "request_id"}``, plus ``code`` when the error names its kind (``unreadable``,
+``unsupported``, ``too_large``, ``not_mri``, ``out_of_scope``), so clients show each kind apart.
 """
 
 from __future__ import annotations
@@ -52,20 +52,17 @@ from braintumor.storage import LastAdminError, StorageError, UserExistsError, Us
 
 log = logging.getLogger(__name__)
 
-#: (error class, status, show the error's own message?) — the first match in this order wins.
-ERROR_STATUS: tuple[tuple[type[BaseException], int, bool], ...] = (
-    (ImageTooLargeError, 413, True),
-    (UnsupportedImageError, 415, True),
-    (ImageError, 422, True),
-    (NotAnMRIError, 422, True),
-    (InvalidRequestError, 400, True),
-    (PolicyError, 400, True),
-    (UserExistsError, 409, True),
-    (LastAdminError, 409, True),
-    (UserNotFoundError, 404, False),
-    (ServiceBusyError, 503, True),
-    (StorageError, 503, False),
-    (ModelLoadError, 503, False),
+#: (error classes, status, show the error's own message?): one row per answer, as in the table above; the first
+#: row that matches wins (a subclass, such as ImageTooLargeError of ImageError, comes before its base).
+ERROR_STATUS: tuple[tuple[tuple[type[BaseException], ...], int, bool], ...] = (
+    ((ImageTooLargeError,), 413, True),
+    ((UnsupportedImageError,), 415, True),
+    ((ImageError, NotAnMRIError), 422, True),
+    ((InvalidRequestError, PolicyError), 400, True),
+    ((UserExistsError, LastAdminError), 409, True),
+    ((UserNotFoundError,), 404, False),
+    ((ServiceBusyError,), 503, True),
+    ((StorageError, ModelLoadError), 503, False),
 )
 _GENERIC = {404: "not found", 503: "the service is temporarily unavailable"}
 _OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")
@@ -73,8 +70,8 @@ _OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")
 
 def status_for(exc: BaseException) -> tuple[int, bool]:
     """The HTTP status of a typed error and whether its message may be shown."""
-    for cls, status, show in ERROR_STATUS:
-        if isinstance(exc, cls):
+    for classes, status, show in ERROR_STATUS:
+        if isinstance(exc, classes):
             return status, show
     return (400, True) if isinstance(exc, BrainTumorError) else (500, False)
 

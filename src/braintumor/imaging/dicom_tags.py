@@ -1,10 +1,11 @@
-"""The DICOM tags a decoded image keeps in its metadata, which of them identify a patient, and how an integer
-attribute's value is read.
+"""The DICOM tags a decoded image keeps in its metadata, which of them identify a patient, how an integer
+attribute's value is read, and the summary of one study a PACS search gives.
 
 Why a module of its own (and nothing imported beyond the standard library): the reader copies these tags, and the
 storage layer, which imports no numpy, decides from the same lists what a de-identified record may keep; the
 series reader (Instance Number) and the PACS client (a study's series and instance counts) read integer values by
-the one rule of :func:`int_value`.
+the one rule of :func:`int_value`; the PACS client builds :class:`StudySummary` from a QIDO-RS answer and the UI
+reads the same record back from ``GET /pacs/studies`` (the UI may import the imaging core, not the client).
 
 Example:
     >>> "PatientName" in IDENTIFYING_TAGS, "Modality" in DESCRIPTIVE_TAGS
@@ -13,6 +14,7 @@ Example:
     (12, None, None)
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 #: Tags copied into :attr:`ImageMeta.dicom` (all as strings) when present.
@@ -56,3 +58,18 @@ def int_value(value: Any) -> int | None:
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """One study as a QIDO-RS search returns it (empty strings where the PACS has no value)."""
+
+    study_uid: str
+    patient_id: str
+    patient_name: str
+    study_date: str
+    accession_number: str
+    description: str
+    modalities: tuple[str, ...]
+    series: int | None
+    instances: int | None

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from braintumor.errors import BrainTumorError
-from braintumor.imaging.dicom_tags import int_value
+from braintumor.imaging.dicom_tags import StudySummary, int_value
 
 #: What a DICOM UID may be (PS3.5 9.1): digits and dots, at most 64 characters. Checked before a UID from the PACS
 #: names a file.
@@ -50,21 +50,6 @@ class PacsError(BrainTumorError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True)
-class StudySummary:
-    """One study as a QIDO-RS search returns it (empty strings where the PACS has no value)."""
-
-    study_uid: str
-    patient_id: str
-    patient_name: str
-    study_date: str
-    accession_number: str
-    description: str
-    modalities: tuple[str, ...]
-    series: int | None
-    instances: int | None
 
 
 @dataclass(frozen=True)

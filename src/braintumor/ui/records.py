@@ -12,6 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from braintumor.imaging.dicom_tags import StudySummary
 from braintumor.ui.reading import read
 
 
@@ -270,19 +271,9 @@ class Study(Record):
         return read(cls, data, kind="study", source_kind="dicom")
 
 
-@dataclass(frozen=True)
-class PacsStudy:
-    """One study on the site's PACS as its search returns it (``GET /pacs/studies``)."""
-
-    study_uid: str
-    patient_id: str
-    patient_name: str
-    study_date: str
-    accession_number: str
-    description: str
-    modalities: tuple[str, ...]
-    series: int | None
-    instances: int | None
+#: One study on the site's PACS as its search returns it (``GET /pacs/studies``): the record the PACS client
+#: builds from the QIDO-RS answer, kept once in the imaging core.
+PacsStudy = StudySummary
 
 
 @dataclass(frozen=True)
