@@ -57,7 +57,7 @@ DOCTEST_MODULES := src/braintumor/imaging src/braintumor/data src/braintumor/mod
 	src/braintumor/models/decision.py src/braintumor/models/export_dir.py src/braintumor/inference \
 	src/braintumor/storage src/braintumor/evaluation/calibration.py src/braintumor/evaluation/metrics.py \
 	src/braintumor/evaluation/by_dataset.py src/braintumor/api src/braintumor/ui/imaging.py \
-	src/braintumor/ui/client.py src/braintumor/ui/sessions.py src/braintumor/errors.py \
+	src/braintumor/ui/client.py src/braintumor/ui/reading.py src/braintumor/ui/sessions.py src/braintumor/errors.py \
 	src/braintumor/export/quantize.py src/braintumor/interop
 doctest: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules $(DOCTEST_MODULES)

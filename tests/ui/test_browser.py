@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from ..missing import missing
 from ..servers import free_port, http_ok, serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -48,15 +49,13 @@ PASSWORD = "tumour-board-2026"
 def browser_ready() -> None:
     """Chromium from Debian and the Playwright driver must be installed already: nothing is fetched here."""
     if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's Chromium (apt-get install -y chromium)")
+        missing(f"{CHROMIUM} is missing: install Debian's Chromium (apt-get install -y chromium)")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        pytest.fail(
-            "Playwright is missing: pip install playwright (never 'playwright install': Debian's Chromium is used)"
-        )
+        missing("Playwright is missing: pip install playwright (never 'playwright install': Debian's Chromium is used)")
     if shutil.which("pdftotext") is None:
-        pytest.fail("pdftotext is missing: apt-get install -y poppler-utils")
+        missing("pdftotext is missing: apt-get install -y poppler-utils")
 
 
 @pytest.fixture(scope="module")
