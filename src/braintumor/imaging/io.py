@@ -20,8 +20,10 @@ Example:
 
 from __future__ import annotations
 
+import gzip
 import io
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,24 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"MM\x00*", 0, "tiff"),
 )
 _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "tiff": "TIFF"}
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_nifti(head: bytes, *, path: str | None = None) -> bool:
+    """Whether ``head`` (a file's first bytes) starts a single-file NIfTI-1 or NIfTI-2 image; a gzipped head is
+    inflated just enough to look (from ``path`` when given, since 352 compressed bytes may not hold the header)."""
+    if head[:2] == GZIP_MAGIC:
+        try:
+            if path is not None:
+                with gzip.open(path, "rb") as fh:
+                    head = fh.read(352)
+            else:
+                head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 352)
+        except (OSError, EOFError, zlib.error):
+            return False
+    return head[344:348] == b"n+1\x00" or head[4:8] == b"n+2\x00"
 
 
 def sniff_format(head: bytes) -> str | None:

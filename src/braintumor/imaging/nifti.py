@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,26 +33,9 @@ from typing import Any
 import numpy as np
 
 from braintumor.errors import CorruptImageError, ImageError, UnsupportedImageError
-from braintumor.imaging.io import ImageSource, read_bytes
+from braintumor.imaging.io import GZIP_MAGIC, ImageSource, is_nifti, read_bytes
 from braintumor.imaging.series import Series, SeriesLimits, SliceRef
 from braintumor.imaging.types import ImageLimits, ImageMeta, LoadedImage, first_line, inflate_capped, scale_to_uint8
-
-_GZIP = b"\x1f\x8b"
-
-
-def is_nifti(head: bytes, *, path: str | None = None) -> bool:
-    """Whether ``head`` (a file's first bytes) starts a single-file NIfTI-1 or NIfTI-2 image; a gzipped head is
-    inflated just enough to look (from ``path`` when given, since 352 compressed bytes may not hold the header)."""
-    if head[:2] == _GZIP:
-        try:
-            if path is not None:
-                with gzip.open(path, "rb") as fh:
-                    head = fh.read(352)
-            else:
-                head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 352)
-        except (OSError, EOFError, zlib.error):
-            return False
-    return head[344:348] == b"n+1\x00" or head[4:8] == b"n+2\x00"
 
 
 def read_nifti(source: ImageSource, *, name: str | None = None, limits: SeriesLimits | None = None) -> Series:
@@ -158,7 +140,7 @@ class _Reader:
 
 def _inflate(data: bytes, limits: SeriesLimits) -> bytes:
     """A gzipped file inflated with a cap (a gzip bomb stops at the cap), or the bytes as they are."""
-    if data[:2] != _GZIP:
+    if data[:2] != GZIP_MAGIC:
         return data
     cap = limits.max_total_bytes + 1024 * 1024  # voxels plus a header and extensions
     try:

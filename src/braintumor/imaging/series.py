@@ -39,7 +39,7 @@ import numpy as np
 from braintumor.errors import BrainTumorError, ImageError, ImageTooLargeError
 from braintumor.imaging.dicom_structure import check_structure
 from braintumor.imaging.dicom_tags import int_value
-from braintumor.imaging.io import ImageSource, read_bytes, sniff_format
+from braintumor.imaging.io import ImageSource, is_nifti, read_bytes, sniff_format
 from braintumor.imaging.types import ImageLimits, LoadedImage, first_line
 
 
@@ -335,6 +335,4 @@ def sniff_volume_or_dicom(path: str | Path) -> str | None:
         return None
     if sniff_format(head[:256]) == "dicom":
         return "dicom"
-    from braintumor.imaging.nifti import is_nifti
-
     return "nifti" if is_nifti(head, path=os.fspath(path)) else None
