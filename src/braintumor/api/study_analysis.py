@@ -40,8 +40,8 @@ import numpy as np
 from braintumor.api.analysis import DISCLAIMER, clean_filename, png, render_size
 from braintumor.api.config import Settings
 from braintumor.errors import CorruptImageError, ImageError, ImageTooLargeError, StudyError
-from braintumor.imaging.io import sniff_format
-from braintumor.imaging.nifti import is_nifti, read_nifti
+from braintumor.imaging.io import is_nifti, sniff_format
+from braintumor.imaging.nifti import read_nifti
 from braintumor.imaging.overlay import overlay
 from braintumor.imaging.series import FileProblem, Series, SeriesLimits, SkippedSeries, read_dicom_series
 from braintumor.imaging.series_rules import DEFAULT_RULES, SeriesRules
