@@ -12,6 +12,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from braintumor.errors import CorruptImageError, DecodeLimitError
+from braintumor.imaging import untrusted
 from braintumor.imaging.io import load_image
 from braintumor.imaging.untrusted import run_isolated
 
@@ -58,3 +59,13 @@ def test_every_call_gets_a_process_of_its_own() -> None:
     assert len(set(pids)) == 4 and os.getpid() not in pids
     time.sleep(0.5)  # the spare for a next call has started by now
     assert run_isolated(os.getpid, timeout_s=60) not in pids
+
+
+def test_a_spare_that_died_while_it_waited_is_replaced() -> None:
+    run_isolated(int, "1", timeout_s=60)  # leaves a spare starting for the next call
+    deadline = time.monotonic() + 30
+    while not untrusted._spares and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert untrusted._spares, "no spare decoder was started"
+    untrusted._spares[0].process.kill()  # dead before its call (whether noticed at take or at hand-over)
+    assert run_isolated(int, "7", timeout_s=60) == 7

@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import resource
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -80,17 +81,12 @@ def run_isolated(
     child died or ``func`` raised anything else (the details go to the server log, not to the client).
     """
     ctx = _forkserver((*preload, func.__module__))
-    child = _take_spare(ctx)
-    try:
-        child.jobs.send((func, args, memory_mb))
-    except (BrokenPipeError, EOFError, OSError):  # the spare died while it waited: start one for this call
-        child.stop()
-        child = _Spare.start(ctx)
-        child.jobs.send((func, args, memory_mb))
+    deadline = time.monotonic() + timeout_s
+    child = _hand_over(ctx, (func, args, memory_mb), deadline, timeout_s)
     _replenish(ctx)
     receiver = child.results
     try:
-        if not receiver.poll(timeout_s):
+        if not receiver.poll(max(0.0, deadline - time.monotonic())):
             raise DecodeLimitError(f"decoding took longer than {timeout_s:g} s (the limit); the file was not processed")
         try:
             status, payload = receiver.recv()
@@ -109,6 +105,36 @@ def run_isolated(
         raise DecodeLimitError(f"decoding needed more than {memory_mb} MB (the limit); the file was not processed")
     log.error("isolated %s raised %s", getattr(func, "__name__", func), payload)
     raise CorruptImageError("cannot decode this file")
+
+
+def _hand_over(
+    ctx: Any, job: tuple[Callable[..., Any], tuple[Any, ...], int | None], deadline: float, timeout_s: float
+) -> _Spare:
+    """Give ``job`` to a spare and wait until it says it took it; to a child started for it instead when the spare
+    died while it waited (the job never ran, so another child may run it). A child that cannot take the job either
+    is a decoder failure, a typed error."""
+    child = _take_spare(ctx)
+    for attempt in range(2):
+        try:
+            child.jobs.send(job)
+            if not child.results.poll(max(0.0, deadline - time.monotonic())):
+                child.stop(wait=False)
+                raise DecodeLimitError(
+                    f"decoding took longer than {timeout_s:g} s (the limit); the file was not processed"
+                )
+            if child.results.recv() == _TAKEN:
+                return child
+        except (EOFError, OSError):  # BrokenPipeError among them: the child is gone
+            pass
+        child.stop()
+        if attempt == 0:
+            child = _Spare.start(ctx)
+    log.error("no isolated decoder could take %s", getattr(job[0], "__name__", job[0]))
+    raise CorruptImageError("cannot decode this file: the decoder stopped abnormally")
+
+
+#: What a child answers once it holds its job: before it, the child's death means the job never ran.
+_TAKEN = ("taken", None)
 
 
 @dataclass
@@ -134,7 +160,7 @@ class _Spare:
 
     def stop(self, *, wait: bool = True) -> None:
         """Kill the child now; collect its exit status now or (``wait=False``) in a thread, off the caller's path:
-        the kill is what matters, the status is only bookkeeping (about 4 ms through the fork server)."""
+        the kill is what matters, the status is only bookkeeping (a round trip through the fork server)."""
         for conn in (self.jobs, self.results):
             conn.close()
         if self.process.is_alive():
@@ -186,8 +212,8 @@ def _replenish(ctx: Any) -> None:
 
 def _warm_up() -> None:
     """Decode a tiny PNG and JPEG once. The first decode in a fresh process pays Pillow's start-up (registering
-    its plugins, the codecs' first use): about 7 ms of an 8 ms first decode of a seed slice, against 1 ms for the
-    next (measured in a child here). A spare pays it while it waits, not during the call it serves."""
+    its plugins, the codecs' first use), several times what the next decode costs; a spare pays it while it waits,
+    not during the call it serves (the refused-upload row of ``bench/api_latency.py`` measures the whole path)."""
     import io
 
     import numpy as np
@@ -212,6 +238,7 @@ def _waiting_child(jobs: Connection, sender: Connection) -> None:
         return
     finally:
         jobs.close()
+    sender.send(_TAKEN)
     _child(sender, func, args, memory_mb)
 
 
