@@ -43,6 +43,7 @@ import argparse
 import contextlib
 import csv
 import ctypes
+import dataclasses
 import datetime as dt
 import functools
 import gc
@@ -80,10 +81,10 @@ from braintumor.imaging.transforms import letterbox, to_rgb
 from braintumor.imaging.types import LoadedImage
 from braintumor.inference.batch import iter_scores
 from braintumor.inference.bundled import bundled_model_dir
-from braintumor.inference.members import preprocess_batch, single_threaded_blas
+from braintumor.inference.members import load_members, preprocess_batch, single_threaded_blas
 from braintumor.inference.members import session as member_session
 from braintumor.inference.predictor import Predictor, Rejection
-from braintumor.models.export_dir import INT8_FILE, MODEL_FILE
+from braintumor.models.export_dir import INT8_FILE, MODEL_FILE, ExportDir
 from braintumor.models.factory import create_model
 from braintumor.models.net import BrainTumorNet
 
@@ -914,10 +915,16 @@ def _predict_paths(predictor: Predictor, files: Sequence[Path]) -> None:
         _predict_path(predictor, path)
 
 
-def _bare_members(sessions: Sequence[Any], batches: Sequence[np.ndarray]) -> None:
+def _bare_members(predictor: Predictor, size: int, batches: Sequence[np.ndarray]) -> None:
     for boxed in batches:
-        for sess in sessions:
-            sess.run(None, {"image": boxed})
+        predictor.run_members({size: boxed})
+
+
+def in_turn(predictor: Predictor, model_dir: Path) -> Predictor:
+    """The same model with its members one after another, each session on all the cores: the schedule before
+    members ran side by side, for the model-time comparison."""
+    members = load_members(ExportDir(model_dir), threads=THREADS)
+    return dataclasses.replace(predictor, members=members, side_by_side=False)
 
 
 def overhead_section(model_dir: Path, scans: Sequence[Path], settings: Settings, start: float) -> dict[str, Any]:
@@ -925,7 +932,8 @@ def overhead_section(model_dir: Path, scans: Sequence[Path], settings: Settings,
     (``predict(load_image(path))``: decode, gate, every member, heatmap) against every member's session on the
     scan already letterboxed; and ``iter_scores`` over 64 files without heatmaps (decoding in its thread pool)
     against every member's session on the same 64 scans letterboxed, in batches of 16. The bare calls fetch
-    every output, as the predictor does."""
+    every output and run the members as the predictor does (``Predictor.run_members``: side by side when they
+    share the cores); the same bare calls with the members in turn on all cores are timed in the same rounds."""
     predictor = Predictor.load(model_dir, threads=THREADS)
     decoded = [(p, load_image(p)) for p in scans]
     verdicts = predictor.predict_batch([im for _, im in decoded], cam=False)
@@ -935,23 +943,26 @@ def overhead_section(model_dir: Path, scans: Sequence[Path], settings: Settings,
     if len(sizes) != 1:
         raise SystemExit("the overhead section assumes members of one input size")
     size = sizes.pop()
-    sessions = [m.session for m in predictor.members]
+    turn = in_turn(predictor, model_dir)
     one_by_one = [preprocess_batch([im], size)[0] for _, im in kept[:16]]
     boxed64, _ = preprocess_batch([im for _, im in kept[:64]], size)
     batches = [boxed64[i : i + 16] for i in range(0, len(boxed64), 16)]
     single = interleaved({
         "ours": functools.partial(_predict_paths, predictor, single_files),
-        "bare": functools.partial(_bare_members, sessions, one_by_one),
+        "bare": functools.partial(_bare_members, predictor, size, one_by_one),
+        "bare in turn": functools.partial(_bare_members, turn, size, one_by_one),
     }, settings)  # fmt: skip
     batch = interleaved({
         "ours": functools.partial(lambda fs: list(iter_scores(predictor, fs, batch_size=16)), batch_files),
-        "bare": functools.partial(_bare_members, sessions, batches),
+        "bare": functools.partial(_bare_members, predictor, size, batches),
+        "bare in turn": functools.partial(_bare_members, turn, size, batches),
     }, settings)  # fmt: skip
     ratios = single["ours"].ratio(single["bare"]), batch["ours"].ratio(batch["bare"])
     log(f"overhead: single {ratios[0]:.2f}×, batch {ratios[1]:.2f}×", start)
     members = ", ".join(f"{m.name} ({m.precision})" for m in predictor.members)
     parts = overhead_parts(predictor, single_files)
-    return {"single": single, "batch": batch, "members": members, "left_out": len(decoded) - len(kept), "parts": parts}
+    return {"single": single, "batch": batch, "members": members, "left_out": len(decoded) - len(kept), "parts": parts,
+            "side_by_side": predictor.side_by_side}  # fmt: skip
 
 
 @single_threaded_blas
@@ -978,7 +989,7 @@ def overhead_parts(predictor: Predictor, files: Sequence[Path], passes: int = 5)
             boxed, placements = preprocess_batch([image], predictor.members[0].size)
             add("letterbox into the batch (once for all members)", t0)
             t0 = time.perf_counter()
-            outputs = [member.session.run(None, {"image": boxed}) for member in predictor.members]
+            outputs = predictor.run_members({boxed.shape[1]: boxed})
             add("ONNX Runtime, every member (the bare side's work)", t0)
             per_member = [(m, o[0], o[2], o[3], placements) for m, o in zip(predictor.members, outputs, strict=True)]
             t0 = time.perf_counter()
@@ -1014,6 +1025,18 @@ def report_overhead(result: dict[str, Any]) -> list[str]:
         ratio = t["ours"].ratio(t["bare"])
         lines.append(f"| {name} | {t['ours'].median / n * 1e3:.1f} | {t['bare'].median / n * 1e3:.1f} | "
                      f"{ratio:.2f}× | ≤ {goal:.2f}×: {_verdict(ratio <= goal)} | {t['ours'].n} |")  # fmt: skip
+    schedule = "side by side, each session on its share of the cores" if result.get("side_by_side") else "in turn"
+    lines += [
+        "",
+        f"Members side by side: the bare model time as the predictor schedules the members ({schedule}) against "
+        f"the members one after another, each session on all {THREADS} cores (the schedule before), in the same "
+        "rounds:",
+        "",
+        "| workload | bare ms/scan | bare in turn ms/scan | side by side / in turn |",
+        "|---|---|---|---|",
+        *(f"| {name} | {t['bare'].median / n * 1e3:.1f} | {t['bare in turn'].median / n * 1e3:.1f} | "
+          f"{t['bare'].ratio(t['bare in turn']):.2f}× |" for name, t, n, _ in rows if "bare in turn" in t),
+    ]  # fmt: skip
     parts: dict[str, float] = result.get("parts", {})
     if parts:
         model = next((v for k, v in parts.items() if k.startswith("ONNX Runtime")), 0.0)

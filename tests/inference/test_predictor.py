@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,26 @@ def test_ensemble_of_two_members_averages(smoke_export: Path, tiny_dataset: Path
     assert r2.cam is not None and np.allclose(r2.cam, np.mean([m.heatmap for m in r2.members], axis=0), atol=1e-5)
     assert r2.model_name == "twins" and r2.model_version == "1"
     assert ens.card_summary()["members"][1]["weight"] == 2
+
+
+def test_members_side_by_side_answer_as_in_turn(smoke_export: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    """Members that can each have a core run at once, each session on its share of the cores, and the answer is
+    the one the members give in turn; on one core they run in turn (no oversubscription)."""
+    root = tmp_path / "ens"
+    for name in ("a", "b"):
+        shutil.copytree(smoke_export, root / name)
+    members = [{"name": "a", "path": "a"}, {"name": "b", "path": "b"}]
+    (root / "ensemble.json").write_text(json.dumps({"name": "pair", "version": "1", "members": members}))
+    side, turn = Predictor.load(root, threads=2), Predictor.load(root, threads=1)
+    assert side.side_by_side and not turn.side_by_side
+    assert not Predictor.load(smoke_export, threads=2).side_by_side  # one member: nothing to run beside it
+    images = [load_image(p) for p in _images(tiny_dataset, 3)]
+    for a, b in zip(side.predict_batch(images), turn.predict_batch(images), strict=True):
+        assert isinstance(a, Prediction) and isinstance(b, Prediction)
+        assert [m.p_tumor for m in a.members] == pytest.approx([m.p_tumor for m in b.members], abs=1e-6)
+        assert a.cam is not None and b.cam is not None and np.allclose(a.cam, b.cam, atol=1e-5)
+    threads = {t.name for t in threading.enumerate()}
+    assert any(name.startswith("member") for name in threads)  # the second member ran in the pool
 
 
 def test_bad_model_folders_are_clear_errors(tmp_path: Path, smoke_export: Path) -> None:

@@ -123,9 +123,25 @@ def load_member(
     return Member(name or folder.name, card, session(path, threads), weight, chosen)
 
 
-def load_members(root: ExportDir, *, threads: int | None = None, precision: str | None = None) -> list[Member]:
-    """Every member of an ensemble folder, or the one export of an export folder (its gate is not loaded)."""
-    return [load_member(folder, m.name, m.weight, threads, precision) for m, folder in root.member_dirs()]
+def load_members(
+    root: ExportDir, *, threads: int | None = None, precision: str | None = None, side_by_side: bool = False
+) -> list[Member]:
+    """Every member of an ensemble folder, or the one export of an export folder (its gate is not loaded).
+
+    ``threads``: intra-op threads of each session (default all cores); with ``side_by_side`` it is the cores of
+    all members together, each session getting an equal share (at least one), for members that run at once."""
+    dirs = root.member_dirs()
+    if side_by_side:
+        threads = max(1, (threads or os.cpu_count() or 1) // max(1, len(dirs)))
+    return [load_member(folder, m.name, m.weight, threads, precision) for m, folder in dirs]
+
+
+def runs_side_by_side(threads: int | None, members: int) -> bool:
+    """Whether ``members`` graphs should run at once, each on its share of ``threads`` cores (default all), rather
+    than one after another on all of them: at batch 1 a small network leaves most of its cores idle between its
+    operators (bench/results-overhead.md, "members side by side"), so two networks on one core each finish sooner
+    than the two in turn on both. Only when every member can have a core of its own."""
+    return members > 1 and (threads or os.cpu_count() or 1) >= members
 
 
 def preprocess_batch(images: Sequence[LoadedImage], size: int) -> tuple[np.ndarray, list[Placement]]:

@@ -15,7 +15,10 @@ Example:
 from __future__ import annotations
 
 import functools
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,13 @@ from braintumor.errors import ModelLoadError, NotAnMRIError, OutOfScopeError
 from braintumor.imaging.transforms import Placement, resize_float
 from braintumor.imaging.types import ImageMeta, LoadedImage
 from braintumor.inference.gate import InputGate, Refusal, RefusalKind
-from braintumor.inference.members import Member, load_members, preprocess_batch, single_threaded_blas
+from braintumor.inference.members import (
+    Member,
+    load_members,
+    preprocess_batch,
+    runs_side_by_side,
+    single_threaded_blas,
+)
 from braintumor.models.decision import DecisionRule, Outcome, ensemble_decision, ensemble_weights
 from braintumor.models.export_dir import ExportDir
 
@@ -145,14 +154,19 @@ class Predictor:
     class_names: tuple[str, ...] = BINARY_CLASSES
     gate: InputGate | None = None
     root: Path | None = None
+    side_by_side: bool = False  # members run at once, each session on its share of the cores (see load)
+    _pool: tuple[int, ThreadPoolExecutor] | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- loading -----------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, *, threads: int | None = None, precision: str | None = None) -> Predictor:
-        """Load ``path`` (an export folder or an ensemble folder). ``threads``: ONNX Runtime intra-op threads
-        (default: all cores); ``precision``: "fp32" or "int8" (default: what each card recommends)."""
+        """Load ``path`` (an export folder or an ensemble folder). ``threads``: the cores ONNX Runtime may use
+        (default: all); an ensemble whose members can each have one runs them side by side, each on its share
+        (:func:`~braintumor.inference.members.runs_side_by_side`). ``precision``: "fp32" or "int8" (default: what
+        each card recommends)."""
         root = ExportDir(path)
-        members = load_members(root, threads=threads, precision=precision)
+        side_by_side = runs_side_by_side(threads, len(root.member_dirs()))
+        members = load_members(root, threads=threads, precision=precision, side_by_side=side_by_side)
         spec = root.read_ensemble() if root.is_ensemble else None
         if not members:
             raise ModelLoadError(f"{root.root}: the ensemble has no members")
@@ -166,7 +180,7 @@ class Predictor:
         gate = InputGate.load(gate_path) if gate_path is not None else None
         name = (spec.name if spec is not None else None) or root.name
         version = (spec.version if spec is not None else None) or "0"
-        return cls(members, name, version, decision, _ensemble_classes(members), gate, root.root)
+        return cls(members, name, version, decision, _ensemble_classes(members), gate, root.root, side_by_side)
 
     # -- prediction --------------------------------------------------------------------------------------
     def predict(self, image: LoadedImage, *, cam: bool = True) -> Prediction:
@@ -192,14 +206,13 @@ class Predictor:
         }
         if todo:
             batch = [images[i] for i in todo]
-            per_member: list[_MemberOutput] = []
-            prepared: dict[int, tuple[np.ndarray, list[Placement]]] = {}
-            for member in self.members:
-                if member.size not in prepared:  # members of one input size share the letterboxed batch
-                    prepared[member.size] = preprocess_batch(batch, member.size)
-                boxed, placements = prepared[member.size]
-                probs, _logits, maps, features = member.session.run(None, {"image": boxed})
-                per_member.append((member, probs, maps, features, placements))
+            # members of one input size share the letterboxed batch
+            prepared = {size: preprocess_batch(batch, size) for size in dict.fromkeys(m.size for m in self.members)}
+            outputs = self.run_members({size: boxed for size, (boxed, _) in prepared.items()})
+            per_member: list[_MemberOutput] = [
+                (member, probs, maps, features, prepared[member.size][1])
+                for member, (probs, _logits, maps, features) in zip(self.members, outputs, strict=True)
+            ]
             feature_refusals: list[Refusal | None] = [None] * len(batch)
             if self.gate is not None:
                 feature_refusals = self.gate.feature_refusals(per_member[0][3], batch)
@@ -211,6 +224,27 @@ class Predictor:
                     else self._combine(k, images[i], per_member, cam)
                 )
         return [out_by_index[i] for i in range(len(images))]
+
+    def run_members(self, boxed: dict[int, np.ndarray]) -> list[list[np.ndarray]]:
+        """Every member's graph on the letterboxed batch of its input size (``boxed[size]``), all outputs, in
+        member order: side by side in threads when the members were loaded to share the cores (ONNX Runtime
+        releases the GIL while it runs), else one after another. The bare model time the benches compare to."""
+        calls = [functools.partial(m.session.run, None, {"image": boxed[m.size]}) for m in self.members]
+        if not self.side_by_side or len(calls) < 2:
+            return [call() for call in calls]
+        pool = self._member_pool()
+        futures = [pool.submit(call) for call in calls[1:]]
+        first = calls[0]()  # this thread runs one member itself: one hand-over fewer
+        return [first, *(f.result() for f in futures)]
+
+    def _member_pool(self) -> ThreadPoolExecutor:
+        """Threads for the members beyond the first, made on first use, and again in a forked copy of the process
+        (a pool's threads do not survive a fork)."""
+        with _POOL_LOCK:
+            if self._pool is None or self._pool[0] != os.getpid():
+                pool = ThreadPoolExecutor(max_workers=len(self.members) - 1, thread_name_prefix="member")
+                self._pool = (os.getpid(), pool)
+            return self._pool[1]
 
     def _combine(self, i: int, image: LoadedImage, per_member: list[_MemberOutput], with_cam: bool) -> Prediction:
         weights = self._weights
@@ -281,6 +315,9 @@ class Predictor:
             ],
             "gate": self.gate is not None,
         }
+
+
+_POOL_LOCK = threading.Lock()
 
 
 def _ensemble_classes(members: Sequence[Member]) -> tuple[str, ...]:
