@@ -12,6 +12,8 @@ import pydicom
 import pytest
 from PIL import Image
 
+from braintumor.imaging.overlay import JET
+
 
 def test_predict_png_returns_the_full_result(api: Any, scan_png: bytes) -> None:
     headers = api.user("alice")
@@ -38,6 +40,11 @@ def test_predict_png_returns_the_full_result(api: Any, scan_png: bytes) -> None:
     for kind in ("heatmap", "overlay"):
         got = api.client.get(body["files"][kind]["url"], headers=headers)
         assert Image.open(io.BytesIO(got.content)).size == (160, 128)
+    # the heatmap is a palette PNG of the jet table: decoded, every pixel is one of the table's colours
+    heat = Image.open(io.BytesIO(api.client.get(body["files"]["heatmap"]["url"], headers=headers).content))
+    colours = np.asarray(heat.convert("RGB")).reshape(-1, 3)
+    assert heat.mode == "P" and len(np.unique(colours, axis=0)) > 1
+    assert (colours[:, None, :] == JET[None, :, :]).all(axis=2).any(axis=1).all()
     cam = api.client.get(body["files"]["cam"]["url"], headers=headers)
     arr = np.load(io.BytesIO(cam.content), allow_pickle=False)
     assert arr.dtype == np.float16 and arr.shape == (128, 160)

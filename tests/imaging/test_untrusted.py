@@ -4,6 +4,7 @@ and reported as a typed error, and the child never outlives the call."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def test_result_and_typed_errors_come_back() -> None:
 
 
 def test_a_call_past_its_deadline_is_killed() -> None:
-    run_isolated(int, "1", timeout_s=60)  # start the fork server outside the timed part
+    run_isolated(time.sleep, 0, timeout_s=60)  # start the fork server (importing ``time``) outside the timed part
     before = _children()
     start = time.perf_counter()
     with pytest.raises(DecodeLimitError, match=r"longer than 0\.5 s"):
@@ -51,6 +52,18 @@ def test_a_crashing_call_is_a_typed_error() -> None:
         run_isolated(os.abort, timeout_s=60)
     with pytest.raises(CorruptImageError, match="cannot decode this file"):
         run_isolated(int, "not a number", timeout_s=60)  # an untyped error is not passed on as it is
+
+
+def _imported(name: str) -> bool:
+    return name in sys.modules
+
+
+def test_a_module_a_later_caller_preloads_is_in_its_children_from_the_start() -> None:
+    """The fork server is started by the first caller; one that asks for more (another route's modules) gets a
+    server that imports them too, so its children do not import them again on every call."""
+    assert not run_isolated(_imported, "wave", timeout_s=60)
+    assert run_isolated(_imported, "wave", timeout_s=60, preload=("wave",))
+    assert run_isolated(_imported, "wave", timeout_s=60)  # what was asked once stays preloaded
 
 
 def test_every_call_gets_a_process_of_its_own() -> None:

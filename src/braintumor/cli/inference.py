@@ -215,7 +215,7 @@ def add_parser(sub: Any) -> None:
                    "slice, in its study (written from the files as given: de-identify first if they must not "
                    "carry identity)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--threads", type=int, help="cores ONNX Runtime uses (default: all; ensemble members share them)")
     p.add_argument("--dask", metavar="ADDRESS", help="score on a Dask cluster (scheduler address, or 'local')")
     p.add_argument("--studies", type=Path, metavar="FILE", help="write one CSV row per study (DICOM series, NIfTI)")
     p.add_argument("--series-rules", type=Path, metavar="FILE", help="which series to score (JSON/YAML rule file)")

@@ -33,12 +33,17 @@ JET = _jet_lut()
 _LUTS = {"jet": JET, "gray": np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)}
 
 
+def colour_index(cam01: np.ndarray) -> np.ndarray:
+    """The row of the colour table each value of a 0–1 map takes (uint8): ``colorize`` is ``table[index]``."""
+    index: np.ndarray = np.clip(np.rint(np.asarray(cam01) * 255), 0, 255).astype(np.uint8)
+    return index
+
+
 def colorize(cam01: np.ndarray, colormap: str = "jet") -> np.ndarray:
     """Map a 0–1 map to an RGB uint8 image with ``colormap`` (``jet`` or ``gray``)."""
     if colormap not in _LUTS:
         raise ValueError(f"unknown colormap {colormap!r}; choose from {', '.join(_LUTS)}")
-    idx = np.clip(np.rint(np.asarray(cam01) * 255), 0, 255).astype(np.uint8)
-    out: np.ndarray = _LUTS[colormap][idx]
+    out: np.ndarray = _LUTS[colormap][colour_index(cam01)]
     return out
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from braintumor.errors import BrainTumorError, CorruptImageError, DecodeLimitError
+from braintumor.imaging.pools import thread_pool
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,18 +53,40 @@ PRELOAD = (
     "pydicom",
     "braintumor.imaging.io",
 )
-_context_lock = threading.Lock()
+_context_lock = threading.RLock()  # also held while a child starts: the fork server is not swapped under a start
 _context: Any = None
+_preloaded: tuple[str, ...] = ()
 
 
 def _forkserver(extra_preload: tuple[str, ...]) -> Any:
-    global _context
+    """The fork server's context, its server importing ``PRELOAD`` and ``extra_preload``. A caller needing a module
+    the running server did not import (another route's pipeline: each child would import it again, a second and
+    more for the API's modules) restarts it with everything asked so far; spares forked from the old server are
+    stopped. Children already running are independent processes and finish their calls."""
+    global _context, _preloaded
+    wanted = tuple(dict.fromkeys((*PRELOAD, *extra_preload)))
     with _context_lock:
         if _context is None:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(list(dict.fromkeys((*PRELOAD, *extra_preload))))
-            _context = ctx
+            _context = multiprocessing.get_context("forkserver")
+        if not set(wanted) <= set(_preloaded):
+            if _preloaded:
+                _stop_forkserver()
+            _preloaded = tuple(dict.fromkeys((*_preloaded, *wanted)))
+            _context.set_forkserver_preload(list(_preloaded))
         return _context
+
+
+def _stop_forkserver() -> None:
+    """Stop the running fork server (the next start launches one with the new preload) and the spares it forked.
+    ``ForkServer._stop`` is the standard library's own (used by its tests): closing the server's "alive" pipe."""
+    from multiprocessing import forkserver
+
+    with _spares_lock:
+        stale = list(_spares)
+        _spares.clear()
+    for spare in stale:
+        spare.stop(wait=False)
+    forkserver._forkserver._stop()  # type: ignore[attr-defined]  # private, present since Python 3.8
 
 
 def run_isolated(
@@ -153,14 +176,15 @@ class _Spare:
         job_receiver, job_sender = ctx.Pipe(duplex=False)
         result_receiver, result_sender = ctx.Pipe(duplex=False)
         process = ctx.Process(target=_waiting_child, args=(job_receiver, result_sender), daemon=True)
-        process.start()
+        with _context_lock:
+            process.start()
         job_receiver.close()
         result_sender.close()
         return cls(process, job_sender, result_receiver)
 
     def stop(self, *, wait: bool = True) -> None:
-        """Kill the child now; collect its exit status now or (``wait=False``) in a thread, off the caller's path:
-        the kill is what matters, the status is only bookkeeping (a round trip through the fork server)."""
+        """Kill the child now; collect its exit status now or (``wait=False``) in a kept thread, off the caller's
+        path: the kill is what matters, the status is only bookkeeping (a round trip through the fork server)."""
         for conn in (self.jobs, self.results):
             conn.close()
         if self.process.is_alive():
@@ -168,7 +192,7 @@ class _Spare:
         if wait:
             self.process.join(5)
         else:
-            threading.Thread(target=self.process.join, args=(5,), name="reap-decoder", daemon=True).start()
+            thread_pool("reap-decoder", 1).submit(self.process.join, 5)
 
 
 #: Children kept started and waiting (one: the API runs at most a few decodes at once, and a call that finds
@@ -194,7 +218,8 @@ def _take_spare(ctx: Any) -> _Spare:
 
 
 def _replenish(ctx: Any) -> None:
-    """Start a spare for the next call, off the caller's path (a thread: starting a child mostly waits)."""
+    """Start a spare for the next call, off the caller's path (a kept thread: starting a child mostly waits, and
+    handing the work to a thread that already runs costs the caller microseconds, starting one milliseconds)."""
 
     def start() -> None:
         with _spares_lock:
@@ -207,7 +232,7 @@ def _replenish(ctx: Any) -> None:
                 return
         spare.stop()
 
-    threading.Thread(target=start, name="spare-decoder", daemon=True).start()
+    thread_pool("spare-decoder", 1).submit(start)
 
 
 def _warm_up() -> None:

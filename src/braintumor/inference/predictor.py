@@ -15,10 +15,7 @@ Example:
 from __future__ import annotations
 
 import functools
-import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ import numpy as np
 
 from braintumor.data.datasets import BINARY_CLASSES, is_tumor_label, negative_index
 from braintumor.errors import ModelLoadError, NotAnMRIError, OutOfScopeError
+from braintumor.imaging.pools import thread_pool
 from braintumor.imaging.transforms import Placement, resize_float
 from braintumor.imaging.types import ImageMeta, LoadedImage
 from braintumor.inference.gate import InputGate, Refusal, RefusalKind
@@ -155,7 +153,6 @@ class Predictor:
     gate: InputGate | None = None
     root: Path | None = None
     side_by_side: bool = False  # members run at once, each session on its share of the cores (see load)
-    _pool: tuple[int, ThreadPoolExecutor] | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- loading -----------------------------------------------------------------------------------------
     @classmethod
@@ -232,19 +229,10 @@ class Predictor:
         calls = [functools.partial(m.session.run, None, {"image": boxed[m.size]}) for m in self.members]
         if not self.side_by_side or len(calls) < 2:
             return [call() for call in calls]
-        pool = self._member_pool()
+        pool = thread_pool("member", len(calls) - 1)
         futures = [pool.submit(call) for call in calls[1:]]
         first = calls[0]()  # this thread runs one member itself: one hand-over fewer
         return [first, *(f.result() for f in futures)]
-
-    def _member_pool(self) -> ThreadPoolExecutor:
-        """Threads for the members beyond the first, made on first use, and again in a forked copy of the process
-        (a pool's threads do not survive a fork)."""
-        with _POOL_LOCK:
-            if self._pool is None or self._pool[0] != os.getpid():
-                pool = ThreadPoolExecutor(max_workers=len(self.members) - 1, thread_name_prefix="member")
-                self._pool = (os.getpid(), pool)
-            return self._pool[1]
 
     def _combine(self, i: int, image: LoadedImage, per_member: list[_MemberOutput], with_cam: bool) -> Prediction:
         weights = self._weights
@@ -315,9 +303,6 @@ class Predictor:
             ],
             "gate": self.gate is not None,
         }
-
-
-_POOL_LOCK = threading.Lock()
 
 
 def _ensemble_classes(members: Sequence[Member]) -> tuple[str, ...]:
