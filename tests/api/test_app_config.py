@@ -287,3 +287,18 @@ def test_forwarded_for_is_believed_only_from_configured_proxies(make_api: Any) -
     assert [r.status_code for r in spoofed] == [401, 401, 401, 429, 429]
     with pytest.raises(ValidationError, match="not an IP address"):
         Settings(secret_key=SECRET, trusted_proxies="proxy.example")
+
+
+def _imported(name: str) -> bool:
+    return name in sys.modules
+
+
+def test_the_app_starts_the_decoders_with_what_every_route_imports(make_api: Any) -> None:
+    """When the app starts, the isolated decoders' fork server is (re)started importing every route's decoder
+    modules: no first upload, study or export waits for it, or restarts it for what another route left out."""
+    from braintumor.imaging.untrusted import run_isolated
+
+    make_api()
+    for module in ("braintumor.api.analysis", "braintumor.api.study_analysis", "braintumor.api.routes.dicom",
+                   "braintumor.imaging.series", "dicomanonymizer"):  # fmt: skip
+        assert run_isolated(_imported, module, timeout_s=60), module

@@ -47,6 +47,8 @@ ACCEPTED = {
     "tiff": "image/png",
     "dicom": "application/dicom",
 }
+#: What the decoder child of an upload imports beyond the imaging core (imported once in the fork server).
+DECODER_PRELOAD = ("braintumor.imaging.dicom", "braintumor.storage.deid", "dicomanonymizer")
 PREVIEW_SIDE = 32
 CAM_BLOB_SIDE = 256
 DISCLAIMER = "Decision support, not a diagnosis: every result must be reviewed by a qualified clinician."
@@ -95,7 +97,7 @@ def analyse(data: bytes, filename: str | None, predictor: Predictor, settings: S
             *args,
             timeout_s=settings.decode_timeout_s,
             memory_mb=settings.decode_memory_mb,
-            preload=("braintumor.imaging.dicom", "braintumor.storage.deid", "dicomanonymizer"),
+            preload=DECODER_PRELOAD,
         )
     else:
         parsed = parse_upload(*args)

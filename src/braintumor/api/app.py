@@ -37,13 +37,16 @@ from fastapi.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from braintumor import __version__
+from braintumor.api.analysis import DECODER_PRELOAD, parse_upload
 from braintumor.api.asgi import HttpMiddleware, ResponseTracking, on_response_start
 from braintumor.api.config import ConfigError, Settings
 from braintumor.api.errors import install_error_handlers
 from braintumor.api.logs import AuditLog, RequestContextMiddleware, request_id_var
 from braintumor.api.routes import admin, auth, dicom, health, pacs, scans, studies
 from braintumor.api.security import LoginGuard, Security
+from braintumor.api.study_analysis import STUDY_DECODER_PRELOAD, parse_study
 from braintumor.errors import BrainTumorError
+from braintumor.imaging.untrusted import start_ahead
 from braintumor.inference.predictor import Predictor
 from braintumor.storage import Storage, open_storage
 
@@ -267,6 +270,14 @@ def _with_csp(page: HTMLResponse) -> HTMLResponse:
     return HTMLResponse(bytes(page.body), headers={"Content-Security-Policy": csp})
 
 
+def start_decoders() -> None:
+    """The isolated decoders' fork server and a spare child, started with everything every route's decoder child
+    imports, when the app starts: the first upload, study or export does not wait for them, and no route's first
+    call restarts the server for modules another route's call left out."""
+    funcs = (parse_upload, parse_study, dicom.decode_stored, dicom.decode_sources)
+    start_ahead(funcs, (*DECODER_PRELOAD, *STUDY_DECODER_PRELOAD, *dicom.EXPORT_DECODER_PRELOAD))
+
+
 def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAPI:
     """Build the API from one settings object (``predictor``: an already loaded model, e.g. in tests).
 
@@ -285,6 +296,8 @@ def create_app(settings: Settings, predictor: Predictor | None = None) -> FastAP
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.isolate_decoding:
+            start_decoders()
         yield
         app.state.storage.close()
 

@@ -53,6 +53,9 @@ from braintumor.inference.study import SliceResult, StudyResult, StudyRule, scor
 from braintumor.storage import Blob, NewScan
 
 _ZIP = b"PK\x03\x04"
+#: What the decoder child of a study imports beyond the imaging core (imported once in the fork server).
+STUDY_DECODER_PRELOAD = ("braintumor.imaging.dicom", "braintumor.imaging.series", "braintumor.storage.deid",
+                         "dicomanonymizer")  # fmt: skip
 #: Longest side of each slice's stored Grad-CAM map (``slice.{k}.cam``).
 CAM_SIDE = 64
 #: How many reasons (skipped series, bad files, refused slices) a 4xx answer quotes before "and N more".
@@ -227,12 +230,7 @@ def analyse_study(
             *args,
             timeout_s=settings.study_timeout_s,
             memory_mb=settings.study_memory_mb,
-            preload=(
-                "braintumor.imaging.dicom",
-                "braintumor.imaging.series",
-                "braintumor.storage.deid",
-                "dicomanonymizer",
-            ),
+            preload=STUDY_DECODER_PRELOAD,
         )
     else:
         parsed = parse_study(*args)

@@ -67,6 +67,10 @@ def _blob(storage: Storage, rec: ScanRecord, kind: str) -> bytes | None:
     return found[1] if found is not None else None
 
 
+#: What the decoder child of an export imports beyond the imaging core (imported once in the fork server).
+EXPORT_DECODER_PRELOAD = ("braintumor.imaging.dicom",)
+
+
 def decode_stored(data: bytes, limits: ImageLimits) -> LoadedImage:
     """Decode a stored original under ``limits`` (module level: :func:`run_isolated` calls it by name)."""
     return load_image(data, limits=limits)
@@ -76,7 +80,7 @@ def _decode(data: bytes, settings: Settings) -> LoadedImage:
     if not settings.isolate_decoding:
         return decode_stored(data, settings.image_limits)
     return run_isolated(decode_stored, data, settings.image_limits, timeout_s=settings.decode_timeout_s,
-                        memory_mb=settings.decode_memory_mb, preload=("braintumor.imaging.dicom",))  # fmt: skip
+                        memory_mb=settings.decode_memory_mb, preload=EXPORT_DECODER_PRELOAD)  # fmt: skip
 
 
 def _part10(ds: Any) -> bytes:
@@ -129,7 +133,7 @@ def study_dicom_results(rec: ScanRecord, storage: Storage, settings: Settings) -
     sources = [b for b in blobs if b is not None]
     if settings.isolate_decoding:
         frames = run_isolated(decode_sources, sources, settings.image_limits, timeout_s=settings.study_timeout_s,
-                              memory_mb=settings.study_memory_mb, preload=("braintumor.imaging.dicom",))  # fmt: skip
+                              memory_mb=settings.study_memory_mb, preload=EXPORT_DECODER_PRELOAD)  # fmt: skip
     else:
         frames = decode_sources(sources, settings.image_limits)
     decoded = dict(zip(used, frames, strict=True))
