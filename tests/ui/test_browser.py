@@ -147,7 +147,7 @@ def test_clinician_journey(
             # sign in: the token never reaches the URL
             expect(page.get_by_role("textbox", name="Username")).to_have_value(username)
             page.get_by_role("textbox", name="Password", exact=True).fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("button", name="Sign in", exact=True).click()
             expect(page.get_by_role("heading", name="Analyze scans")).to_be_visible()
             assert "token" not in page.url and "eyJ" not in page.url
 
@@ -221,7 +221,7 @@ def test_clinician_journey(
             # the administrator's page
             page.get_by_role("textbox", name="Username").fill(api_server.admin)
             page.get_by_role("textbox", name="Password", exact=True).fill(api_server.admin_password)
-            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("button", name="Sign in", exact=True).click()
             expect(page.get_by_role("heading", name="Analyze scans")).to_be_visible()
             nav(page, "Admin")
             expect(page.get_by_text("Activity per user")).to_be_visible()
@@ -255,7 +255,7 @@ def test_study_journey(
             page.goto(ui_url)
             page.get_by_role("textbox", name="Username").fill(username)
             page.get_by_role("textbox", name="Password", exact=True).fill(ACCOUNT_PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("button", name="Sign in", exact=True).click()
             expect(page.get_by_role("heading", name="Analyze scans")).to_be_visible()
 
             page.get_by_text("Study (a whole series)").click()
