@@ -204,13 +204,13 @@ def render_all(image: LoadedImage, prediction: Prediction, settings: Settings) -
     pool = thread_pool("render", os.cpu_count() or 1)
     jobs = {
         "heatmap": pool.submit(indexed_png, colour_index(normalise_map(shown)), JET),
-        "overlay": pool.submit(_overlay_png, pixels, shown, settings.overlay_alpha),
+        "overlay": pool.submit(overlay_png, pixels, shown, settings.overlay_alpha),
     }
     if len(prediction.members) > 1:
         for i, member in enumerate(prediction.members):
             if member.heatmap is not None:
                 cam = resize_float(np.asarray(member.heatmap, dtype=np.float32), size)
-                jobs[member_overlay_kind(i)] = pool.submit(_overlay_png, pixels, cam, settings.overlay_alpha)
+                jobs[member_overlay_kind(i)] = pool.submit(overlay_png, pixels, cam, settings.overlay_alpha)
     height, width = image.pixels.shape[:2]
     small_scale = min(1.0, CAM_BLOB_SIDE / max(width, height))
     small = resize_float(prediction.cam, (max(1, round(width * small_scale)), max(1, round(height * small_scale))))
@@ -224,7 +224,8 @@ def render_all(image: LoadedImage, prediction: Prediction, settings: Settings) -
     return [*blobs, *(Blob(kind, data, "image/png") for kind, data in done.items())], preview
 
 
-def _overlay_png(pixels: np.ndarray, cam: np.ndarray, alpha: float) -> bytes:
+def overlay_png(pixels: np.ndarray, cam: np.ndarray, alpha: float) -> bytes:
+    """``cam`` blended onto ``pixels`` (:func:`~braintumor.imaging.overlay.overlay`) as a PNG."""
     return png(overlay(pixels, cam, alpha=alpha))
 
 

@@ -30,19 +30,21 @@ Example:
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from braintumor.api.analysis import DISCLAIMER, clean_filename, png, render_size
+from braintumor.api.analysis import DISCLAIMER, clean_filename, overlay_png, png, render_size
 from braintumor.api.config import Settings
 from braintumor.errors import CorruptImageError, ImageError, ImageTooLargeError, StudyError
 from braintumor.imaging.io import is_nifti, sniff_format
 from braintumor.imaging.nifti import read_nifti
-from braintumor.imaging.overlay import overlay
+from braintumor.imaging.pools import thread_pool
 from braintumor.imaging.series import FileProblem, Series, SeriesLimits, SkippedSeries, read_dicom_series
 from braintumor.imaging.series_rules import DEFAULT_RULES, SeriesRules
 from braintumor.imaging.transforms import resize_float
@@ -276,25 +278,33 @@ def scored_decision(study: StudyResult) -> Prediction | None:
 
 
 class _SliceRenderer:
-    """The ``on_slice`` hook: the slice view and its overlay as PNG blobs, numbered over the whole study."""
+    """The ``on_slice`` hook: the slice view and its overlay as PNG blobs, numbered over the whole study. The PNGs
+    are encoded in the render pool (:func:`~braintumor.imaging.pools.thread_pool`, as a single upload's) while the
+    next slices are scored; :attr:`blobs` waits for them, in slice order."""
 
     def __init__(self, settings: Settings) -> None:
         self.side = settings.study_render_side
         self.alpha = settings.overlay_alpha
-        self.blobs: list[Blob] = []
+        self._pending: list[tuple[str, Future[bytes] | bytes, str]] = []
         self.kinds: dict[tuple[str, int], int] = {}  # (series uid, slice index) -> k
         self.type_probs: dict[int, dict[str, float]] = {}
+
+    @property
+    def blobs(self) -> list[Blob]:
+        return [Blob(kind, d if isinstance(d, bytes) else d.result(), ctype) for kind, d, ctype in self._pending]
 
     def __call__(self, series: Series, result: SliceResult, image: LoadedImage, prediction: Prediction) -> str:
         k = len(self.kinds)
         self.kinds[(series.series_uid, result.index)] = k
         pixels, size, _ = render_size(image.pixels, self.side)
-        self.blobs.append(Blob(f"slice.{k}.image", png(pixels), "image/png"))
+        pool = thread_pool("render", os.cpu_count() or 1)
+        self._pending.append((f"slice.{k}.image", pool.submit(png, pixels), "image/png"))
         if prediction.cam is not None:
             full = np.asarray(prediction.cam, dtype=np.float32)
             cam = resize_float(full, size)
-            self.blobs.append(Blob(f"slice.{k}.overlay", png(overlay(pixels, cam, alpha=self.alpha)), "image/png"))
-            self.blobs.append(Blob(f"slice.{k}.cam", _small_map(full), "application/x-npy"))
+            blended = pool.submit(overlay_png, pixels, cam, self.alpha)
+            self._pending.append((f"slice.{k}.overlay", blended, "image/png"))
+            self._pending.append((f"slice.{k}.cam", _small_map(full), "application/x-npy"))
         self.type_probs[k] = dict(prediction.type_probs)
         return f"slice.{k}"
 
