@@ -99,6 +99,25 @@ def _stop_forkserver() -> None:
     server._stop()  # private, present since Python 3.8
 
 
+def imported_modules(names: tuple[str, ...]) -> list[str]:
+    """Those of ``names`` the calling process has imported. Run in a child (``run_isolated(imported_modules,
+    names, …)``) it tells what the fork server preloaded for its children: the check that no call imports a
+    route's decoder modules again."""
+    import sys
+
+    return [name for name in names if name in sys.modules]
+
+
+def restart_forkserver() -> None:
+    """Stop the fork server and forget what it preloaded: the next call starts a fresh one importing ``PRELOAD``
+    and what that call asks for (the state of a process that has not decoded yet)."""
+    global _preloaded
+    with _context_lock:
+        if _preloaded:
+            _stop_forkserver()
+        _preloaded = ()
+
+
 def run_isolated(
     func: Callable[..., T],
     *args: Any,
