@@ -108,7 +108,9 @@ def test_history_stats_count_one_outcome_per_scan(api: Any, brain: Any, encoder:
 def test_an_ensemble_stores_and_serves_one_overlay_per_member(
     make_api: Any, smoke_export: Any, tmp_path: Any, scan_png: bytes
 ) -> None:
-    """Per-member heatmaps (issue 14 item 9): each member's overlay is a file of the scan, named by its member."""
+    """Per-member heatmaps (issue 14 item 9): each member's Grad-CAM map is a file of the scan, named by its member
+    (float16 .npy at most 256 px a side, as the ensemble's; the viewer blends it), and the ensemble's map is their
+    mean."""
     import dataclasses
     import json
     import shutil
@@ -125,11 +127,16 @@ def test_an_ensemble_stores_and_serves_one_overlay_per_member(
     headers = api.user("alice")
     body = api.scan(headers, scan_png)
     kinds = [m["heatmap"] for m in body["members"]]
-    assert kinds == ["overlay.0", "overlay.1"] and set(kinds) <= set(body["files"])
-    for m in body["members"]:
-        png = api.client.get(body["files"][m["heatmap"]]["url"], headers=headers)
-        assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (160, 128)
-        assert m["outcome"] in ("tumor", "refer", "no_tumor")
+    assert kinds == ["cam.0", "cam.1"] and set(kinds) <= set(body["files"])
+    maps = []
+    for m in [*body["members"], {"heatmap": "cam"}]:
+        got = api.client.get(body["files"][m["heatmap"]]["url"], headers=headers)
+        assert got.status_code == 200 and got.headers["content-type"] == "application/x-npy"
+        maps.append(np.load(io.BytesIO(got.content), allow_pickle=False))
+        assert maps[-1].dtype == np.float16 and maps[-1].shape == (128, 160)  # the scan's 160×128, under 256
+        assert m.get("outcome", "tumor") in ("tumor", "refer", "no_tumor")
+    members = [m.astype(np.float32) for m in maps[:2]]
+    assert np.allclose(maps[2].astype(np.float32), np.mean(members, axis=0), atol=2e-3)
 
 
 def test_sites_may_keep_dicom_identifiers(make_api: Any, scan_dicom: bytes) -> None:

@@ -59,6 +59,10 @@ def test_batch_with_good_and_bad_files(ui, mri: Callable[[str], tuple[str, bytes
         {"tumor": "Tumor", "refer": "Refer", "no_tumor": "No tumor"}[m.outcome] for m in scan.members
     ]
     assert len(at.image) >= 2  # original, overlay (+ colour bar)
+    if len(scan.members) > 1:  # each member's stored map, blended onto the scan here (its caption names it)
+        assert [m.heatmap for m in scan.members] == [f"cam.{i}" for i in range(len(scan.members))]
+        assert len(at.image) == 3 + len(scan.members)  # original, overlay, colour bar, one overlay a member
+        assert not at.info, [i.value for i in at.info]  # no map failed to draw
     assert at.download_button[0].label == "Download PDF report"
 
     at.selectbox(key=analyze.SELECTED).set_value(1)  # the second result's details

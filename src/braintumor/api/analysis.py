@@ -11,7 +11,7 @@ deadline and a memory ceiling (:func:`braintumor.imaging.untrusted.run_isolated`
 Example:
     >>> analysis = analyse(png_bytes, "scan.png", predictor, settings, salt=b"k")  # doctest: +SKIP
     >>> analysis.scan.outcome, [b.kind for b in analysis.blobs]  # doctest: +SKIP
-    ('tumor', ['original', 'heatmap', 'overlay', 'cam', 'overlay.0', 'overlay.1'])
+    ('tumor', ['original', 'heatmap', 'overlay', 'cam', 'cam.0', 'cam.1'])
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def analyse(data: bytes, filename: str | None, predictor: Predictor, settings: S
         rendered, preview = render_all(image, prediction, settings)
         blobs += rendered
         kinds = {b.kind for b in rendered}
-        member_kinds = [k if (k := member_overlay_kind(i)) in kinds else None for i in range(len(prediction.members))]
+        member_kinds = [k if (k := member_map_kind(i)) in kinds else None for i in range(len(prediction.members))]
     result = build_result(prediction, predictor, image, tags, notes, preview, deidentified, member_kinds)
     scan = NewScan(
         owner_id="",
@@ -160,7 +160,7 @@ def build_result(
     member_kinds: list[str | None] | None = None,
 ) -> dict[str, Any]:
     """What the history keeps besides the indexed fields (a :class:`StoredResult`): the full output, the model
-    card, image facts, and which blob holds each member's overlay."""
+    card, image facts, and which blob holds each member's Grad-CAM map."""
     width, height = image.meta.original_size
     answer = prediction.as_dict()
     for member, kind in zip(answer["members"], member_kinds or [], strict=False):
@@ -173,9 +173,27 @@ def build_result(
     return result
 
 
-def member_overlay_kind(index: int) -> str:
-    """The blob kind of ensemble member ``index``'s overlay (``overlay.0``, ``overlay.1``, …)."""
-    return f"overlay.{index}"
+def member_map_kind(index: int) -> str:
+    """The blob kind of ensemble member ``index``'s Grad-CAM map (``cam.0``, ``cam.1``, …; scans stored before
+    maps were kept per member have an overlay PNG a member instead, ``overlay.0``, …)."""
+    return f"cam.{index}"
+
+
+#: The content type of a stored map (float16 ``.npy``).
+NPY = "application/x-npy"
+
+
+def map_npy(cam: np.ndarray, side: int = CAM_BLOB_SIDE) -> bytes:
+    """A Grad-CAM map as float16 ``.npy``, longest side at most ``side``: a map is smooth, so this is all a viewer
+    (or a DICOM Secondary Capture made later) needs to draw it at the scan's size."""
+    height, width = cam.shape[:2]
+    scale = min(1.0, side / max(width, height))
+    small = resize_float(
+        np.asarray(cam, dtype=np.float32), (max(1, round(width * scale)), max(1, round(height * scale)))
+    )
+    buf = io.BytesIO()
+    np.save(buf, small.astype(np.float16), allow_pickle=False)
+    return buf.getvalue()
 
 
 def render_size(pixels: np.ndarray, side: int) -> tuple[np.ndarray, tuple[int, int], float]:
@@ -189,39 +207,31 @@ def render_size(pixels: np.ndarray, side: int) -> tuple[np.ndarray, tuple[int, i
 
 
 def render_all(image: LoadedImage, prediction: Prediction, settings: Settings) -> tuple[list[Blob], dict[str, Any]]:
-    """The heatmap and overlay PNGs (longest side at most ``max_render_side``), the raw map as float16 ``.npy``
-    (longest side at most 256), one overlay PNG a member (when there are several: one member's map is the
-    ensemble's), and a 32×32 preview for the response.
+    """The heatmap and overlay PNGs (longest side at most ``max_render_side``), the raw map (:func:`map_npy`), one
+    map a member when there are several (one member's map is the ensemble's), and a 32×32 preview for the
+    response.
 
-    The PNGs are encoded at once in a thread pool (zlib releases the GIL: at one upload at a time they are most of
-    the API's own time, bench/results-api.md), the map and the preview meanwhile in this thread. The heatmap is a
-    palette PNG of the colour table's indices: the same pixels as its RGB form, a third of the bytes to deflate.
+    The two PNGs are encoded at once in a thread pool (zlib releases the GIL), the maps and the preview meanwhile
+    in this thread. The heatmap is a palette PNG of the colour table's indices: the same pixels as its RGB form, a
+    third of the bytes to deflate. A member's map is stored, not its overlay: the viewer blends it as it blends
+    the ensemble's (the same :func:`~braintumor.imaging.overlay.overlay`). An overlay PNG a member was most of an
+    upload's time on a scan-sized slice (two more full-size RGB PNGs: ``bench/results-api.md``).
     """
     if prediction.cam is None:
         raise ValueError("render_all needs a prediction made with its heatmap")
     pixels, size, _ = render_size(image.pixels, settings.max_render_side)
     shown = resize_float(np.asarray(prediction.cam, dtype=np.float32), size)
     pool = thread_pool("render", os.cpu_count() or 1)
-    jobs = {
-        "heatmap": pool.submit(indexed_png, colour_index(normalise_map(shown)), JET),
-        "overlay": pool.submit(overlay_png, pixels, shown, settings.overlay_alpha),
-    }
+    heatmap = pool.submit(indexed_png, colour_index(normalise_map(shown)), JET)
+    overlaid = pool.submit(overlay_png, pixels, shown, settings.overlay_alpha)
+    maps = [Blob("cam", map_npy(prediction.cam), NPY)]
     if len(prediction.members) > 1:
-        for i, member in enumerate(prediction.members):
-            if member.heatmap is not None:
-                cam = resize_float(np.asarray(member.heatmap, dtype=np.float32), size)
-                jobs[member_overlay_kind(i)] = pool.submit(overlay_png, pixels, cam, settings.overlay_alpha)
-    height, width = image.pixels.shape[:2]
-    small_scale = min(1.0, CAM_BLOB_SIDE / max(width, height))
-    small = resize_float(prediction.cam, (max(1, round(width * small_scale)), max(1, round(height * small_scale))))
-    buf = io.BytesIO()
-    np.save(buf, small.astype(np.float16), allow_pickle=False)
+        maps += [Blob(member_map_kind(i), map_npy(m.heatmap), NPY) for i, m in enumerate(prediction.members)
+                 if m.heatmap is not None]  # fmt: skip
     tiny = normalise_map(resize_float(prediction.cam, (PREVIEW_SIDE, PREVIEW_SIDE)))
     preview = {"width": PREVIEW_SIDE, "height": PREVIEW_SIDE, "values": np.round(tiny.astype(np.float64), 3).tolist()}
-    done = {kind: job.result() for kind, job in jobs.items()}
-    blobs = [Blob("heatmap", done.pop("heatmap"), "image/png"), Blob("overlay", done.pop("overlay"), "image/png"),
-             Blob("cam", buf.getvalue(), "application/x-npy")]  # fmt: skip
-    return [*blobs, *(Blob(kind, data, "image/png") for kind, data in done.items())], preview
+    pngs = [Blob("heatmap", heatmap.result(), "image/png"), Blob("overlay", overlaid.result(), "image/png")]
+    return [*pngs, *maps], preview
 
 
 def overlay_png(pixels: np.ndarray, cam: np.ndarray, alpha: float) -> bytes:

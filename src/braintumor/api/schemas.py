@@ -97,7 +97,11 @@ class MemberOutput(BaseModel):
     probs: dict[str, float]
     p_tumor: float
     outcome: Outcome = Field(description="this member's p(tumor) under the ensemble's rule (not a rule of its own)")
-    heatmap: str | None = Field(default=None, description="blob kind of this member's overlay in the scan's files")
+    heatmap: str | None = Field(
+        default=None,
+        description="blob kind of this member's Grad-CAM map in the scan's files (cam.N, float16 .npy like cam; "
+        "scans stored before maps were kept per member: its overlay PNG, overlay.N)",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from braintumor.api.analysis import DISCLAIMER, clean_filename, overlay_png, png, render_size
+from braintumor.api.analysis import DISCLAIMER, NPY, clean_filename, map_npy, overlay_png, png, render_size
 from braintumor.api.config import Settings
 from braintumor.errors import CorruptImageError, ImageError, ImageTooLargeError, StudyError
 from braintumor.imaging.io import is_nifti, sniff_format
@@ -304,20 +304,9 @@ class _SliceRenderer:
             cam = resize_float(full, size)
             blended = pool.submit(overlay_png, pixels, cam, self.alpha)
             self._pending.append((f"slice.{k}.overlay", blended, "image/png"))
-            self._pending.append((f"slice.{k}.cam", _small_map(full), "application/x-npy"))
+            self._pending.append((f"slice.{k}.cam", map_npy(full, CAM_SIDE), NPY))
         self.type_probs[k] = dict(prediction.type_probs)
         return f"slice.{k}"
-
-
-def _small_map(cam: np.ndarray) -> bytes:
-    """A slice's Grad-CAM map as float16 ``.npy``, longest side at most :data:`CAM_SIDE` (a map is smooth: this is
-    what a DICOM Secondary Capture of the study is drawn from later, at the source's size)."""
-    height, width = cam.shape[:2]
-    scale = min(1.0, CAM_SIDE / max(height, width))
-    small = resize_float(cam, (max(1, round(width * scale)), max(1, round(height * scale))))
-    buf = io.BytesIO()
-    np.save(buf, small.astype(np.float16), allow_pickle=False)
-    return buf.getvalue()
 
 
 def build_study_result(

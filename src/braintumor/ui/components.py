@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 import streamlit as st
 
 from braintumor.ui import imaging, state
@@ -160,10 +161,11 @@ def file_bytes(link: FileLink) -> bytes:
     return state.cached("files", link.id, lambda: state.api().file(link))
 
 
-def viewer(scan: Scan, key: str, original: bytes | None = None) -> None:
+def viewer(scan: Scan, key: str, original: bytes | None = None) -> tuple[np.ndarray | None, float]:
     """Original and heatmap side by side, with zoom, pan and overlay opacity applied here (no server call).
 
-    ``original``: the uploaded bytes when the page has them (else they are fetched).
+    ``original``: the uploaded bytes when the page has them (else they are fetched). Returns the decoded scan (None
+    when it cannot be shown) and the chosen opacity, which the members' overlays below reuse.
     """
     link = scan.files.get("original")
     cam_link = scan.files.get("cam")
@@ -227,16 +229,24 @@ def viewer(scan: Scan, key: str, original: bytes | None = None) -> None:
                 column.image(
                     imaging.enlarge(imaging.view(shown, zoom, center), VIEW_WIDTH), caption=caption, width="stretch"
                 )
+    return pixels, opacity
 
 
-def member_heatmaps(scan: Scan) -> None:
-    """Each member's overlay (the server stores one per member of an ensemble); otherwise what the map above is."""
+def member_heatmaps(scan: Scan, pixels: np.ndarray | None = None, opacity: float = 0.4) -> None:
+    """Each member's overlay: its stored map (``cam.N``) blended onto ``pixels`` here, as the ensemble's is, or, for
+    scans stored before maps were kept per member, the server's overlay PNG (``overlay.N``); otherwise what the
+    map above is."""
     maps = [(m, scan.files[m.heatmap]) for m in scan.members if m.heatmap and m.heatmap in scan.files]
     if maps:
         columns = st.columns(min(len(maps), 3))
         for i, (member, link) in enumerate(maps):
             try:
-                shown = imaging.decode(file_bytes(link))
+                if link.content_type == "application/x-npy":
+                    if pixels is None:
+                        raise imaging.DisplayError("the scan cannot be shown, so neither can this member's map")
+                    shown = imaging.blend(pixels, imaging.load_cam(file_bytes(link)), opacity)
+                else:
+                    shown = imaging.decode(file_bytes(link))
             except imaging.DisplayError as exc:
                 columns[i % len(columns)].info(str(exc))
                 continue
@@ -297,10 +307,10 @@ def scan_detail(scan: Scan, key: str, original: bytes | None = None) -> None:
     result_banner(scan)
     probability_scale(scan)
     facts(scan)
-    viewer(scan, key, original)
+    pixels, opacity = viewer(scan, key, original)
     with st.expander("Ensemble members and their heatmaps", expanded=len(scan.members) > 1):
         members_table(scan)
-        member_heatmaps(scan)
+        member_heatmaps(scan, pixels, opacity)
     with st.expander("Image and DICOM information", expanded=bool(scan.dicom)):
         image_facts(scan)
     report_button(scan, key)

@@ -40,7 +40,7 @@ class Token:
 
 @dataclass(frozen=True)
 class FileLink:
-    """A stored file of a scan (``kind``: original, heatmap, overlay, cam)."""
+    """A stored file of a scan (``kind``: original, heatmap, overlay, cam, cam.N a member)."""
 
     id: str
     url: str

@@ -139,7 +139,7 @@ async def predict(
 ) -> ScanPublic:
     """Analyse one scan with the ensemble: the outcome (tumor / refer / no tumor), calibrated probability, tumour
     type, every member's probabilities under the ensemble's rule, the model, and the heatmaps (preview here; PNG,
-    overlay and one overlay per member under ``files``)."""
+    overlay, the raw map and one map a member under ``files``)."""
     data = await read_capped(file, intake.settings.max_upload_bytes)
     rec = await intake.store(partial(analyse, data, file.filename))
     intake.created(rec, f"/history/{rec.id}", "scan.create")
