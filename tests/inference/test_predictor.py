@@ -73,6 +73,9 @@ def test_ensemble_of_two_members_averages(smoke_export: Path, tiny_dataset: Path
     assert all(m.outcome == ens.decision.outcome(m.p_tumor) for m in r2.members)
     assert all(m.heatmap is not None and m.heatmap.shape == image.pixels.shape[:2] for m in r2.members)
     heatmaps = [m.heatmap for m in r2.members if m.heatmap is not None]
+    small = r2.members[0].map_at((20, 10))  # straight to another size (a stored map): (width, height)
+    assert small is not None and small.shape == (10, 20) and small.max() <= 1 + 1e-6
+    assert np.array_equal(r2.members[0].map_at(image.meta.original_size), heatmaps[0])
     assert r2.cam is not None and np.allclose(r2.cam, np.mean(heatmaps, axis=0), atol=1e-5)
     assert r2.model_name == "twins" and r2.model_version == "1"
     assert ens.card_summary()["members"][1]["weight"] == 2

@@ -183,17 +183,24 @@ def member_map_kind(index: int) -> str:
 NPY = "application/x-npy"
 
 
+def map_size(width: int, height: int, side: int = CAM_BLOB_SIDE) -> tuple[int, int]:
+    """``(width, height)`` scaled so that the longest side is at most ``side``: the size a stored map has."""
+    scale = min(1.0, side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def npy(values: np.ndarray) -> bytes:
+    """A map as float16 ``.npy`` (a map is smooth and 0–1: half precision is plenty, half the bytes)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(values).astype(np.float16), allow_pickle=False)
+    return buf.getvalue()
+
+
 def map_npy(cam: np.ndarray, side: int = CAM_BLOB_SIDE) -> bytes:
     """A Grad-CAM map as float16 ``.npy``, longest side at most ``side``: a map is smooth, so this is all a viewer
     (or a DICOM Secondary Capture made later) needs to draw it at the scan's size."""
     height, width = cam.shape[:2]
-    scale = min(1.0, side / max(width, height))
-    small = resize_float(
-        np.asarray(cam, dtype=np.float32), (max(1, round(width * scale)), max(1, round(height * scale)))
-    )
-    buf = io.BytesIO()
-    np.save(buf, small.astype(np.float16), allow_pickle=False)
-    return buf.getvalue()
+    return npy(resize_float(np.asarray(cam, dtype=np.float32), map_size(width, height, side)))
 
 
 def render_size(pixels: np.ndarray, side: int) -> tuple[np.ndarray, tuple[int, int], float]:
@@ -226,8 +233,9 @@ def render_all(image: LoadedImage, prediction: Prediction, settings: Settings) -
     overlaid = pool.submit(overlay_png, pixels, shown, settings.overlay_alpha)
     maps = [Blob("cam", map_npy(prediction.cam), NPY)]
     if len(prediction.members) > 1:
-        maps += [Blob(member_map_kind(i), map_npy(m.heatmap), NPY) for i, m in enumerate(prediction.members)
-                 if m.heatmap is not None]  # fmt: skip
+        small = map_size(*image.meta.original_size)
+        maps += [Blob(member_map_kind(i), npy(cam), NPY) for i, m in enumerate(prediction.members)
+                 if (cam := m.map_at(small)) is not None]  # fmt: skip
     tiny = normalise_map(resize_float(prediction.cam, (PREVIEW_SIDE, PREVIEW_SIDE)))
     preview = {"width": PREVIEW_SIDE, "height": PREVIEW_SIDE, "values": np.round(tiny.astype(np.float64), 3).tolist()}
     pngs = [Blob("heatmap", heatmap.result(), "image/png"), Blob("overlay", overlaid.result(), "image/png")]

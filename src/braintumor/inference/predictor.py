@@ -75,9 +75,17 @@ class MemberResult:
             return None
         return _unmapped_mean(self.placement, [self.cam])
 
+    def map_at(self, size: tuple[int, int]) -> np.ndarray | None:
+        """The max-normalised map resized straight to ``size`` (width, height), e.g. the small map a scan stores:
+        one resize from the member's input, not one to the original size and another down from there."""
+        if self.placement is None:
+            return None
+        return _unmapped_mean(self.placement, [self.cam], size)
 
-def _unmapped_mean(placement: Placement, cams: Sequence[np.ndarray]) -> np.ndarray:
-    """``placement.unmap`` of the mean of the max-normalised ``cams`` (one placement's maps). Each map is
+
+def _unmapped_mean(placement: Placement, cams: Sequence[np.ndarray], size: tuple[int, int] | None = None) -> np.ndarray:
+    """``placement.unmap`` of the mean of the max-normalised ``cams`` (one placement's maps; ``size``: another
+    size than the original's to resize to). Each map is
     divided by its maximum over the whole square, but only its part inside the content box is divided, averaged
     and copied: the padding is cropped off by the unmapping anyway, and on a wide or tall scan it is up to half
     the square."""
@@ -88,7 +96,7 @@ def _unmapped_mean(placement: Placement, cams: Sequence[np.ndarray]) -> np.ndarr
         scaled = crop / top if top > 0 else crop.copy()  # a copy: the heatmap must not alias the graph's output
         crops.append(scaled.astype(np.float32, copy=False))
     mean = crops[0] if len(crops) == 1 else np.mean(crops, axis=0, dtype=np.float32)
-    return resize_float(np.ascontiguousarray(mean, dtype=np.float32), placement.original_size)
+    return resize_float(np.ascontiguousarray(mean, dtype=np.float32), size or placement.original_size)
 
 
 @dataclass(frozen=True)
