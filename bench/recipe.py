@@ -191,6 +191,12 @@ def write(results: dict[str, Any], out: Path) -> None:
         "| variant | dataset | " + " | ".join(COLUMNS) + " | train s |",
         "|---|---|" + "---|" * (len(COLUMNS) + 1),
     ]
+    missing = [f"{k} ({name})" for k, name in enumerate([*VARIANTS, FULL, WHOLE], start=1) if name not in results]
+    if missing:
+        lines[4:4] = [
+            f"Not run into this file yet: variant(s) {', '.join(missing)} (`python bench/recipe.py --only N`).",
+            "",
+        ]
     for name in [*VARIANTS, FULL, WHOLE]:
         if name not in results:
             continue
